@@ -1,0 +1,194 @@
+"""MicroAgent: a service that talks only to a signal bus and a queue broker.
+
+    class EmailAgent(MicroAgent):
+        @consumer(queues.mailer)
+        async def send_email(self, **kwargs):
+            await self.broker.email_sent.send({'user_id': kwargs['user_id']})
+
+    agent = EmailAgent(broker=RedisBroker('redis://localhost/7'))
+    await agent.start()
+    ...
+    await agent.stop()
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from ._tasks import TaskSet
+from .broker import Consumer
+from .bus import Receiver
+from .decorators import ConsumerSpec, CronSpec, HookSpec, PeriodicSpec, ReceiverSpec, Spec, specs_of
+from .exceptions import ConfigurationError, ServerInterrupt
+from .schedule import ScheduledTask
+
+__all__ = ['MicroAgent']
+
+
+class MicroAgent:
+    """Base class of agents; handlers are declared with decorators and collected per class.
+
+    Arguments: ``bus`` (a signal bus, needed by ``@receiver``), ``broker`` (a
+    queue broker, needed by ``@consumer``), ``log`` and free-form ``settings``.
+    """
+
+    _handlers: ClassVar[tuple[tuple[str, Spec], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        found: list[tuple[str, Spec]] = []
+        for name in dir(cls):
+            attr = inspect.getattr_static(cls, name, None)
+            found.extend((name, spec) for spec in specs_of(attr))
+        queues = [spec.queue.name for _, spec in found if isinstance(spec, ConsumerSpec)]
+        twice = sorted({q for q in queues if queues.count(q) > 1})
+        if twice:
+            raise ConfigurationError(f'{cls.__name__}: more than one consumer of queue(s) {twice}')
+        cls._handlers = tuple(found)
+
+    def __init__(self, bus: Any = None, broker: Any = None, log: logging.Logger | None = None,
+                 settings: dict[str, Any] | None = None) -> None:
+        self.bus = bus
+        self.broker = broker
+        self.log = log or logging.getLogger(f'microagent.{type(self).__name__}')
+        self.settings = settings or {}
+        self.hooks: dict[str, list[Callable[[], Any]]] = {'pre_start': [], 'post_start': [], 'pre_stop': [],
+                                                          'server': []}
+        self.receivers: list[Receiver] = []
+        self.consumers: list[Consumer] = []
+        self.schedules: list[ScheduledTask] = []
+        self._receiver_tasks = TaskSet(f'{type(self).__name__} receivers')
+        self._loops = TaskSet(f'{type(self).__name__} schedules')
+        self._servers = TaskSet(f'{type(self).__name__} servers')
+        self._serving: asyncio.Task[Any] | None = None
+        self.started = False
+        for name, spec in self._handlers:
+            self._bind_spec(name, spec)
+        if self.receivers and bus is None:
+            raise ConfigurationError(f'{type(self).__name__} has receivers but no bus')
+        if self.consumers and broker is None:
+            raise ConfigurationError(f'{type(self).__name__} has consumers but no broker')
+
+    def __repr__(self) -> str:
+        return f'<{type(self).__name__} bus={self.bus!r} broker={self.broker!r}>'
+
+    def _bind_spec(self, name: str, spec: Spec) -> None:
+        method = getattr(self, name)
+        label = f'{type(self).__name__}.{name}'
+        if isinstance(spec, HookSpec):
+            self.hooks[spec.event].append(method)
+        elif isinstance(spec, ReceiverSpec):
+            self.receivers.extend(Receiver(self, method, s, spec.timeout, self._receiver_tasks) for s in spec.signals)
+        elif isinstance(spec, ConsumerSpec):
+            self.consumers.append(Consumer(self, method, spec.queue, spec.timeout, dict(spec.options),
+                                           spec.dto_class, spec.dto_name))
+        elif isinstance(spec, PeriodicSpec):
+            self.schedules.append(ScheduledTask(label, method, spec.timeout, self.log, period=spec.period,
+                                                start_after=spec.start_after, overlap=spec.overlap,
+                                                jitter=spec.jitter, catch_up=spec.catch_up))
+        elif isinstance(spec, CronSpec):
+            self.schedules.append(ScheduledTask(label, method, spec.timeout, self.log, cron=spec.cron,
+                                                overlap=spec.overlap, catch_up=spec.catch_up))
+
+    async def start(self, enable_periodic_tasks: bool = True, enable_receiving_signals: bool = True,
+                    enable_consuming_messages: bool = True, enable_servers_running: bool = True) -> None:
+        """Run pre_start hooks, bind receivers and consumers, start schedules, run post_start hooks.
+
+        Then, if there are ``@on('server')`` sub-services, run them until they
+        end (``ServerInterrupt`` ends one gracefully); otherwise return.
+        """
+        await self._run_hooks('pre_start')
+        if enable_receiving_signals:
+            for receiver in self.receivers:
+                await self.bus.bind_receiver(receiver)
+        if enable_consuming_messages:
+            for consumer in self.consumers:
+                await self.broker.bind_consumer(consumer)
+        if enable_periodic_tasks:
+            for task in self.schedules:
+                self._loops.spawn(task.run(), name=f'schedule {task.name}')
+        self.started = True
+        await self._run_hooks('post_start')
+        if enable_servers_running and self.hooks['server']:
+            self._serving = asyncio.current_task()
+            for server in self.hooks['server']:
+                self._servers.spawn(self._serve(server), name=f'server {server.__name__}')
+            await self._servers.drain(None)
+
+    async def stop(self, timeout: float = 30.0, *, close: bool = True) -> None:
+        """Stop intake, let in-flight handlers finish until *timeout*, run pre_stop hooks, close.
+
+        Handlers still running at the deadline are cancelled; their messages are
+        not acknowledged, so the broker delivers them again. With ``close``
+        the bus and broker connections are closed (they reopen lazily if used).
+        """
+        deadline = time.monotonic() + timeout
+        await self._loops.cancel()
+        if self.bus is not None and self.receivers:
+            self.bus.unbind_receivers(self)
+        cuts = await asyncio.gather(
+            *(self.broker.unbind(c.queue.name, timeout) for c in self.consumers if self.started),
+            self._receiver_tasks.drain(timeout),
+            *(task.runs.drain(timeout) for task in self.schedules),
+        )
+        if any(cuts):
+            self.log.warning('%s: %d handlers cut at the stop deadline', type(self).__name__, sum(cuts))
+        await self._servers.drain(max(0.0, deadline - time.monotonic()) if self._serving else 0)
+        self.started = False
+        await self._run_hooks('pre_stop')
+        if close:
+            await _close(self.bus, self.broker)
+
+    async def _serve(self, server: Callable[[], Any]) -> None:
+        try:
+            await server()
+        except ServerInterrupt:
+            self.log.info('%s: server %s interrupted', type(self).__name__, server.__name__)
+        except Exception:
+            self.log.exception('%s: server %s failed', type(self).__name__, server.__name__)
+
+    async def _run_hooks(self, event: str) -> None:
+        for hook in self.hooks[event]:
+            result = hook()
+            if inspect.isawaitable(result):
+                await result
+
+    def info(self) -> dict[str, Any]:
+        """A JSON-serialisable description of the agent's handlers and schedules."""
+        def name(func: Any) -> str:
+            return str(getattr(func, '__name__', func))
+        return {
+            'name': type(self).__name__,
+            'hooks': {event: [name(h) for h in hooks] for event, hooks in self.hooks.items() if hooks},
+            'receivers': [{'handler': name(r.handler), 'signal': r.signal.name, 'timeout': r.timeout}
+                          for r in self.receivers],
+            'consumers': [{'handler': name(c.handler), 'queue': c.queue.name, 'timeout': c.timeout,
+                           'dto_class': name(c.dto_class) if c.dto_class else None,
+                           'options': {k: v for k, v in c.options.items() if _jsonable(v)}}
+                          for c in self.consumers],
+            'schedules': [task.info() for task in self.schedules],
+        }
+
+
+def _jsonable(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool | type(None))
+
+
+async def _close(bus: Any, broker: Any) -> None:
+    # A bus or broker shared with agents still running stays open.
+    if bus is not None and not any(getattr(bus, 'receivers', {}).values()):
+        await _call_close(bus)
+    if broker is not None and not getattr(broker, '_bindings', None):
+        await _call_close(broker)
+
+
+async def _call_close(backend: Any) -> None:
+    result = backend.close()
+    if inspect.isawaitable(result):
+        await result
+
+

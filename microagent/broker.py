@@ -1,0 +1,233 @@
+"""The queue broker contract.
+
+Delivery contract, the same for every backend (the shared contract suite in
+``tests/contract`` checks it):
+
+* **At least once.** A message is acknowledged only after its handler
+  returned. A consumer that dies, times out or is stopped mid-handler loses
+  nothing: the message comes back (to this or another consumer).
+* **Retries.** A failed handler is retried with exponential backoff; the
+  attempt count travels with the message. After ``max_attempts`` the message
+  goes to ``<queue>.dlq`` with the error. Undecodable or oversized payloads and
+  messages the handler (or its DTO) cannot accept go there at once.
+* **In-flight limit.** A consumer holds at most ``max_inflight`` unsettled
+  messages; backends read no more than the free slots.
+* **Ordering.** FIFO per queue (per partition for Kafka) for first
+  deliveries; retries and concurrency (``max_inflight > 1``) may reorder.
+* **Idempotency.** Duplicates are possible after crashes: handlers should be
+  idempotent.
+* **Exchanges.** ``broker.<exchange>.send(msg, topic=None)`` reaches every
+  queue bound to the exchange whose topic patterns match (no patterns: all).
+"""
+from __future__ import annotations
+
+import abc
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._dsn import mask_dsn
+from ._tasks import TaskSet, cancel_task
+from .catalog import DEFAULT_CATALOG, Catalog
+from .delivery import ConsumerRunner, DeadLetter
+from .exceptions import ConfigurationError, QueueNotFound
+from .queue import Queue
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .agent import MicroAgent
+
+__all__ = ['AbstractQueueBroker', 'BoundExchange', 'BoundQueue', 'Consumer']
+
+
+@dataclass
+class Consumer:
+    """A handler of an agent bound to a queue (made by ``@consumer``)."""
+
+    agent: MicroAgent
+    handler: Callable[..., Awaitable[None]]
+    queue: Queue
+    timeout: float
+    options: dict[str, Any] = field(default_factory=dict)
+    dto_class: type | None = None
+    dto_name: str | None = None
+
+
+class BoundQueue:
+    """A queue seen through a broker: ``await broker.mailer.send({'to': 'a@b.c'})``."""
+
+    __slots__ = ('broker', 'queue')
+
+    def __init__(self, broker: AbstractQueueBroker, queue: Queue) -> None:
+        self.broker = broker
+        self.queue = queue
+
+    def __repr__(self) -> str:
+        return f'<BoundQueue {self.queue.name} of {self.broker!r}>'
+
+    async def send(self, message: dict[str, Any], **options: Any) -> None:
+        """Serialize *message* (SerializingError: nothing is sent) and write it to the queue."""
+        await self.broker.send(self.queue.name, self.queue.serialize(message), **options)
+
+    __call__ = send
+
+    async def send_many(self, messages: Sequence[dict[str, Any]], **options: Any) -> None:
+        """Send several messages in one batch or pipeline, where the backend has one."""
+        raw = [self.queue.serialize(m) for m in messages]
+        await self.broker.send_many(self.queue.name, raw, **options)
+
+    async def length(self) -> int:
+        """Messages waiting in the queue."""
+        return await self.broker.queue_length(self.queue.name)
+
+
+class BoundExchange:
+    """An exchange seen through a broker: ``await broker.push.send(msg, topic='push.ios')``."""
+
+    __slots__ = ('broker', 'name')
+
+    def __init__(self, broker: AbstractQueueBroker, name: str) -> None:
+        self.broker = broker
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f'<BoundExchange {self.name} of {self.broker!r}>'
+
+    async def send(self, message: dict[str, Any], topic: str | None = None, **options: Any) -> None:
+        """Send *message* to every queue bound to the exchange whose patterns match *topic*."""
+        bound = [q for q in self.broker.catalog.queues.values() if q.exchange == self.name]
+        await self.broker.publish(self.name, bound[0].serialize(message), topic=topic, **options)
+
+    __call__ = send
+
+
+class AbstractQueueBroker(abc.ABC):
+    """Broker is an abstract interface with two basic methods - send and bind.
+
+    All declared queues are attributes of a broker (``broker.mailer``), and so
+    are the exchanges they are bound to. Options common to every backend:
+    ``max_attempts`` (5), ``max_inflight`` per consumer (32), ``retry_delay``
+    (first backoff, 1 s), ``max_retry_delay`` (60 s), ``max_message_size``
+    (bytes, 1 MiB; larger messages are dead-lettered before parsing).
+
+    >>> broker = RedisBroker('redis://localhost/7')     # doctest: +SKIP
+    >>> await broker.user_created.send({'user_id': 1})  # doctest: +SKIP
+    """
+
+    def __init__(self, dsn: str, *, uid: str | None = None, log: logging.Logger | None = None,
+                 catalog: Catalog | None = None, max_attempts: int = 5, max_inflight: int = 32,
+                 retry_delay: float = 1.0, max_retry_delay: float = 60.0,
+                 max_message_size: int = 1024 * 1024) -> None:
+        if max_attempts < 1 or max_inflight < 1 or retry_delay < 0 or max_message_size < 1:
+            raise ConfigurationError('max_attempts, max_inflight and max_message_size must be >= 1, '
+                                     'retry_delay >= 0')
+        self.dsn = dsn
+        self.uid = uid or uuid.uuid4().hex
+        self.log = log or logging.getLogger('microagent.broker')
+        self.catalog = catalog or DEFAULT_CATALOG
+        self.max_attempts = max_attempts
+        self.max_inflight = max_inflight
+        self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
+        self.max_message_size = max_message_size
+        self._bindings: dict[str, Consumer] = {}
+        self._runners: dict[str, ConsumerRunner] = {}
+        self._readers: dict[str, asyncio.Task[Any]] = {}
+        self._tasks = TaskSet(f'{type(self).__name__} tasks')
+
+    def __repr__(self) -> str:
+        return f'<{type(self).__name__} {mask_dsn(self.dsn)}>'
+
+    __str__ = __repr__
+
+    def __getattr__(self, name: str) -> BoundQueue | BoundExchange:
+        if name.startswith('_'):
+            raise AttributeError(name)
+        try:
+            return BoundQueue(self, self.catalog.queue(name))
+        except QueueNotFound:
+            if self.catalog.is_exchange(name):
+                return BoundExchange(self, name)
+            raise QueueNotFound(f'{type(self).__name__}: no queue or exchange {name!r} is declared') from None
+
+    # -- the backend interface ------------------------------------------------
+
+    @abc.abstractmethod
+    async def send(self, name: str, message: str, **kwargs: Any) -> None:
+        """Write a raw (serialized) message to queue *name*; returns once the broker has it."""
+
+    @abc.abstractmethod
+    async def bind(self, name: str) -> None:
+        """Start reading queue *name* into ``self._runners[name]`` (see :class:`ConsumerRunner`).
+
+        Backends usually ``self._start_reader(name, self._read(runner))``; the
+        reader task may be cancelled at any await: what it read and did not
+        submit is redelivered by the broker.
+        """
+
+    @abc.abstractmethod
+    async def queue_length(self, name: str, **options: Any) -> int:
+        """Messages waiting in queue *name* (not yet taken by a consumer)."""
+
+    @abc.abstractmethod
+    async def dead_letters(self, name: str, limit: int = 100) -> list[DeadLetter]:
+        """Up to *limit* messages in ``<name>.dlq``, oldest first, without removing them."""
+
+    async def publish(self, exchange: str, message: str, topic: str | None = None, **kwargs: Any) -> None:
+        """Send *message* to every queue bound to *exchange* that accepts *topic*.
+
+        The default routes with the catalog and sends to each queue; backends
+        with native exchanges override it.
+        """
+        for queue in self.catalog.route(exchange, topic):
+            await self.send(queue.name, message, **kwargs)
+
+    async def send_many(self, name: str, messages: Sequence[str], **kwargs: Any) -> None:
+        """Write several raw messages; backends override with a pipeline or batch."""
+        for message in messages:
+            await self.send(name, message, **kwargs)
+
+    async def close(self) -> None:
+        """Stop every consumer (releasing unfinished messages) and close connections.
+
+        A closed broker may be used again: connections are opened lazily.
+        """
+        for name in list(self._runners):
+            await self.unbind(name, timeout=0)
+        await self._tasks.cancel()
+
+    # -- consumers -------------------------------------------------------------
+
+    async def bind_consumer(self, consumer: Consumer) -> None:
+        """Bind a consumer of an agent to this broker and start reading its queue."""
+        name = consumer.queue.name
+        if name in self._bindings:
+            raise ConfigurationError(f'queue {name!r} already has a consumer on {self!r}')
+        self._bindings[name] = consumer
+        self._runners[name] = ConsumerRunner(self, consumer)
+        try:
+            await self.bind(name)
+        except BaseException:
+            self._bindings.pop(name, None)
+            self._runners.pop(name, None)
+            raise
+
+    async def unbind(self, name: str, timeout: float | None = 30.0) -> int:
+        """Stop reading *name*, let in-flight handlers finish until *timeout*; how many were cut."""
+        runner = self._runners.pop(name, None)
+        self._bindings.pop(name, None)
+        if runner is None:
+            return 0
+        runner.active = False
+        await cancel_task(self._readers.pop(name, None))
+        return await runner.drain(timeout)
+
+    def runner(self, name: str) -> ConsumerRunner:
+        """The runner of the consumer bound to *name* (its stats, its in-flight count)."""
+        return self._runners[name]
+
+    def _start_reader(self, name: str, coro: Any) -> None:
+        self._readers[name] = self._tasks.spawn(coro, name=f'{type(self).__name__} reader {name}')

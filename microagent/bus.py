@@ -1,0 +1,247 @@
+"""The signal bus contract: at-most-once pub/sub events, and RPC over them.
+
+Signals are fire-and-forget: every receiver subscribed when a signal is sent
+gets it once; a receiver that is down misses it. A receiver's return value is
+its RPC response: ``await bus.<signal>.call(sender, **kwargs)`` returns the
+first one, ``{'<Class>.<method>': value}``; ``bus.<signal>.waiter(...)`` yields
+each until the caller stops or the timeout passes.
+
+Wire format (JSON, the signal's codec): ``{"s": sender, "a": {args}}`` plus,
+for RPC, ``"c"`` (correlation id) and ``"r"`` (reply channel). A response is
+``{"c": id, "r": {"Class.method": value}}``.
+"""
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._dsn import mask_dsn
+from ._jsonlib import get_codec
+from ._tasks import TaskSet
+from .catalog import DEFAULT_CATALOG, Catalog
+from .exceptions import SerializingError, SignalNotFound
+from .signal import Signal
+
+if TYPE_CHECKING:
+    from .agent import MicroAgent
+
+__all__ = ['AbstractSignalBus', 'BoundSignal', 'Receiver']
+
+
+@dataclass(eq=False)
+class Receiver:
+    """A handler of an agent subscribed to a signal (made by ``@receiver``)."""
+
+    agent: MicroAgent
+    handler: Callable[..., Awaitable[Any]]
+    signal: Signal
+    timeout: float
+    tasks: TaskSet
+
+    @property
+    def key(self) -> str:
+        return f'{type(self.agent).__name__}.{getattr(self.handler, "__name__", "handler")}'
+
+
+class BoundSignal:
+    """A signal seen through a bus: ``await bus.user_created.send('users', user_id=1)``."""
+
+    __slots__ = ('bus', 'signal')
+
+    def __init__(self, bus: AbstractSignalBus, signal: Signal) -> None:
+        self.bus = bus
+        self.signal = signal
+
+    def __repr__(self) -> str:
+        return f'<BoundSignal {self.signal.name} of {self.bus!r}>'
+
+    async def send(self, sender: str, **kwargs: Any) -> None:
+        """Check the arguments (SignalArgumentsError: nothing sent) and publish the signal."""
+        self.signal.check(kwargs)
+        await self.bus.send(self.bus.channel(self.signal.name), self.signal.serialize({'s': sender, 'a': kwargs}))
+
+    __call__ = send
+
+    async def call(self, sender: str, timeout: float = 60, **kwargs: Any) -> dict[str, Any]:
+        """Send as RPC; the first response ``{'Class.method': value}``, or TimeoutError."""
+        async with self.waiter(sender, timeout=timeout, **kwargs) as responses:
+            async for response in responses:
+                return response
+        raise TimeoutError(f'no response to signal {self.signal.name!r} within {timeout}s')
+
+    @contextlib.asynccontextmanager
+    async def waiter(self, sender: str, timeout: float = 60,
+                     **kwargs: Any) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        """Send as RPC and iterate over responses until the caller breaks or *timeout* passes.
+
+        >>> async with bus.rpc_comments_count.waiter('api', user_id=1) as responses:  # doctest: +SKIP
+        ...     async for response in responses:
+        ...         print(response)
+        """
+        self.signal.check(kwargs)
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        corr = uuid.uuid4().hex
+        reply = await self.bus.response_channel()
+        self.bus._pending[corr] = inbox
+        try:
+            message = self.signal.serialize({'s': sender, 'a': kwargs, 'c': corr, 'r': reply})
+            await self.bus.send(self.bus.channel(self.signal.name), message)
+            yield _until(inbox, asyncio.get_running_loop().time() + timeout)
+        finally:
+            self.bus._pending.pop(corr, None)
+
+
+async def _until(inbox: asyncio.Queue[dict[str, Any]], deadline: float) -> AsyncIterator[dict[str, Any]]:
+    loop = asyncio.get_running_loop()
+    while (left := deadline - loop.time()) > 0:
+        try:
+            yield await asyncio.wait_for(inbox.get(), left)
+        except TimeoutError:
+            return
+
+
+class AbstractSignalBus(abc.ABC):
+    """Signal bus is an abstract interface with two basic methods - send and bind.
+
+    Backends implement ``send(channel, message)`` and ``bind(channel)`` and feed
+    what arrives on a bound channel to :meth:`receiver`.
+
+    >>> bus = RedisSignalBus('redis://localhost/7')     # doctest: +SKIP
+    >>> await bus.user_created.send('user_agent', user_id=1)  # doctest: +SKIP
+    """
+
+    def __init__(self, dsn: str, *, uid: str | None = None, prefix: str = 'PUBSUB',
+                 log: logging.Logger | None = None, catalog: Catalog | None = None) -> None:
+        self.dsn = dsn
+        self.uid = uid or uuid.uuid4().hex
+        self.prefix = prefix
+        self.log = log or logging.getLogger('microagent.bus')
+        self.catalog = catalog or DEFAULT_CATALOG
+        self.receivers: dict[str, list[Receiver]] = {}
+        self._pending: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._response_bound: asyncio.Lock | None = None
+        self._response_ready = False
+        self._tasks = TaskSet(f'{type(self).__name__} tasks')
+
+    def __repr__(self) -> str:
+        return f'<{type(self).__name__} {mask_dsn(self.dsn)}>'
+
+    __str__ = __repr__
+
+    def __getattr__(self, name: str) -> BoundSignal:
+        if name.startswith('_'):
+            raise AttributeError(name)
+        try:
+            return BoundSignal(self, self.catalog.signal(name))
+        except SignalNotFound:
+            raise SignalNotFound(f'{type(self).__name__}: no signal {name!r} is declared') from None
+
+    def channel(self, name: str) -> str:
+        """The channel of signal *name* under this bus's prefix."""
+        return f'{self.prefix}:{name}'
+
+    # -- the backend interface ------------------------------------------------
+
+    @abc.abstractmethod
+    async def send(self, channel: str, message: str) -> None:
+        """Publish a raw message to *channel* (at most once, no confirmation of receipt)."""
+
+    @abc.abstractmethod
+    async def bind(self, channel: str) -> None:
+        """Subscribe to *channel*; each message is passed to ``self.receiver(channel, message)``."""
+
+    async def close(self) -> None:
+        """Unsubscribe and close connections; a closed bus reconnects lazily when used again."""
+        await self._tasks.cancel()
+        self.receivers.clear()
+        self._response_ready = False
+
+    # -- receiving ---------------------------------------------------------------
+
+    async def bind_receiver(self, receiver: Receiver) -> None:
+        """Subscribe *receiver* to its signal (the channel is bound once per bus)."""
+        name = receiver.signal.name
+        first = name not in self.receivers
+        self.receivers.setdefault(name, []).append(receiver)
+        if first:
+            await self.bind(self.channel(name))
+
+    def unbind_receivers(self, agent: MicroAgent) -> None:
+        """Stop delivering signals to *agent* (its running handlers go on)."""
+        for name, receivers in self.receivers.items():
+            self.receivers[name] = [r for r in receivers if r.agent is not agent]
+
+    async def response_channel(self) -> str:
+        """The channel RPC responses to this bus arrive on (bound on first use)."""
+        channel = f'{self.prefix}:response:{self.uid}'
+        if not self._response_ready:
+            self._response_bound = self._response_bound or asyncio.Lock()
+            async with self._response_bound:
+                if not self._response_ready:
+                    await self.bind(channel)
+                    self._response_ready = True
+        return channel
+
+    def receiver(self, channel: str, message: str | bytes) -> None:
+        """Entry point for backends: dispatch one message that arrived on *channel*."""
+        name = channel.rsplit(':', 1)[-1]
+        if channel.startswith(f'{self.prefix}:response:'):
+            self._on_response(message)
+            return
+        receivers = self.receivers.get(name)
+        if not receivers:
+            return
+        signal = receivers[0].signal
+        envelope = self._decode(signal, message)
+        if envelope is None:
+            return
+        for receiver in receivers:
+            receiver.tasks.spawn(self._handle(receiver, envelope), name=f'receiver {receiver.key}')
+
+    def _decode(self, signal: Signal, message: str | bytes) -> dict[str, Any] | None:
+        try:
+            envelope = signal.deserialize(message)
+        except SerializingError as exc:
+            self.log.error('Signal %s: dropped undecodable message: %s', signal.name, exc)
+            return None
+        args = envelope.get('a')
+        problem = signal.mismatch(args) if isinstance(args, dict) else 'no arguments object'
+        if problem:
+            self.log.error('Signal %s: dropped message that does not match the declaration: %s',
+                           signal.name, problem)
+            return None
+        return envelope
+
+    async def _handle(self, receiver: Receiver, envelope: dict[str, Any]) -> None:
+        try:
+            async with asyncio.timeout(receiver.timeout):
+                result = await receiver.handler(signal=receiver.signal, sender=envelope.get('s'), **envelope['a'])
+        except Exception:
+            self.log.exception('Receiver %s failed on signal %s', receiver.key, receiver.signal.name)
+            return
+        if envelope.get('c') and envelope.get('r'):
+            await self._respond(receiver, envelope, result)
+
+    async def _respond(self, receiver: Receiver, envelope: dict[str, Any], result: Any) -> None:
+        try:
+            payload = get_codec(receiver.signal.jsonlib).dumps({'c': envelope['c'], 'r': {receiver.key: result}})
+            await self.send(envelope['r'], payload)
+        except Exception:
+            self.log.exception('Receiver %s: cannot send the RPC response', receiver.key)
+
+    def _on_response(self, message: str | bytes) -> None:
+        try:
+            response = get_codec('json').loads(message)
+            inbox = self._pending.get(response['c'])
+            value = response['r']
+        except (SerializingError, KeyError, TypeError):
+            self.log.error('Dropped a malformed RPC response')
+            return
+        if inbox is not None:
+            inbox.put_nowait(value)

@@ -1,0 +1,177 @@
+"""Decorators that mark agent methods as handlers.
+
+They only attach a spec to the function; :class:`microagent.MicroAgent`
+collects the specs per class when the class is created. Bad arguments raise
+:class:`ConfigurationError` (a ValueError) at decoration time.
+
+    class Agent(MicroAgent):
+        @on('pre_start')
+        async def setup(self): ...
+
+        @periodic(period=5)
+        async def refresh_cache(self): ...
+
+        @cron('0 */4 * * *')
+        async def send_report(self): ...
+
+        @receiver(signals.user_updated, signals.user_deleted)
+        async def send_notification(self, signal, sender, **kwargs): ...
+
+        @consumer(queues.mailer, timeout=30)
+        async def send_emails(self, **kwargs): ...
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .exceptions import ConfigurationError
+from .queue import Queue
+from .schedule import Cron
+from .signal import Signal
+
+__all__ = ['ConsumerSpec', 'CronSpec', 'HookSpec', 'PeriodicSpec', 'ReceiverSpec',
+           'consumer', 'cron', 'on', 'periodic', 'receiver', 'specs_of']
+
+F = TypeVar('F', bound=Callable[..., Any])
+HOOKS = ('pre_start', 'post_start', 'pre_stop', 'server')
+MARK = '__microagent__'
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    event: str
+
+
+@dataclass(frozen=True)
+class PeriodicSpec:
+    period: float
+    timeout: float
+    start_after: float
+    overlap: bool = False
+    jitter: float = 0.0
+    singleton: bool = False
+    catch_up: bool = False
+
+
+@dataclass(frozen=True)
+class CronSpec:
+    cron: Cron
+    timeout: float
+    overlap: bool = False
+    singleton: bool = False
+    catch_up: bool = False
+
+
+@dataclass(frozen=True)
+class ReceiverSpec:
+    signals: tuple[Signal, ...]
+    timeout: float
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    queue: Queue
+    timeout: float
+    dto_class: Any
+    dto_name: str | None
+    options: tuple[tuple[str, Any], ...]
+
+
+Spec = HookSpec | PeriodicSpec | CronSpec | ReceiverSpec | ConsumerSpec
+
+
+def specs_of(func: Any) -> tuple[Spec, ...]:
+    """The specs attached to *func* by these decorators."""
+    return tuple(getattr(func, MARK, ()))
+
+
+def _mark(spec: Spec, *, need_async: bool = True) -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        if not callable(func):
+            raise ConfigurationError(f'{type(spec).__name__}: can decorate only functions')
+        if need_async and not inspect.iscoroutinefunction(func):
+            raise ConfigurationError(f'{func.__qualname__}: must be an async function')
+        setattr(func, MARK, (*specs_of(func), spec))
+        return func
+    return decorate
+
+
+def _positive(kind: str, **values: float) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigurationError(f'{kind}: {name} must be a positive number, got {value!r}')
+
+
+def on(event: str) -> Callable[[F], F]:
+    """Run the method on an agent life-cycle event: pre_start, post_start, pre_stop or server.
+
+    >>> @on('pre_start')                   # doctest: +SKIP
+    ... async def setup(self): ...
+    """
+    if event not in HOOKS:
+        raise ConfigurationError(f'on: unknown event {event!r}, expected one of {HOOKS}')
+    return _mark(HookSpec(event), need_async=event == 'server')
+
+
+def periodic(period: float, timeout: float = 1, start_after: float = 0, *, overlap: bool = False,
+             jitter: float = 0, singleton: bool = False, catch_up: bool = False) -> Callable[[F], F]:
+    """Run the method every *period* seconds (fixed rate), cancelled after *timeout*.
+
+    >>> @periodic(period=5, timeout=10, start_after=1)   # doctest: +SKIP
+    ... async def refresh_cache(self): ...
+    """
+    _positive('periodic', period=period, timeout=timeout)
+    if start_after < 0 or jitter < 0:
+        raise ConfigurationError('periodic: start_after and jitter must be >= 0')
+    return _mark(PeriodicSpec(float(period), float(timeout), float(start_after),
+                              overlap, float(jitter), singleton, catch_up))
+
+
+def cron(spec: str, timeout: float = 1, *, timezone: str = 'UTC', overlap: bool = False,
+         singleton: bool = False, catch_up: bool = False) -> Callable[[F], F]:
+    """Run the method on a cron schedule, in *timezone*, cancelled after *timeout*.
+
+    >>> @cron('0 */4 * * *', timeout=60, timezone='Europe/Berlin')   # doctest: +SKIP
+    ... async def send_report(self): ...
+    """
+    _positive('cron', timeout=timeout)
+    return _mark(CronSpec(Cron(spec, timezone=timezone), float(timeout), overlap, singleton, catch_up))
+
+
+def receiver(*signals: Signal, timeout: float = 60) -> Callable[[F], F]:
+    """Subscribe the method to one or more signals.
+
+    >>> @receiver(signals.user_updated, signals.user_deleted)   # doctest: +SKIP
+    ... async def send_notification(self, signal, sender, **kwargs): ...
+    """
+    if not signals or not all(isinstance(s, Signal) for s in signals):
+        raise ConfigurationError(f'receiver: expected Signal declarations, got {signals!r}')
+    _positive('receiver', timeout=timeout)
+    return _mark(ReceiverSpec(tuple(signals), float(timeout)))
+
+
+def consumer(queue: Queue, timeout: float = 60, dto_class: Any = None, dto_name: str | None = None,
+             **options: Any) -> Callable[[F], F]:
+    """Binding for consuming messages from queue; only one handler per queue.
+
+    ``dto_class`` (a dataclass, a pydantic model or any callable) is built from
+    the message and passed as ``dto_name`` (default ``dto``). Options:
+    ``max_inflight``, ``max_attempts``, ``retry_delay`` and backend-specific ones.
+
+    >>> @consumer(queues.mailer, timeout=30, dto_class=MyDTO, dto_name='obj')  # doctest: +SKIP
+    ... async def handle(self, obj: MyDTO, **kwargs): ...
+    """
+    if not isinstance(queue, Queue):
+        raise ConfigurationError(f'consumer: expected a Queue declaration, got {queue!r}')
+    _positive('consumer', timeout=timeout)
+    if dto_class is not None and not callable(dto_class):
+        raise ConfigurationError('consumer: dto_class must be callable')
+    if dto_name is not None and (not isinstance(dto_name, str) or not dto_name.isidentifier()):
+        raise ConfigurationError(f'consumer: dto_name must be an identifier, got {dto_name!r}')
+    for key in ('max_inflight', 'max_attempts'):
+        if key in options:
+            _positive('consumer', **{key: options[key]})
+    return _mark(ConsumerSpec(queue, float(timeout), dto_class, dto_name, tuple(sorted(options.items()))))

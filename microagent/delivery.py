@@ -1,0 +1,235 @@
+"""The at-least-once delivery machinery shared by every queue broker.
+
+A backend turns what it reads into :class:`Delivery` objects and hands them to
+the :class:`ConsumerRunner` of the queue. The runner owns everything else:
+decoding, the DTO, the handler call with its timeout, retries with backoff,
+dead-lettering and the in-flight limit. Each delivery is settled exactly once:
+``ack``, ``retry``, ``dead_letter`` or, on shutdown, ``release``.
+"""
+from __future__ import annotations
+
+import abc
+import asyncio
+import inspect
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._tasks import TaskSet
+from .exceptions import SerializingError
+
+if TYPE_CHECKING:
+    from .broker import AbstractQueueBroker, Consumer
+
+__all__ = ['ConsumerRunner', 'ConsumerStats', 'DeadLetter', 'Delivery']
+
+
+class Delivery(abc.ABC):
+    """One message read from a queue, waiting to be settled.
+
+    ``attempt`` starts at 1 and travels with the message across retries.
+    ``message_id`` is the broker's id of this copy (stream id, delivery tag,
+    partition/offset), for logs.
+    """
+
+    __slots__ = ('attempt', 'body', 'message_id')
+
+    def __init__(self, body: bytes | str, attempt: int = 1, message_id: str = '') -> None:
+        self.body = body
+        self.attempt = attempt
+        self.message_id = message_id
+
+    @abc.abstractmethod
+    async def ack(self) -> None:
+        """The handler succeeded: remove the message for good."""
+
+    @abc.abstractmethod
+    async def retry(self, delay: float, error: str) -> None:
+        """Bring the message back with ``attempt + 1`` after *delay* seconds, then settle this copy.
+
+        The new copy must be durable before this one is acknowledged, so a
+        crash in between gives a duplicate, never a loss.
+        """
+
+    @abc.abstractmethod
+    async def dead_letter(self, error: str) -> None:
+        """Move the message to ``<queue>.dlq`` with *error* and the attempt count."""
+
+    async def release(self) -> None:  # noqa: B027 - optional hook with a safe default
+        """Give the message back unhandled (shutdown); it is redelivered without an attempt counted.
+
+        The default does nothing: the broker redelivers what was never acked.
+        """
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message in a dead-letter queue, as ``broker.dead_letters(name)`` returns it."""
+
+    body: str
+    error: str
+    attempts: int
+
+
+@dataclass
+class ConsumerStats:
+    """Counters of one consumer, read by the launcher's metrics."""
+
+    handled: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    def observe(self, seconds: float) -> None:
+        if len(self.latencies) < 10_000:
+            self.latencies.append(seconds)
+
+
+class ConsumerRunner:
+    """Runs one consumer's handler over deliveries, at most ``max_inflight`` at once.
+
+    Backend read loop::
+
+        while runner.active:
+            free = await runner.wait_slots()            # >= 1
+            for delivery in await read(count=free):
+                runner.submit(delivery)
+    """
+
+    def __init__(self, broker: AbstractQueueBroker, consumer: Consumer) -> None:
+        self.broker = broker
+        self.consumer = consumer
+        self.queue = consumer.queue
+        options = consumer.options
+        self.max_inflight = int(options.get('max_inflight', broker.max_inflight))
+        self.max_attempts = int(options.get('max_attempts', broker.max_attempts))
+        self.retry_delay = float(options.get('retry_delay', broker.retry_delay))
+        self.active = True
+        self.stats = ConsumerStats()
+        self._tasks = TaskSet(f'consumer {self.queue.name}')
+        self._free = self.max_inflight
+        self._changed = asyncio.Event()
+        self._accepts = _accepts(consumer)
+        self._label = f'{type(consumer.agent).__name__}.{getattr(consumer.handler, "__name__", "handler")}'
+
+    def __repr__(self) -> str:
+        return f'<ConsumerRunner {self.queue.name} -> {self._label} free={self._free}/{self.max_inflight}>'
+
+    @property
+    def free_slots(self) -> int:
+        return self._free
+
+    @property
+    def inflight(self) -> int:
+        return self.max_inflight - self._free
+
+    async def wait_slots(self) -> int:
+        """Wait until at least one in-flight slot is free; the number free."""
+        while self._free <= 0:
+            self._changed.clear()
+            await self._changed.wait()
+        return self._free
+
+    def submit(self, delivery: Delivery) -> None:
+        """Handle *delivery* in a task of its own; takes one slot until settled."""
+        self._free -= 1
+        self._tasks.spawn(self._run(delivery), name=f'{self._label}:{delivery.message_id}')
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before attempt ``attempt + 1``: exponential, capped, with a little jitter."""
+        delay = min(self.retry_delay * 2 ** (attempt - 1), self.broker.max_retry_delay)
+        return float(delay * random.uniform(0.9, 1.1))  # noqa: S311 - jitter, not crypto
+
+    async def drain(self, timeout: float | None) -> int:
+        """Stop intake, wait for in-flight handlers until *timeout*, cancel (release) the rest."""
+        self.active = False
+        self._changed.set()
+        return await self._tasks.drain(timeout)
+
+    async def _run(self, delivery: Delivery) -> None:
+        try:
+            await self._process(delivery)
+        except asyncio.CancelledError:
+            await self._settle(delivery.release(), delivery)
+            raise
+        finally:
+            self._free += 1
+            self._changed.set()
+
+    async def _process(self, delivery: Delivery) -> None:
+        kwargs, problem = self._decode(delivery)
+        if problem:
+            self.broker.log.error('%s: dead-lettering %s: %s', self._label, delivery.message_id, problem)
+            self.stats.dead_lettered += 1
+            await self._settle(delivery.dead_letter(problem), delivery)
+            return
+        started = time.perf_counter()
+        try:
+            # asyncio.timeout, unlike wait_for, costs no extra task per message.
+            async with asyncio.timeout(self.consumer.timeout):
+                await self.consumer.handler(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - a handler error must never stop the consumer
+            await self._failed(delivery, exc)
+            return
+        self.stats.handled += 1
+        self.stats.observe(time.perf_counter() - started)
+        await self._settle(delivery.ack(), delivery)
+
+    def _decode(self, delivery: Delivery) -> tuple[dict[str, Any], str | None]:
+        if len(delivery.body) > self.broker.max_message_size:
+            return {}, f'message of {len(delivery.body)} bytes exceeds {self.broker.max_message_size}'
+        try:
+            data = self.queue.deserialize(delivery.body)
+        except SerializingError as exc:
+            return {}, str(exc)
+        consumer = self.consumer
+        if consumer.dto_class is not None:
+            try:
+                dto = consumer.dto_class(**data)
+            except Exception as exc:  # noqa: BLE001 - any DTO failure dead-letters the message
+                dto_label = getattr(consumer.dto_class, '__name__', 'dto')
+                return {}, f'{self._label}: {dto_label} rejected the message: {exc}'
+            data = {**data, consumer.dto_name or 'dto': dto}
+        if not self._accepts(data):
+            return {}, f'{self._label} cannot accept keys {sorted(data)}'
+        return data, None
+
+    async def _failed(self, delivery: Delivery, exc: BaseException) -> None:
+        error = f'{type(exc).__name__}: {exc}' if str(exc) else type(exc).__name__
+        self.stats.failed += 1
+        if delivery.attempt >= self.max_attempts:
+            self.broker.log.error('%s failed attempt %d/%d, dead-lettering: %s', self._label,
+                                  delivery.attempt, self.max_attempts, error, exc_info=exc)
+            self.stats.dead_lettered += 1
+            await self._settle(delivery.dead_letter(error), delivery)
+            return
+        delay = self.backoff(delivery.attempt)
+        self.broker.log.warning('%s failed attempt %d/%d, retry in %.2fs: %s', self._label,
+                                delivery.attempt, self.max_attempts, delay, error, exc_info=exc)
+        self.stats.retried += 1
+        await self._settle(delivery.retry(delay, error), delivery)
+
+    async def _settle(self, action: Any, delivery: Delivery) -> None:
+        try:
+            await action
+        except Exception as exc:  # noqa: BLE001 - unsettled means redelivered later, never lost
+            self.broker.log.warning('%s: cannot settle %s (%s); the broker will redeliver it',
+                                    self._label, delivery.message_id, type(exc).__name__)
+
+
+def _accepts(consumer: Consumer) -> Any:
+    """A predicate: can the handler be called with these keyword arguments?"""
+    try:
+        signature = inspect.signature(consumer.handler)
+    except (TypeError, ValueError):
+        return lambda data: True
+
+    def accepts(data: dict[str, Any]) -> bool:
+        try:
+            signature.bind(**data)
+        except TypeError:
+            return False
+        return True
+    return accepts

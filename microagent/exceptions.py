@@ -1,0 +1,82 @@
+"""One error root for the whole library.
+
+Every error microagent raises on purpose is a :class:`MicroAgentError`. Some
+also inherit a builtin so that ordinary Python code keeps working, for example
+``hasattr(broker, 'missing')`` is ``False`` because :class:`QueueNotFound` is
+an :class:`AttributeError`::
+
+    try:
+        await broker.unknown.send({})
+    except MicroAgentError as exc:
+        log.error('cannot send: %s', exc)
+"""
+from __future__ import annotations
+
+__all__ = [
+    'BackendError',
+    'BackendNotInstalled',
+    'ConfigurationError',
+    'DeliveryError',
+    'MicroAgentError',
+    'QueueException',
+    'QueueNotFound',
+    'SerializingError',
+    'ServerInterrupt',
+    'SignalArgumentsError',
+    'SignalException',
+    'SignalNotFound',
+]
+
+
+class MicroAgentError(Exception):
+    """Root of every error raised by microagent."""
+
+
+class ConfigurationError(MicroAgentError, ValueError):
+    """Bad declarations, bad decorator arguments, bad settings.
+
+    >>> raise ConfigurationError('queue "Mailer": name must match [a-z_][a-z0-9_]*')
+    Traceback (most recent call last):
+    ...
+    microagent.exceptions.ConfigurationError: queue "Mailer": name must match [a-z_][a-z0-9_]*
+    """
+
+
+class SerializingError(MicroAgentError, ValueError):
+    """A payload cannot be serialized or deserialized; nothing was sent."""
+
+
+class SignalException(MicroAgentError):
+    """Base signal exception."""
+
+
+class SignalNotFound(SignalException, AttributeError):
+    """No signal with that name is declared."""
+
+
+class SignalArgumentsError(SignalException, TypeError):
+    """Signal arguments are missing, unknown or of the wrong JSON type."""
+
+
+class QueueException(MicroAgentError):
+    """Base queue exception."""
+
+
+class QueueNotFound(QueueException, AttributeError):
+    """No queue or exchange with that name is declared."""
+
+
+class BackendError(MicroAgentError):
+    """A bus or broker could not do what was asked (connection, routing, timeout)."""
+
+
+class BackendNotInstalled(BackendError, ImportError):
+    """The client library of a backend is missing; the message names the pip extra."""
+
+
+class DeliveryError(BackendError):
+    """A message was not accepted by the broker (unroutable, not confirmed)."""
+
+
+class ServerInterrupt(MicroAgentError):
+    """Raised inside an ``@on('server')`` sub-service to end it gracefully."""

@@ -1,0 +1,146 @@
+"""Loading declarations from ``file://`` paths and ``http(s)://`` URLs.
+
+>>> signals = load_signals('file://signals.json')      # doctest: +SKIP
+>>> queues = load_queues('https://example.com/queues.json')  # doctest: +SKIP
+>>> signals.user_created, queues.mailer                # doctest: +SKIP
+
+Loading several sources merges them into one catalog (the default unless
+``catalog=`` is given). Every problem is a :class:`ConfigurationError` that
+names the source and the place in it.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import ssl
+import urllib.parse
+import urllib.request
+from typing import Any, NamedTuple
+
+from .catalog import DEFAULT_CATALOG, Catalog
+from .exceptions import ConfigurationError
+from .queue import Queue
+from .signal import Signal
+
+__all__ = ['Stuff', 'load_queues', 'load_signals', 'load_stuff', 'read_source']
+
+log = logging.getLogger('microagent.loader')
+MAX_SIZE = 4 * 1024 * 1024
+TIMEOUT = 10.0
+TOP_KEYS = {'signals', 'queues', 'jsonlib'}
+ENTRY_KEYS = {
+    'signals': {'name', 'providing_args', 'description'},
+    'queues': {'name', 'exchange', 'topics'},
+}
+
+
+class Stuff(NamedTuple):
+    """Both kinds of declarations from one source."""
+
+    signals: Any
+    queues: Any
+
+
+def load_signals(source: str, *, catalog: Catalog | None = None) -> Any:
+    """Load Signal-entities from file or by web; a named tuple of them, by name."""
+    return load_stuff(source, catalog=catalog).signals
+
+
+def load_queues(source: str, *, catalog: Catalog | None = None) -> Any:
+    """Load Queue-entities from file or by web; a named tuple of them, by name."""
+    return load_stuff(source, catalog=catalog).queues
+
+
+def load_stuff(source: str, *, catalog: Catalog | None = None) -> Stuff:
+    """Load signals and queues declared in one source: ``(signals, queues)``."""
+    data = parse(source, read_source(source))
+    jsonlib = data.get('jsonlib', 'json')
+    if not isinstance(jsonlib, str):
+        raise ConfigurationError(f'{_where(source)}: "jsonlib" must be a string')
+    cat = catalog or DEFAULT_CATALOG
+    built = {kind: [_build(source, kind, i, e, jsonlib=jsonlib, catalog=cat) for i, e in enumerate(data.get(kind, []))]
+             for kind in ('signals', 'queues')}
+    return Stuff(_named('Signals', built['signals']), _named('Queues', built['queues']))
+
+
+def parse(source: str, raw: bytes) -> dict[str, Any]:
+    """Check the top level of a declarations document."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ConfigurationError(f'{_where(source)}: broken JSON: {exc}') from None
+    if not isinstance(data, dict):
+        raise ConfigurationError(f'{_where(source)}: top level must be an object with "signals"/"queues"')
+    unknown = sorted(set(data) - TOP_KEYS)
+    if unknown:
+        raise ConfigurationError(f'{_where(source)}: unknown keys {unknown}, expected {sorted(TOP_KEYS)}')
+    for key in ('signals', 'queues'):
+        if not isinstance(data.get(key, []), list):
+            raise ConfigurationError(f'{_where(source)}: "{key}" must be a list')
+    return data
+
+
+def _build(source: str, kind: str, index: int, entry: Any, *, jsonlib: str, catalog: Catalog) -> Any:
+    where = f'{_where(source)}: {kind}[{index}]'
+    if not isinstance(entry, dict):
+        raise ConfigurationError(f'{where}: must be an object')
+    unknown = sorted(set(entry) - ENTRY_KEYS[kind])
+    if unknown:
+        raise ConfigurationError(f'{where}: unknown keys {unknown}, expected {sorted(ENTRY_KEYS[kind])}')
+    if 'name' not in entry:
+        raise ConfigurationError(f'{where}: "name" is required')
+    try:
+        if kind == 'signals':
+            return Signal(jsonlib=jsonlib, catalog=catalog, **entry)
+        return Queue(jsonlib=jsonlib, catalog=catalog, **entry)
+    except (ConfigurationError, TypeError) as exc:
+        raise ConfigurationError(f'{where}: {exc}') from None
+
+
+def _named(typename: str, items: list[Any]) -> Any:
+    cls = collections.namedtuple(typename, [i.name for i in items], rename=True)  # type: ignore[misc]
+    return cls(*items)
+
+
+def _where(source: str) -> str:
+    parts = urllib.parse.urlsplit(source)
+    if parts.password:
+        # Never echo credentials embedded in a URL.
+        source = parts._replace(netloc=f'{parts.username}:***@{parts.hostname}').geturl()
+    return source
+
+
+def read_source(source: str, *, timeout: float = TIMEOUT, max_size: int = MAX_SIZE) -> bytes:
+    """Bytes of a ``file://`` path (or a plain path) or an ``http(s)://`` URL, size-capped."""
+    scheme = urllib.parse.urlsplit(source).scheme
+    if scheme in ('http', 'https'):
+        return _fetch(source, timeout, max_size)
+    if scheme not in ('file', ''):
+        raise ConfigurationError(f'{_where(source)}: unsupported scheme {scheme!r} (file, http, https)')
+    path = source[len('file://'):] if scheme == 'file' else source
+    try:
+        with open(path, 'rb') as fh:
+            raw = fh.read(max_size + 1)
+    except OSError as exc:
+        raise ConfigurationError(f'{source}: cannot read: {exc.strerror}') from None
+    if len(raw) > max_size:
+        raise ConfigurationError(f'{source}: larger than {max_size} bytes')
+    return raw
+
+
+def _fetch(url: str, timeout: float, max_size: int) -> bytes:
+    if url.startswith('http://'):
+        if os.environ.get('MICROAGENT_FORBID_HTTP', '') not in ('', '0'):
+            raise ConfigurationError(f'{_where(url)}: plain http is forbidden (MICROAGENT_FORBID_HTTP)')
+        log.warning('Loading declarations over plain http from %s: use https', _where(url))
+    context = ssl.create_default_context()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:  # noqa: S310
+            raw: bytes = resp.read(max_size + 1)
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f'{_where(url)}: cannot fetch: {exc}') from None
+    if len(raw) > max_size:
+        raise ConfigurationError(f'{_where(url)}: larger than {max_size} bytes')
+    return raw

@@ -1,0 +1,1 @@
+"""Backends (memory, redis, amqp, kafka) and mocks; import the one you use."""

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from microagent import Catalog
+
+from .backends import BackendSpec, all_backends
+
+BACKENDS = all_backends()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption('--slow', action='store_true', help='run long soak and fault tests')
+    parser.addoption('--backend', action='append', default=[], help='run the contract suite on these only')
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption('--slow'):
+        return
+    skip = pytest.mark.skip(reason='slow: run with --slow')
+    for item in items:
+        if 'slow' in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if 'backend' in metafunc.fixturenames:
+        chosen = metafunc.config.getoption('--backend')
+        specs = [b for b in BACKENDS if not chosen or b.name in chosen]
+        metafunc.parametrize('backend', specs, ids=[b.name for b in specs], indirect=True)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> BackendSpec:
+    spec: BackendSpec = request.param
+    spec.prepare()
+    return spec
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    return Catalog()
+
+
+@pytest.fixture
+def uid() -> str:
+    """A short unique suffix for names on shared servers."""
+    return uuid.uuid4().hex[:10]

@@ -1,0 +1,110 @@
+"""The signal bus contract: one test body, every backend with a bus."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from microagent import MicroAgent, Signal, SignalArgumentsError, SignalNotFound, receiver
+
+from ..helpers import Collector
+
+
+def receiver_agent(signal: Signal, seen: Collector, answer: Any = None, name: str = 'Listener') -> type[MicroAgent]:
+    async def handle(self: MicroAgent, signal: Signal, sender: str, **kwargs: Any) -> Any:
+        seen.add((type(self).__name__, signal.name, sender, kwargs))
+        return answer(kwargs) if callable(answer) else answer
+    return type(name, (MicroAgent,), {'handle': receiver(signal)(handle)})
+
+
+async def test_send_reaches_every_receiver(harness, catalog, uid):
+    signal = Signal(f'user_created_{uid}', ['user_id'], catalog=catalog)
+    seen = Collector()
+    await harness.start(receiver_agent(signal, seen, name='One')(bus=harness.bus()))
+    await harness.start(receiver_agent(signal, seen, name='Two')(bus=harness.bus()))
+    sender = harness.bus()
+    await getattr(sender, signal.name).send('tester', user_id=1)
+    items = await seen.wait(2, harness.wait(10))
+    assert sorted(items) == [('One', signal.name, 'tester', {'user_id': 1}),
+                             ('Two', signal.name, 'tester', {'user_id': 1})]
+
+
+async def test_typed_arguments_checked_before_sending(harness, catalog, uid):
+    signal = Signal(f'typed_{uid}', {'user_id': 'integer', 'email': ['string', 'null']}, catalog=catalog)
+    bus = harness.bus()
+    bound = getattr(bus, signal.name)
+    with pytest.raises(SignalArgumentsError, match='missing'):
+        await bound.send('t', user_id=1)
+    with pytest.raises(SignalArgumentsError, match='unknown'):
+        await bound.send('t', user_id=1, email=None, extra=2)
+    with pytest.raises(SignalArgumentsError, match="'user_id' must be integer"):
+        await bound.send('t', user_id='1', email=None)
+    assert not hasattr(bus, 'no_such_signal')
+    with pytest.raises(SignalNotFound):
+        bus.no_such_signal  # noqa: B018
+
+
+async def test_mismatching_received_signal_is_logged_and_dropped(harness, catalog, uid, caplog):
+    signal = Signal(f'strict_{uid}', {'user_id': 'integer'}, catalog=catalog)
+    seen = Collector()
+    bus = harness.bus()
+    await harness.start(receiver_agent(signal, seen)(bus=bus))
+    sender = harness.bus()
+    with caplog.at_level(logging.ERROR):
+        await sender.send(sender.channel(signal.name), signal.serialize({'s': 'x', 'a': {'user_id': 'no'}}))
+        await getattr(sender, signal.name).send('x', user_id=2)
+        await seen.wait(1, harness.wait(10))
+    assert [item[3] for item in seen.items] == [{'user_id': 2}]
+    assert signal.name in caplog.text
+    assert "'user_id' must be integer" in caplog.text
+
+
+async def test_rpc_call_returns_first_response(harness, catalog, uid):
+    signal = Signal(f'rpc_{uid}', ['value'], catalog=catalog)
+    seen = Collector()
+    await harness.start(receiver_agent(signal, seen, answer=lambda kw: kw['value'] * 2, name='Doubler')(
+        bus=harness.bus()))
+    caller = harness.bus()
+    response = await getattr(caller, signal.name).call('api', value=21, timeout=harness.wait(10))
+    assert response == {'Doubler.handle': 42}
+
+
+async def test_rpc_waiter_yields_each_response(harness, catalog, uid):
+    signal = Signal(f'rpcw_{uid}', ['value'], catalog=catalog)
+    seen = Collector()
+    await harness.start(receiver_agent(signal, seen, answer={'ok': True}, name='One')(bus=harness.bus()))
+    await harness.start(receiver_agent(signal, seen, answer=[1, 'two'], name='Two')(bus=harness.bus()))
+    caller = harness.bus()
+    responses = []
+    async with getattr(caller, signal.name).waiter('api', value=1, timeout=harness.wait(10)) as stream:
+        async for item in stream:
+            responses.append(item)
+            if len(responses) == 2:
+                break
+    assert sorted(responses, key=str) == sorted([{'One.handle': {'ok': True}}, {'Two.handle': [1, 'two']}], key=str)
+    assert caller._pending == {}
+
+
+async def test_rpc_timeout_does_not_cancel_caller(harness, catalog, uid):
+    signal = Signal(f'nobody_{uid}', [], catalog=catalog)
+    caller = harness.bus()
+    with pytest.raises(TimeoutError):
+        await getattr(caller, signal.name).call('api', timeout=0.2)
+    assert not asyncio.current_task().cancelling()
+    await asyncio.sleep(0)
+    assert caller._pending == {}
+
+
+async def test_many_rpc_calls_leave_nothing_behind(harness, catalog, uid):
+    signal = Signal(f'echo_{uid}', ['n'], catalog=catalog)
+    seen = Collector()
+    await harness.start(receiver_agent(signal, seen, answer=lambda kw: kw['n'], name='Echo')(bus=harness.bus()))
+    caller = harness.bus()
+    tasks_before = len(asyncio.all_tasks())
+    for n in range(300):
+        assert await getattr(caller, signal.name).call('api', n=n, timeout=harness.wait(10)) == {'Echo.handle': n}
+    assert caller._pending == {}
+    await asyncio.sleep(0.05)
+    assert len(asyncio.all_tasks()) <= tasks_before + 1
