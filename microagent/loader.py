@@ -70,7 +70,9 @@ def parse(source: str, raw: bytes) -> dict[str, Any]:
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise ConfigurationError(f'{_where(source)}: broken JSON: {exc}') from None
+        data = _lenient(raw)
+        if data is None:
+            raise ConfigurationError(f'{_where(source)}: broken JSON: {exc}') from None
     if not isinstance(data, dict):
         raise ConfigurationError(f'{_where(source)}: top level must be an object with "signals"/"queues"')
     unknown = sorted(set(data) - TOP_KEYS)
@@ -80,6 +82,28 @@ def parse(source: str, raw: bytes) -> dict[str, Any]:
         if not isinstance(data.get(key, []), list):
             raise ConfigurationError(f'{_where(source)}: "{key}" must be a list')
     return data
+
+
+def _lenient(raw: bytes) -> Any:
+    """Parse again without trailing commas (the documented samples have them); None if still broken."""
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        return None
+    out, in_string, escaped = [], False, False
+    for index, char in enumerate(text):
+        if in_string:
+            in_string = not (char == '"' and not escaped)
+            escaped = char == '\\' and not escaped
+        elif char == '"':
+            in_string = True
+        elif char == ',' and text[index + 1:].lstrip()[:1] in (']', '}'):
+            continue
+        out.append(char)
+    try:
+        return json.loads(''.join(out))
+    except (ValueError, RecursionError):
+        return None
 
 
 def _build(source: str, kind: str, index: int, entry: Any, *, jsonlib: str, catalog: Catalog) -> Any:
@@ -112,8 +136,10 @@ def _where(source: str) -> str:
     return source
 
 
-def read_source(source: str, *, timeout: float = TIMEOUT, max_size: int = MAX_SIZE) -> bytes:
+def read_source(source: str, *, timeout: float | None = None, max_size: int | None = None) -> bytes:
     """Bytes of a ``file://`` path (or a plain path) or an ``http(s)://`` URL, size-capped."""
+    timeout = timeout or TIMEOUT
+    max_size = max_size or MAX_SIZE
     scheme = urllib.parse.urlsplit(source).scheme
     if scheme in ('http', 'https'):
         return _fetch(source, timeout, max_size)

@@ -350,4 +350,4 @@ async def test_bad_input_is_a_clear_error(harness, catalog, uid):
     assert await bound.length() == 0
     assert not hasattr(broker, 'no_such_queue')
     with pytest.raises(QueueNotFound, match='no_such_queue'):
-        broker.no_such_queue  # noqa: B018
+        broker.no_such_queue
