@@ -146,12 +146,16 @@ class AbstractQueueBroker(abc.ABC):
     def __getattr__(self, name: str) -> BoundQueue | BoundExchange:
         if name.startswith('_'):
             raise AttributeError(name)
+        bound: BoundQueue | BoundExchange
         try:
-            return BoundQueue(self, self.catalog.queue(name))
+            bound = BoundQueue(self, self.catalog.queue(name))
         except QueueNotFound:
-            if self.catalog.is_exchange(name):
-                return BoundExchange(self, name)
-            raise QueueNotFound(f'{type(self).__name__}: no queue or exchange {name!r} is declared') from None
+            if not self.catalog.is_exchange(name):
+                raise QueueNotFound(f'{type(self).__name__}: no queue or exchange {name!r} is declared') from None
+            bound = BoundExchange(self, name)
+        # Cached: later lookups of this name are plain attribute reads on the hot path.
+        self.__dict__[name] = bound
+        return bound
 
     # -- the backend interface ------------------------------------------------
 
