@@ -316,3 +316,34 @@ async def test_shared_broker_stays_open_for_other_agents(decl):
     await getattr(broker, decl['other'].name).send({})
     await seen.wait(1)
     await two.stop()
+
+
+async def test_pydantic_and_callable_dto(decl):
+    import pydantic
+
+    class User(pydantic.BaseModel):
+        user_id: int
+
+    seen = Collector()
+
+    class Agent(MicroAgent):
+        @consumer(decl['queue'], dto_class=User)
+        async def handle(self, dto: User, **kwargs: Any) -> None:
+            seen.add(dto)
+
+        @consumer(decl['other'], dto_class=lambda **kw: sorted(kw), dto_name='keys')
+        async def other(self, keys: list[str], **kwargs: Any) -> None:
+            seen.add(keys)
+
+    broker = MemoryBroker(catalog=decl['catalog'])
+    agent = Agent(broker=broker)
+    await agent.start()
+    await getattr(broker, decl['queue'].name).send({'user_id': 'x'})
+    await getattr(broker, decl['queue'].name).send({'user_id': '7'})
+    await getattr(broker, decl['other'].name).send({'b': 1, 'a': 2})
+    await seen.wait(2)
+    assert User(user_id=7) in seen.items
+    assert ['a', 'b'] in seen.items
+    letters = await broker.dead_letters(decl['queue'].name)
+    assert 'User rejected the message' in letters[0].error
+    await agent.stop()
