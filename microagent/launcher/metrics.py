@@ -1,0 +1,131 @@
+"""Health and metrics over HTTP: ``/healthz``, ``/readyz`` and ``/metrics`` (Prometheus text format).
+
+* ``/healthz``: 200 while every worker process is alive, else 503.
+* ``/readyz``: 200 once every agent reported it is connected and consuming, else 503.
+* ``/metrics``: handled, failed, retried and dead-lettered counts, handler
+  latency histograms and queue lengths per agent, replica and queue, plus
+  process liveness and restarts (needs ``prometheus-client``:
+  ``pip install "microagent[metrics]"``).
+
+>>> server = await serve(supervisor, '127.0.0.1', 9100)   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import BackendNotInstalled
+from .report import BUCKETS, COUNTERS
+
+if TYPE_CHECKING:
+    from .supervisor import Supervisor
+
+__all__ = ['GroupCollector', 'serve']
+
+log = logging.getLogger('microagent.launcher')
+READ_TIMEOUT = 5.0
+LABELS = ['agent', 'replica', 'queue']
+
+
+def _prometheus() -> Any:
+    try:
+        import prometheus_client
+        import prometheus_client.core
+    except ImportError as exc:
+        raise BackendNotInstalled('--http-port needs prometheus-client: pip install "microagent[metrics]"') from exc
+    return prometheus_client
+
+
+class GroupCollector:
+    """A prometheus-client collector reading the supervisor's latest worker reports at scrape time.
+
+    >>> registry.register(GroupCollector(supervisor))   # doctest: +SKIP
+    """
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+
+    def collect(self) -> Iterator[Any]:
+        core = _prometheus().core
+        up = core.GaugeMetricFamily('microagent_agent_up', 'Agent process is alive', labels=LABELS[:2])
+        ready = core.GaugeMetricFamily('microagent_agent_ready', 'Agent is connected and consuming',
+                                       labels=LABELS[:2])
+        restarts = core.CounterMetricFamily('microagent_agent_restarts', 'Agent process restarts',
+                                            labels=LABELS[:2])
+        for slot in self.supervisor.slots:
+            for agent, replica in slot.instances:
+                labels = [agent, str(replica)]
+                up.add_metric(labels, 1.0 if slot.alive else 0.0)
+                ready.add_metric(labels, 1.0 if slot.alive and slot.ready.get((agent, replica)) else 0.0)
+                restarts.add_metric(labels, slot.restarts)
+        yield from (up, ready, restarts)
+        yield from self._consumers(core)
+
+    def _consumers(self, core: Any) -> Iterator[Any]:
+        counters = {c: core.CounterMetricFamily(f'microagent_messages_{c}', f'Messages {c.replace("_", " ")}',
+                                                labels=LABELS) for c in COUNTERS}
+        latency = core.HistogramMetricFamily('microagent_handler_latency_seconds',
+                                             'Consumer handler latency (successful runs)', labels=LABELS)
+        length = core.GaugeMetricFamily('microagent_queue_length', 'Messages waiting in the queue', labels=LABELS)
+        for slot in self.supervisor.slots:
+            for (agent, replica, queue), entry in slot.totals().items():
+                labels = [agent, str(replica), queue]
+                for counter, family in counters.items():
+                    family.add_metric(labels, entry[counter])
+                latency.add_metric(labels, buckets=_cumulative(entry['buckets']), sum_value=entry['sum'])
+                if entry.get('length') is not None:
+                    length.add_metric(labels, entry['length'])
+        yield from (*counters.values(), latency, length)
+
+
+def _cumulative(counts: list[int]) -> list[tuple[str, float]]:
+    out, total = [], 0
+    for bound, count in zip(BUCKETS, counts, strict=False):
+        total += count
+        out.append(('+Inf' if bound == float('inf') else repr(bound), float(total)))
+    return out
+
+
+async def serve(supervisor: Supervisor, host: str, port: int) -> asyncio.Server:
+    """Start the health and metrics server; ``server.sockets[0].getsockname()`` has the real port."""
+    prometheus = _prometheus()
+    registry = prometheus.CollectorRegistry(auto_describe=False)
+    registry.register(GroupCollector(supervisor))
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(READ_TIMEOUT):
+                head = await reader.readuntil(b'\r\n\r\n')
+            status, ctype, body = _route(supervisor, registry, prometheus, head)
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            status, ctype, body = '400 Bad Request', 'text/plain', b'bad request\n'
+        except Exception:
+            log.exception('health/metrics request failed')
+            status, ctype, body = '500 Internal Server Error', 'text/plain', b'error\n'
+        try:
+            writer.write(f'HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n'
+                         f'Connection: close\r\n\r\n'.encode() + body)
+            async with asyncio.timeout(READ_TIMEOUT):
+                await writer.drain()
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, host, port)
+
+
+def _route(supervisor: Supervisor, registry: Any, prometheus: Any, head: bytes) -> tuple[str, str, bytes]:
+    method, path, _ = head.split(b'\r\n', 1)[0].decode('latin-1').split(' ', 2)
+    path = path.split('?', 1)[0]
+    if method not in ('GET', 'HEAD'):
+        return '405 Method Not Allowed', 'text/plain', b'GET only\n'
+    if path == '/metrics':
+        return '200 OK', prometheus.CONTENT_TYPE_LATEST, prometheus.generate_latest(registry)
+    checks = {'/healthz': supervisor.healthy, '/readyz': supervisor.ready}
+    if path not in checks:
+        return '404 Not Found', 'text/plain', b'not found\n'
+    ok = checks[path]()
+    return ('200 OK', 'text/plain', b'ok\n') if ok else ('503 Service Unavailable', 'text/plain', b'not ready\n')

@@ -1,0 +1,251 @@
+"""Launcher settings modules: ``BUS``, ``BROKER`` and ``AGENT`` dicts, validated before anything starts.
+
+A settings module, as the reference uses it::
+
+    BUS = {'default': {'backend': 'microagent.tools.redis.RedisSignalBus', 'dsn': 'redis://localhost/7'}}
+    BROKER = {'default': {'backend': 'microagent.tools.redis.RedisBroker', 'dsn': 'redis://localhost/7'}}
+    AGENT = {
+        'users': {'backend': 'examples.users.UserAgent', 'bus': 'default', 'broker': 'default',
+                  'replicas': 2, 'settings': {'greeting': 'hi'}},
+    }
+
+>>> group = load_settings('examples.settings')        # doctest: +SKIP
+>>> [a.name for a in group.agents]                    # doctest: +SKIP
+['users', 'comments', 'emails']
+
+Every problem is a :class:`ConfigurationError` naming the module and the key.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._dsn import mask_text
+from ..agent import MicroAgent
+from ..broker import AbstractQueueBroker
+from ..bus import AbstractSignalBus
+from ..decorators import ConsumerSpec, ReceiverSpec
+from ..exceptions import ConfigurationError
+
+__all__ = ['AgentEntry', 'BackendEntry', 'GroupSettings', 'cwd_on_path', 'import_settings', 'load_settings',
+           'module_name']
+
+AGENT_KEYS = {'backend', 'bus', 'broker', 'replicas', 'settings'}
+MEMORY_PREFIX = 'memory://'
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """One ``BUS`` or ``BROKER`` entry: a backend class and its keyword arguments.
+
+    >>> load_settings('examples.settings').default_broker().build()   # doctest: +SKIP
+    <MemoryBroker memory://>
+    """
+
+    key: str
+    cls: type[Any]
+    kwargs: dict[str, Any]
+
+    @property
+    def in_memory(self) -> bool:
+        return str(self.kwargs.get('dsn', '')).startswith(MEMORY_PREFIX) or 'memory' in self.cls.__module__
+
+    def build(self) -> Any:
+        """A new bus or broker instance (connections open lazily)."""
+        return self.cls(**self.kwargs)
+
+
+@dataclass(frozen=True)
+class AgentEntry:
+    """One ``AGENT`` entry.
+
+    >>> load_settings('examples.settings').agents['emails'].replicas   # doctest: +SKIP
+    2
+    """
+
+    name: str
+    cls: type[MicroAgent]
+    bus: str | None
+    broker: str | None
+    replicas: int
+    settings: dict[str, Any]
+
+
+@dataclass
+class GroupSettings:
+    """A validated settings module.
+
+    ``in_memory`` groups (a ``memory://`` bus or broker) run in one process:
+    the memory hub does not cross processes.
+    """
+
+    module: str
+    ref: str = ''  # as given: a module name or a path (workers load it the same way)
+    buses: dict[str, BackendEntry] = field(default_factory=dict)
+    brokers: dict[str, BackendEntry] = field(default_factory=dict)
+    agents: dict[str, AgentEntry] = field(default_factory=dict)
+
+    @property
+    def in_memory(self) -> bool:
+        return any(e.in_memory for e in (*self.buses.values(), *self.brokers.values()))
+
+    def build_agent(self, name: str) -> MicroAgent:
+        """A new instance of agent *name* with buses and brokers of its own.
+
+        >>> agent = load_settings('examples.settings').build_agent('users')   # doctest: +SKIP
+        """
+        entry = self.agents[name]
+        bus = self.buses[entry.bus].build() if entry.bus else None
+        broker = self.brokers[entry.broker].build() if entry.broker else None
+        return entry.cls(bus=bus, broker=broker, settings=dict(entry.settings))
+
+    def default_bus(self, key: str | None = None) -> BackendEntry:
+        """The ``BUS`` entry *key* (default: ``'default'`` or the only one)."""
+        return _pick(self.module, 'BUS', self.buses, key)
+
+    def default_broker(self, key: str | None = None) -> BackendEntry:
+        """The ``BROKER`` entry *key* (default: ``'default'`` or the only one)."""
+        return _pick(self.module, 'BROKER', self.brokers, key)
+
+
+def _pick(module: str, kind: str, entries: dict[str, BackendEntry], key: str | None) -> BackendEntry:
+    if key is None:
+        key = 'default' if 'default' in entries or len(entries) != 1 else next(iter(entries))
+    if key not in entries:
+        raise ConfigurationError(f'settings {module!r}: {kind} has no entry {key!r} (have {sorted(entries)})')
+    return entries[key]
+
+
+def module_name(ref: str) -> str:
+    """The module name of a settings reference: a dotted name or a path to a ``.py`` file.
+
+    >>> module_name('examples/settings.py')
+    'examples.settings'
+    """
+    if not ref.endswith('.py') and os.sep not in ref:
+        return ref
+    path = os.path.abspath(ref)
+    stem = os.path.splitext(path)[0]
+    cwd = os.getcwd()
+    if stem.startswith(cwd + os.sep):
+        return os.path.relpath(stem, cwd).replace(os.sep, '.')
+    # Outside the working directory: importable from its own folder.
+    folder = os.path.dirname(stem)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return os.path.basename(stem)
+
+
+def cwd_on_path() -> None:
+    """Make modules of the working directory importable, as ``python -m`` does (console scripts do not)."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+def import_settings(ref: str) -> Any:
+    """Import the settings module *ref*; any failure is one ConfigurationError line."""
+    cwd_on_path()
+    name = module_name(ref)
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001 - any import failure is a settings error
+        raise ConfigurationError(f'settings {name!r}: cannot import: {_describe(exc)}') from None
+
+
+def load_settings(ref: str) -> GroupSettings:
+    """Import and validate settings module *ref*; nothing is started or connected."""
+    module = import_settings(ref)
+    name = module.__name__
+    group = GroupSettings(name, ref)
+    group.buses = _backends(name, 'BUS', getattr(module, 'BUS', {}), AbstractSignalBus)
+    group.brokers = _backends(name, 'BROKER', getattr(module, 'BROKER', {}), AbstractQueueBroker)
+    agents = getattr(module, 'AGENT', None)
+    if not isinstance(agents, dict) or not agents:
+        raise ConfigurationError(f'settings {name!r}: AGENT must be a non-empty dict of agents')
+    for key, entry in agents.items():
+        group.agents[key] = _agent(group, key, entry)
+    return group
+
+
+def _describe(exc: BaseException) -> str:
+    text = f'{type(exc).__name__}: {exc}' if str(exc) else type(exc).__name__
+    return mask_text(' '.join(text.split()))
+
+
+def _import(where: str, path: Any) -> Any:
+    if not isinstance(path, str) or '.' not in path:
+        raise ConfigurationError(f'{where}: "backend" must be a dotted path module.Class, got {path!r}')
+    module_path, _, attr = path.rpartition('.')
+    try:
+        module = importlib.import_module(module_path)
+    except Exception as exc:  # noqa: BLE001 - any import failure is a settings error
+        raise ConfigurationError(f'{where}: cannot import {module_path!r}: {_describe(exc)}') from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ConfigurationError(f'{where}: unknown backend {path!r} ({module_path!r} has no {attr!r})') from None
+
+
+def _backends(module: str, kind: str, table: Any, base: type) -> dict[str, BackendEntry]:
+    if not isinstance(table, dict):
+        raise ConfigurationError(f'settings {module!r}: {kind} must be a dict')
+    out = {}
+    for key, entry in table.items():
+        where = f'settings {module!r}: {kind}[{key!r}]'
+        if not isinstance(entry, dict) or 'backend' not in entry:
+            raise ConfigurationError(f'{where}: must be a dict with a "backend" key')
+        kwargs = {k: v for k, v in entry.items() if k != 'backend'}
+        cls = _import(where, entry['backend'])
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise ConfigurationError(f'{where}: {entry["backend"]!r} is not a {base.__name__}')
+        _check_call(where, cls, kwargs)
+        out[key] = BackendEntry(key, cls, kwargs)
+    return out
+
+
+def _check_call(where: str, cls: type, kwargs: dict[str, Any]) -> None:
+    try:
+        inspect.signature(cls).bind(**kwargs)
+        # Backends connect lazily: building one checks its arguments without touching the network.
+        cls(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - any constructor failure is a settings error
+        raise ConfigurationError(f'{where}: bad arguments: {_describe(exc)}') from None
+
+
+def _agent(group: GroupSettings, key: str, entry: Any) -> AgentEntry:
+    where = f'settings {group.module!r}: AGENT[{key!r}]'
+    if not isinstance(entry, dict) or 'backend' not in entry:
+        raise ConfigurationError(f'{where}: must be a dict with a "backend" key')
+    unknown = sorted(set(entry) - AGENT_KEYS)
+    if unknown:
+        raise ConfigurationError(f'{where}: unknown keys {unknown}, expected {sorted(AGENT_KEYS)}')
+    cls = _import(where, entry['backend'])
+    if not (isinstance(cls, type) and issubclass(cls, MicroAgent)):
+        raise ConfigurationError(f'{where}: {entry["backend"]!r} is not a MicroAgent subclass')
+    bus = _ref(where, 'bus', entry.get('bus'), group.buses)
+    broker = _ref(where, 'broker', entry.get('broker'), group.brokers)
+    kinds = {type(spec) for _, spec in cls._handlers}
+    if ReceiverSpec in kinds and bus is None:
+        raise ConfigurationError(f'{where}: {cls.__name__} has receivers, so "bus" is required')
+    if ConsumerSpec in kinds and broker is None:
+        raise ConfigurationError(f'{where}: {cls.__name__} has consumers, so "broker" is required')
+    replicas = entry.get('replicas', 1)
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+        raise ConfigurationError(f'{where}: "replicas" must be a positive integer, got {replicas!r}')
+    settings = entry.get('settings', {})
+    if not isinstance(settings, dict):
+        raise ConfigurationError(f'{where}: "settings" must be a dict')
+    return AgentEntry(key, cls, bus, broker, replicas, settings)
+
+
+def _ref(where: str, kind: str, key: Any, table: dict[str, BackendEntry]) -> str | None:
+    if key is None:
+        return None
+    if key not in table:
+        upper = 'BUS' if kind == 'bus' else 'BROKER'
+        raise ConfigurationError(f'{where}: "{kind}" names {key!r}, which is not in {upper} {sorted(table)}')
+    return str(key)
