@@ -1,0 +1,294 @@
+"""One bound queue on Kafka: a consumer in the queue's group, commits, retries and rebalances.
+
+A queue ``q`` reads the topics ``q`` (direct sends), ``q.retry`` (its delayed
+retries) and, when bound to exchange ``ex``, the topic ``ex`` (filtered by the
+queue's topic patterns). Its consumer group is ``q`` unless the consumer sets
+``group=``: N replicas share the partitions, each message is handled once per
+group.
+
+* Offsets are committed only for settled messages, per partition, up to the
+  lowest offset still in flight (:class:`PartitionOffsets`), by a commit task
+  that coalesces settles into one OffsetCommit.
+* A retry is a new record in ``q.retry`` with ``attempt`` and ``not_before``
+  headers, acknowledged by the broker before the old offset counts as done.
+  A retry record that is not due pauses only its ``q.retry`` partition until
+  it is (seek back, pause, resume on a timer): ``q`` itself never waits.
+* On a rebalance the revoked partitions get a bounded wait for their
+  in-flight handlers, then a commit; a commit that fails because the group
+  moved on is logged, never raised (the new owner re-reads from the last
+  committed offset: a duplicate, never a loss).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from .._tasks import TaskSet
+from ..delivery import ConsumerRunner, Delivery
+from ._kafka_client import KafkaClients, stop_consumer
+from ._kafka_offsets import PartitionOffsets
+
+if TYPE_CHECKING:
+    from aiokafka.structs import ConsumerRecord
+
+__all__ = ['QueueReader', 'dlq_topic', 'header', 'int_header', 'retry_topic']
+
+log = logging.getLogger('microagent.kafka')
+FETCH_WAIT_MS = 500          # getmany wait: how soon a stopped reader notices
+REVOKE_WAIT = 5.0            # how long a rebalance waits for in-flight handlers of revoked partitions
+COMMIT_RETRY = 0.5
+
+
+def retry_topic(queue: str) -> str:
+    return f'{queue}.retry'
+
+
+def dlq_topic(queue: str) -> str:
+    return f'{queue}.dlq'
+
+
+def header(headers: Any, key: str, default: str = '') -> str:
+    """The value of header *key* of a record, decoded."""
+    for name, value in headers or ():
+        if name == key and value is not None:
+            return bytes(value).decode('utf-8', 'replace')
+    return default
+
+
+def int_header(headers: Any, key: str, default: int) -> int:
+    """An integer header; a missing or garbled one is *default* (a bad header must not stop the reader)."""
+    try:
+        return int(header(headers, key) or default)
+    except ValueError:
+        return default
+
+
+class KafkaDelivery(Delivery):
+    """A record of a partition; settling it lets the partition's commit position move."""
+
+    __slots__ = ('_part', '_reader', '_record')
+
+    def __init__(self, reader: QueueReader, part: PartitionOffsets, record: ConsumerRecord[Any, Any],
+                 attempt: int) -> None:
+        super().__init__(record.value or b'', attempt, f'{record.topic}/{record.partition}/{record.offset}')
+        self._reader = reader
+        self._part = part
+        self._record = record
+
+    async def ack(self) -> None:
+        self._reader.settle(self._part, self._record.offset)
+
+    async def retry(self, delay: float, error: str) -> None:
+        due = int((time.time() + delay) * 1000)
+        headers = [('attempt', str(self.attempt + 1).encode()), ('not_before', str(due).encode()),
+                   ('error', error.encode('utf-8', 'replace')[:1000])]
+        await self._reader.clients.produce(retry_topic(self._reader.name), self.body_bytes, headers,
+                                           key=self._record.key)
+        self._reader.settle(self._part, self._record.offset)
+
+    async def dead_letter(self, error: str) -> None:
+        headers = [('attempts', str(self.attempt).encode()), ('error', error.encode('utf-8', 'replace')),
+                   ('source', self.message_id.encode())]
+        await self._reader.clients.produce(dlq_topic(self._reader.name), self.body_bytes, headers,
+                                           key=self._record.key)
+        self._reader.settle(self._part, self._record.offset)
+
+    async def release(self) -> None:
+        self._reader.release(self._part)
+
+    @property
+    def body_bytes(self) -> bytes:
+        return self.body if isinstance(self.body, bytes) else self.body.encode()
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, reader: QueueReader) -> None:
+        self.reader = reader
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.reader.revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.reader.assigned(set(assigned))
+
+
+class QueueReader:
+    """The consumer of one bound queue: read loop, offset tracking, commits, deferred retries.
+
+    >>> reader = QueueReader(clients, broker.runner('mailer'), group='mailer')   # doctest: +SKIP
+    >>> await reader.start()     # topics created, group joined in the background  # doctest: +SKIP
+    >>> await reader.read()      # until the runner stops                         # doctest: +SKIP
+    >>> await reader.close()     # final commit, leave the group                  # doctest: +SKIP
+    """
+
+    def __init__(self, clients: KafkaClients, runner: ConsumerRunner, group: str) -> None:
+        self.clients = clients
+        self.runner = runner
+        self.queue = runner.queue
+        self.name = runner.queue.name
+        self.group = group
+        self.topics = [self.name, retry_topic(self.name)] + ([self.queue.exchange] if self.queue.exchange else [])
+        self.consumer: AIOKafkaConsumer | None = None
+        self.ready = asyncio.Event()
+        self._parts: dict[TopicPartition, PartitionOffsets] = {}
+        self._dirty = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._tasks = TaskSet(f'kafka commits {self.name}')
+
+    def __repr__(self) -> str:
+        return f'<QueueReader {self.name} group={self.group} partitions={len(self._parts)}>'
+
+    async def start(self) -> None:
+        """Create the topics, join the group (the join completes in the background)."""
+        settings = self.clients.settings
+        await self.clients.ensure_topics(self.topics)
+        consumer = AIOKafkaConsumer(**settings.consumer(self.group))
+        try:
+            async with asyncio.timeout(settings.request_timeout):
+                await consumer.start()
+            consumer.subscribe(self.topics, listener=_Listener(self))
+        except BaseException:
+            await stop_consumer(consumer, settings.request_timeout)
+            raise
+        self.consumer = consumer
+        self._tasks.spawn(self._commit_loop(), name=f'kafka commits {self.name}')
+
+    # -- reading ---------------------------------------------------------------
+
+    async def read(self) -> None:
+        """The read loop: fetch at most the free slots, hand records to the runner."""
+        consumer, runner = self.consumer, self.runner
+        if consumer is None:
+            return
+        while runner.active:
+            free = await runner.wait_slots()
+            try:
+                batch = await consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=free)
+            except Exception as exc:  # noqa: BLE001 - the reader must outlive a failing fetch
+                log.warning('kafka %s: fetch failed (%s), retrying', self.name, type(exc).__name__)
+                await asyncio.sleep(COMMIT_RETRY)  # back off a failing fetch, not synchronisation
+                continue
+            for tp, records in batch.items():
+                self._take(tp, records)
+
+    def _take(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]) -> None:
+        part = self._parts.get(tp)
+        if part is None:  # revoked between the fetch and now: the new owner reads it
+            return
+        now_ms = time.time() * 1000
+        for record in records:
+            attempt = 1
+            if tp.topic == retry_topic(self.name):
+                due = int_header(record.headers, 'not_before', 0)
+                if due > now_ms:
+                    self._defer(tp, part, record.offset, (due - now_ms) / 1000)
+                    return
+                attempt = max(1, int_header(record.headers, 'attempt', 2))
+            if tp.topic == self.queue.exchange and not self.queue.accepts(header(record.headers, 'topic') or None):
+                part.take(record.offset, handled=False)
+                self._settled(part.settle(record.offset, handled=False))
+                continue
+            part.take(record.offset)
+            self.runner.submit(KafkaDelivery(self, part, record, attempt))
+
+    def _defer(self, tp: TopicPartition, part: PartitionOffsets, offset: int, delay: float) -> None:
+        """Hold a not-yet-due retry partition at *offset* until *delay* has passed."""
+        if self.consumer is None:
+            return
+        consumer: AIOKafkaConsumer = self.consumer
+        consumer.seek(tp, offset)
+        consumer.pause(tp)
+        handle: asyncio.TimerHandle
+
+        def due() -> None:
+            self._timers.discard(handle)
+            current = self.consumer
+            if self._parts.get(tp) is part and current is not None and current is consumer:
+                try:
+                    current.resume(tp)
+                except Exception as exc:  # noqa: BLE001 - unassigned meanwhile: the new owner resumes
+                    log.debug('kafka %s: cannot resume %s: %s', self.name, tp, type(exc).__name__)
+        handle = asyncio.get_running_loop().call_later(max(0.0, delay), due)
+        self._timers.add(handle)
+
+    # -- settling and committing ----------------------------------------------
+
+    def settle(self, part: PartitionOffsets, offset: int) -> None:
+        self._settled(part.settle(offset))
+
+    def release(self, part: PartitionOffsets) -> None:
+        part.release()
+        self._changed.set()
+
+    def _settled(self, moved: bool) -> None:
+        self._changed.set()
+        if moved:
+            self._dirty.set()
+
+    async def _commit_loop(self) -> None:
+        """Commit settled positions as they move, one OffsetCommit for many settles."""
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            if not await self.commit():
+                await asyncio.sleep(COMMIT_RETRY)  # back off a failing commit before the next try
+                self._dirty.set()
+
+    async def commit(self, only: set[TopicPartition] | None = None) -> bool:
+        """Commit the dirty positions (of *only*); False when the commit failed and should be retried."""
+        consumer = self.consumer
+        chosen = {tp: part for tp, part in self._parts.items() if part.dirty and (only is None or tp in only)}
+        if consumer is None or not chosen:
+            return True
+        offsets = {tp: part.position for tp, part in chosen.items()}
+        try:
+            async with asyncio.timeout(self.clients.settings.request_timeout):
+                await consumer.commit(offsets)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            # CommitFailedError: the group rebalanced; the next owner re-reads, we never crash.
+            log.warning('kafka %s: commit of %d partition(s) failed: %s', self.name, len(offsets),
+                        type(exc).__name__)
+            return False
+        for tp, part in chosen.items():
+            part.committed = offsets[tp]
+        return True
+
+    # -- rebalances ------------------------------------------------------------
+
+    def assigned(self, assigned: set[TopicPartition]) -> None:
+        for tp in assigned:
+            self._parts[tp] = PartitionOffsets()
+        self.ready.set()
+
+    async def revoked(self, revoked: set[TopicPartition]) -> None:
+        mine = {tp for tp in revoked if tp in self._parts}
+        try:
+            async with asyncio.timeout(REVOKE_WAIT):
+                while any(self._parts[tp].busy > 0 for tp in mine):
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            log.warning('kafka %s: rebalance while handlers still run; they may run again elsewhere', self.name)
+        await self.commit(mine)
+        for tp in mine:
+            self._parts.pop(tp).revoked = True
+
+    async def close(self) -> None:
+        """Final commit of what settled, then leave the group."""
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        await self._tasks.cancel()
+        consumer, settings = self.consumer, self.clients.settings
+        if consumer is None:
+            return
+        await self.commit()
+        self.consumer = None
+        await stop_consumer(consumer, settings.request_timeout)
+

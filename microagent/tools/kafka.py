@@ -1,0 +1,243 @@
+"""Kafka queue broker on aiokafka: consumer groups, commits after processing, acks=all.
+
+    broker = KafkaBroker('kafka://127.0.0.1:9092,127.0.0.2:9092', partitions=3)
+    await broker.mailer.send({'to': 'a@b.c'})       # returns once the broker acknowledged it
+
+Topology (topics are created the first time they are used):
+
+* queue ``q`` -> topic ``q``; its consumers form the group ``q`` (or
+  ``@consumer(q, group='name')``), so replicas share the partitions and each
+  message is handled once per group. A new group starts at the earliest
+  offset: nothing sent before the first consumer is lost.
+* delayed retries -> ``q.retry`` (read by the same group, not-before header);
+  dead letters -> ``q.dlq`` (``attempts`` and ``error`` headers).
+* exchange ``ex`` -> topic ``ex``; every bound queue reads it with its own
+  group (fan-out) and keeps the records whose ``topic`` header matches its
+  patterns (topic routing). Direct sends to a bound queue still go to ``q``.
+
+``partitions`` defaults to 1: one partition keeps the FIFO order every other
+backend gives a queue; use ``partitions=N`` to spread a queue over N replicas
+(order then holds per partition). Offsets are committed per partition, in
+order, only up to the lowest message still in flight.
+
+The producer is idempotent when the broker supports it (``idempotent=None``,
+the default, falls back to plain ``acks='all'`` with a warning when the
+broker refuses InitProducerId, as tansu does; ``True`` makes that an error).
+SASL/SSL: ``kafka://user:password@host:9092`` (SASL PLAIN) or the explicit
+``security_protocol``, ``sasl_mechanism``, ``sasl_plain_username``,
+``sasl_plain_password``, ``ssl_context`` and any other aiokafka client option
+in ``client_options``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+
+from ..broker import AbstractQueueBroker
+from ..delivery import DeadLetter
+from ..exceptions import BackendError, ConfigurationError
+from ._kafka_client import KafkaClients, KafkaSettings, parse_dsn, security_options, stop_consumer, true_ends
+from ._kafka_consumer import QueueReader, dlq_topic, header, int_header, retry_topic
+
+__all__ = ['KafkaBroker']
+
+log = logging.getLogger('microagent.kafka')
+
+
+class KafkaBroker(AbstractQueueBroker):
+    """Queue broker on Kafka (aiokafka), with consumer groups and at-least-once delivery.
+
+    Options beyond the common ones: ``partitions`` (new topics, 1),
+    ``idempotent`` (None: when supported), ``session_timeout`` (seconds, 10),
+    ``request_timeout`` (seconds, every network wait, 30), ``linger_ms`` (0),
+    ``max_batch_size`` (bytes, 256 KiB), ``fetch_max_wait_ms`` (100: the
+    longest an idle fetch waits; brokers that do not answer a long poll early,
+    like tansu, add up to that much latency), ``join_timeout`` (how long
+    ``bind`` waits for the first partition assignment, 30 s), SASL/SSL settings.
+
+    >>> broker = KafkaBroker('kafka://127.0.0.1:9092', partitions=3)   # doctest: +SKIP
+    >>> await broker.mailer.send({'to': 'a@b.c'})                      # doctest: +SKIP
+    >>> await broker.mailer.length()                                   # doctest: +SKIP
+    0
+    """
+
+    def __init__(self, dsn: str = 'kafka://localhost:9092', *, partitions: int = 1,
+                 idempotent: bool | None = None, session_timeout: float = 10.0, request_timeout: float = 30.0,
+                 linger_ms: int = 0, max_batch_size: int = 256 * 1024, fetch_max_wait_ms: int = 100,
+                 join_timeout: float = 30.0,
+                 security_protocol: str | None = None, sasl_mechanism: str | None = None,
+                 sasl_plain_username: str | None = None, sasl_plain_password: str | None = None,
+                 ssl_context: Any = None, client_options: Mapping[str, Any] | None = None,
+                 **options: Any) -> None:
+        super().__init__(dsn, **options)
+        bootstrap, from_dsn = parse_dsn(dsn)
+        if partitions < 1 or session_timeout <= 0 or request_timeout <= 0 or join_timeout < 0:
+            raise ConfigurationError('KafkaBroker: partitions >= 1, timeouts > 0')
+        security = security_options(from_dsn, {
+            'security_protocol': security_protocol, 'sasl_mechanism': sasl_mechanism,
+            'sasl_plain_username': sasl_plain_username, 'sasl_plain_password': sasl_plain_password,
+            'ssl_context': ssl_context, **(client_options or {})})
+        self.settings = KafkaSettings(
+            bootstrap=bootstrap, security=security, partitions=partitions, idempotent=idempotent,
+            request_timeout=request_timeout, session_timeout=session_timeout, linger_ms=linger_ms,
+            max_batch_size=max_batch_size, fetch_max_wait_ms=fetch_max_wait_ms,
+            secret=security.get('sasl_plain_password'))
+        self.join_timeout = join_timeout
+        self._clients = KafkaClients(self.settings)
+        self._queue_readers: dict[str, QueueReader] = {}
+        self._inspectors: dict[str | None, AIOKafkaConsumer] = {}
+        self._inspecting = asyncio.Lock()  # the group-less probe is re-assigned by each call
+
+    # -- sending ---------------------------------------------------------------
+
+    async def send(self, name: str, message: str, **kwargs: Any) -> None:
+        """Write *message* to topic *name*; returns once acknowledged by all in-sync replicas.
+
+        ``key=`` (str or bytes) picks the partition: messages with one key keep their order.
+        """
+        await self._clients.produce(name, message.encode(), key=_key(kwargs))
+
+    async def send_many(self, name: str, messages: Sequence[str], **kwargs: Any) -> None:
+        """Enqueue all messages (the producer batches them), then wait for every ack."""
+        await self._clients.produce_many(name, [m.encode() for m in messages], key=_key(kwargs))
+
+    async def publish(self, exchange: str, message: str, topic: str | None = None, **kwargs: Any) -> None:
+        """One record on the exchange's topic; each bound queue's group filters by *topic*."""
+        self.catalog.route(exchange, topic)  # QueueNotFound for an undeclared exchange
+        headers = [('topic', topic.encode())] if topic else []
+        await self._clients.produce(exchange, message.encode(), headers, key=_key(kwargs))
+
+    # -- consuming -------------------------------------------------------------
+
+    async def bind(self, name: str) -> None:
+        runner = self._runners[name]
+        group = str(runner.consumer.options.get('group') or name)
+        reader = QueueReader(self._clients, runner, group)
+        await reader.start()
+        self._queue_readers[name] = reader
+        self._start_reader(name, reader.read())
+        try:
+            # Messages sent right after start() must not race the first rebalance.
+            async with asyncio.timeout(self.join_timeout):
+                await reader.ready.wait()
+        except TimeoutError:
+            log.warning('kafka %s: no partition assignment after %.0fs; consuming once the group settles',
+                        name, self.join_timeout)
+
+    async def unbind(self, name: str, timeout: float | None = 30.0) -> int:
+        """Stop reading *name*, drain its handlers, commit what settled, leave the group."""
+        reader = self._queue_readers.pop(name, None)
+        cut = await super().unbind(name, timeout)
+        if reader is not None:
+            await reader.close()
+        return cut
+
+    # -- inspecting ------------------------------------------------------------
+
+    async def queue_length(self, name: str, **options: Any) -> int:
+        """The lag of the queue's group: end offsets minus committed (or earliest) offsets."""
+        group = str(options.get('group') or self._group_of(name))
+        topics = self._topics_of(name)
+        async with self._inspecting:
+            return await self._lag(name, group, topics)
+
+    async def _lag(self, name: str, group: str, topics: list[str]) -> int:
+        try:
+            await self._clients.ensure_topics(topics)
+            inspector = await self._inspector(group)
+            probe = await self._inspector(None)
+            partitions = await self._clients.partitions(inspector, topics)
+            async with asyncio.timeout(self.settings.request_timeout):
+                ends = await true_ends(probe, await inspector.end_offsets(partitions))
+                starts = await inspector.beginning_offsets(partitions)
+                total = 0
+                for tp in partitions:
+                    committed = await inspector.committed(tp)
+                    total += max(0, ends[tp] - (starts[tp] if committed is None else committed))
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise BackendError(f'kafka: cannot read the lag of {name!r}: {type(exc).__name__}') from None
+        return total
+
+    async def dead_letters(self, name: str, limit: int = 100) -> list[DeadLetter]:
+        """Up to *limit* records of ``<name>.dlq`` from the beginning (no group, nothing committed)."""
+        topic = dlq_topic(name)
+        await self._clients.ensure_topics([topic])
+        reader = AIOKafkaConsumer(**self.settings.consumer(None))
+        try:
+            async with asyncio.timeout(self.settings.request_timeout):
+                await reader.start()
+                records = await self._read_all(reader, topic, limit)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise BackendError(f'kafka: cannot read {topic!r}: {type(exc).__name__}') from None
+        finally:
+            await stop_consumer(reader, self.settings.request_timeout)
+        records.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
+        return [DeadLetter(bytes(r.value or b'').decode('utf-8', 'replace'), header(r.headers, 'error'),
+                           int_header(r.headers, 'attempts', 1)) for r in records[:limit]]
+
+    async def _read_all(self, reader: AIOKafkaConsumer, topic: str, limit: int) -> list[Any]:
+        partitions = await self._clients.partitions(reader, [topic])
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+        ends = await reader.end_offsets(partitions)
+        records: list[Any] = []
+        while len(records) < limit:
+            left = [tp for tp in partitions if await reader.position(tp) < ends[tp]]
+            if not left:
+                break
+            batch = await reader.getmany(*left, timeout_ms=1000, max_records=limit - len(records))
+            for items in batch.values():
+                records.extend(items)
+        return records
+
+    async def _inspector(self, group: str | None) -> AIOKafkaConsumer:
+        """A consumer of *group* that never joins it (committed offsets), or a group-less probe."""
+        inspector = self._inspectors.get(group)
+        if inspector is None:
+            inspector = AIOKafkaConsumer(**self.settings.consumer(group))
+            try:
+                async with asyncio.timeout(self.settings.request_timeout):
+                    await inspector.start()
+            except BaseException:
+                await stop_consumer(inspector, self.settings.request_timeout)
+                raise
+            self._inspectors[group] = inspector
+        return inspector
+
+    def _group_of(self, name: str) -> str:
+        reader = self._queue_readers.get(name)
+        return reader.group if reader is not None else name
+
+    def _topics_of(self, name: str) -> list[str]:
+        queue = self.catalog.queues.get(name)
+        exchange = [queue.exchange] if queue is not None and queue.exchange else []
+        return [name, retry_topic(name), *exchange]
+
+    # -- lifecycle -------------------------------------------------------------
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether the running producer is idempotent (False until the first send)."""
+        return self._clients.idempotent
+
+    async def close(self) -> None:
+        """Unbind every consumer (committing what settled), flush and close the producer."""
+        await super().close()
+        inspectors, self._inspectors = self._inspectors, {}
+        for inspector in inspectors.values():
+            await stop_consumer(inspector, self.settings.request_timeout)
+        await self._clients.close()
+
+
+def _key(options: Mapping[str, Any]) -> bytes | None:
+    key = options.get('key')
+    if key is None or isinstance(key, bytes):
+        return key
+    if isinstance(key, str):
+        return key.encode()
+    raise ConfigurationError(f'kafka: key must be str or bytes, not {type(key).__name__}')

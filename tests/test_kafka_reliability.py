@@ -1,0 +1,256 @@
+"""Kafka faults: a consumer killed mid-handler, a poison message, a broker restart.
+
+Only our own processes are hurt: a worker subprocess started here, a private
+tansu on a free port.
+
+Run as ``python -m tests.test_kafka_reliability worker BOOTSTRAP QUEUE`` it is
+the worker: a consumer that reports each message it starts and never ends it.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip('aiokafka')
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from microagent import Catalog, MicroAgent, Queue, consumer
+from microagent._tasks import TaskSet
+from microagent.tools.kafka import KafkaBroker
+
+from .backends.kafka import BACKEND, SESSION_TIMEOUT
+from .helpers import Collector, eventually
+from .kafka_server import Tansu, require_kafka
+
+SLOW = BACKEND.slow_factor
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def agent_for(queue: Queue, handler: Any, **options: Any) -> type[MicroAgent]:
+    class Agent(MicroAgent):
+        @consumer(queue, **options)
+        async def handle(self, **kwargs: Any) -> None:
+            await handler(**kwargs)
+    return Agent
+
+
+@pytest.fixture
+async def stack() -> Any:
+    """Brokers and agents built by a test, stopped and closed at its end."""
+    made: list[Any] = []
+
+    def keep(item: Any) -> Any:
+        made.append(item)
+        return item
+    yield keep
+    for item in reversed(made):
+        if isinstance(item, MicroAgent):
+            if item.started:
+                await item.stop(timeout=1)
+        else:
+            await item.close()
+
+
+async def _eq(coro: Any, value: Any) -> bool:
+    return await coro == value
+
+
+# -- SIGKILL of a consumer mid-handler -----------------------------------------------
+
+async def test_consumer_killed_mid_handler_message_handled_after_new_member_joins(stack, uid):
+    bootstrap = require_kafka()
+    catalog = Catalog()
+    queue = Queue(f'kk_{uid}', catalog=catalog)
+    sender = stack(KafkaBroker(f'kafka://{bootstrap}', catalog=catalog))
+    await getattr(sender, queue.name).send({'n': 42})
+    worker = await _spawn(bootstrap, queue.name, 'hang')
+    try:
+        async with asyncio.timeout(30 * SLOW):
+            line = await worker.stdout.readline()
+        assert line.strip() == b'started 42'
+    finally:
+        _kill(worker)
+        await worker.wait()
+    # Nothing was committed: once the dead member's session expires, the new member gets it.
+    seen = Collector()
+
+    async def handler(n):
+        seen.add(n)
+    broker = stack(KafkaBroker(f'kafka://{bootstrap}', catalog=catalog, session_timeout=SESSION_TIMEOUT))
+    stack(await _started(agent_for(queue, handler)(broker=broker)))
+    assert await seen.wait(1, 40 * SLOW) == [42]
+    await eventually(lambda: _eq(broker.queue_length(queue.name), 0), 20 * SLOW)
+
+
+async def _started(agent: MicroAgent) -> MicroAgent:
+    await agent.start()
+    return agent
+
+
+async def _worker(bootstrap: str, name: str, mode: str = 'hang') -> None:
+    catalog = Catalog()
+    queue = Queue(name, catalog=catalog)
+
+    async def hang(n: int) -> None:
+        print(f'started {n}', flush=True)
+        await asyncio.Event().wait()
+
+    async def work(n: int) -> None:
+        await asyncio.sleep(0.02)
+        print(f'done {n}', flush=True)
+    handler = hang if mode == 'hang' else work
+    broker = KafkaBroker(f'kafka://{bootstrap}', catalog=catalog, session_timeout=SESSION_TIMEOUT, partitions=2)
+    await agent_for(queue, handler, timeout=600, max_inflight=8)(broker=broker).start()
+    await asyncio.Event().wait()
+
+
+async def _spawn(bootstrap: str, name: str, mode: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, '-m', 'tests.test_kafka_reliability', 'worker', bootstrap, name, mode,
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+
+
+def _kill(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        os.kill(process.pid, signal.SIGKILL)
+
+
+async def _collect(process: asyncio.subprocess.Process, into: Collector) -> None:
+    while line := await process.stdout.readline():
+        into.add(int(line.split()[1]))
+
+
+@pytest.mark.slow
+async def test_soak_repeated_sigkills_lose_nothing(stack, uid):
+    bootstrap = require_kafka()
+    catalog = Catalog()
+    queue = Queue(f'kz_{uid}', catalog=catalog)
+    sender = stack(KafkaBroker(f'kafka://{bootstrap}', catalog=catalog, partitions=2))
+    await getattr(sender, queue.name).send({'n': -1})  # creates the 2-partition topic first
+    done = Collector()
+    readers = TaskSet('soak readers')
+    workers = [await _spawn(bootstrap, queue.name, 'work') for _ in range(2)]
+    for worker in workers:
+        readers.spawn(_collect(worker, done))
+    try:
+        for round_ in range(4):
+            await getattr(sender, queue.name).send_many([{'n': round_ * 100 + n} for n in range(100)])
+            await done.wait(len(done) + 30, 60 * SLOW)
+            victim = workers.pop(0)
+            _kill(victim)
+            await victim.wait()
+            workers.append(await _spawn(bootstrap, queue.name, 'work'))
+            readers.spawn(_collect(workers[-1], done))
+        expected = {-1, *range(400)}
+        await eventually(lambda: expected <= set(done.items), 120 * SLOW, interval=0.2)
+    finally:
+        for worker in workers:
+            _kill(worker)
+            await worker.wait()
+        await readers.drain(5)
+
+
+# -- poison message ----------------------------------------------------------------
+
+async def test_poison_message_reaches_dead_letter_topic_while_others_flow(stack, uid):
+    bootstrap = require_kafka()
+    catalog = Catalog()
+    queue = Queue(f'kp_{uid}', catalog=catalog)
+    seen = Collector()
+
+    async def handler(n):
+        if n == 3:
+            raise ValueError('poison pill')
+        seen.add(n)
+    broker = stack(KafkaBroker(f'kafka://{bootstrap}', catalog=catalog, session_timeout=SESSION_TIMEOUT,
+                               retry_delay=0.05))
+    stack(await _started(agent_for(queue, handler, max_attempts=3, max_inflight=1)(broker=broker)))
+    await getattr(broker, queue.name).send_many([{'n': n} for n in range(10)])
+    await seen.wait(9, 30 * SLOW)
+    assert sorted(seen.items) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    letters = await eventually(lambda: broker.dead_letters(queue.name), 30 * SLOW)
+    assert [(queue.deserialize(d.body), d.attempts) for d in letters] == [({'n': 3}, 3)]
+    assert 'poison pill' in letters[0].error
+    records = await _raw_records(bootstrap, f'{queue.name}.dlq')
+    assert len(records) == 1
+    headers = dict(records[0].headers)
+    assert headers['attempts'] == b'3'
+    assert b'ValueError: poison pill' in headers['error']
+    await eventually(lambda: _eq(broker.queue_length(queue.name), 0), 20 * SLOW)
+
+
+async def _raw_records(bootstrap: str, topic: str) -> list[Any]:
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await reader.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        reader.assign([tp])
+        await reader.seek_to_beginning(tp)
+        batch = await reader.getmany(tp, timeout_ms=3000)
+        return list(batch.get(tp, []))
+    finally:
+        await reader.stop()
+
+
+# -- broker restart with durable storage --------------------------------------------
+
+@pytest.fixture
+def pg_database() -> Any:
+    """A throw-away PostgreSQL database for tansu's storage (dropped at the end)."""
+    from .services import require_port
+    require_port('postgresql', 5432)
+    name = f'tansu_{uuid.uuid4().hex[:10]}'
+    _psql(f'CREATE DATABASE {name}')
+    yield f'postgres://postgres@127.0.0.1/{name}'
+    _psql(f'DROP DATABASE IF EXISTS {name} WITH (FORCE)')
+
+
+def _psql(sql: str) -> None:
+    subprocess.run(['psql', '-h', '127.0.0.1', '-U', 'postgres', '-v', 'ON_ERROR_STOP=1', '-c', sql],
+                   check=True, capture_output=True, timeout=30)
+
+
+async def test_broker_restart_with_postgres_storage_loses_no_acknowledged_send(stack, uid, pg_database):
+    broker_process = Tansu(storage=pg_database)
+    try:
+        broker_process.start()
+    except RuntimeError as exc:
+        if 'FeatureNotEnabled' in str(exc):
+            pytest.skip('this tansu build has no PostgreSQL storage engine (memory/s3 only)')
+        raise
+    try:
+        await _restart_keeps_acknowledged(stack, broker_process, uid)
+    finally:
+        broker_process.stop()
+
+
+async def _restart_keeps_acknowledged(stack: Any, process: Tansu, uid: str) -> None:
+    catalog = Catalog()
+    queue = Queue(f'kw_{uid}', catalog=catalog)
+    sender = stack(KafkaBroker(f'kafka://{process.bootstrap}', catalog=catalog))
+    for n in range(20):
+        await getattr(sender, queue.name).send({'n': n})   # each returned: acknowledged
+    await getattr(sender, queue.name).send_many([{'n': n} for n in range(20, 50)])
+    await sender.close()
+    process.kill()
+    process.start()
+    seen = Collector()
+
+    async def handler(n):
+        seen.add(n)
+    broker = stack(KafkaBroker(f'kafka://{process.bootstrap}', catalog=catalog, session_timeout=SESSION_TIMEOUT))
+    stack(await _started(agent_for(queue, handler)(broker=broker)))
+    await seen.wait(50, 60 * SLOW)
+    assert sorted(set(seen.items)) == list(range(50))
+
+
+if __name__ == '__main__' and sys.argv[1:2] == ['worker']:
+    asyncio.run(_worker(*sys.argv[2:5]))
