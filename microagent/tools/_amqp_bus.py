@@ -1,0 +1,236 @@
+"""AMQPSignalBus: signals and RPC over one RabbitMQ topic exchange per project prefix.
+
+Every channel (``PREFIX:signal``, ``PREFIX:response:<uid>``) is a routing key
+on the durable topic exchange ``microagent.signals.<PREFIX>``. Each bus reads
+one server-named, exclusive, auto-delete queue bound to the channels it binds,
+so RPC responses come back through the caller's own queue. Signals are at most
+once (no confirms, no acks).
+
+Buses with the same DSN in one event loop share a :class:`_Hub`: one robust
+connection, one publish channel and one consuming channel, whose supervisor
+re-subscribes every bus (a new queue, every channel rebound) after a loss. A
+new bus thus costs a queue, not a connection and its tasks.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import weakref
+from typing import Any
+
+import aiormq
+import aiormq.abc
+
+from .._tasks import TaskSet
+from ..bus import AbstractSignalBus
+from ..exceptions import BackendError
+from ._amqp_connection import CONNECTION_ERRORS, RobustConnection, close_channel, wait_closed
+
+__all__ = ['AMQPSignalBus']
+
+_HUBS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Hub]] = weakref.WeakKeyDictionary()
+
+
+class _Hub:
+    """The connection and channels shared by the buses of one DSN in one event loop."""
+
+    def __init__(self, connection: RobustConnection) -> None:
+        self.connection = connection
+        self.members: set[AMQPSignalBus] = set()
+        self.publisher: aiormq.abc.AbstractChannel | None = None
+        self.exchanges: set[str] = set()
+        self.sub: aiormq.abc.AbstractChannel | None = None
+        self.subscribed = asyncio.Event()
+        self.tasks = TaskSet('amqp bus hub')
+        self._lock = asyncio.Lock()
+
+    async def publish(self, exchange: str, key: str, body: bytes, timeout: float) -> None:
+        channel = self.publisher
+        if channel is None or channel.is_closed or exchange not in self.exchanges:
+            channel = await self._publish_channel(exchange, timeout)
+        await channel.basic_publish(body, exchange=exchange, routing_key=key, timeout=timeout)
+
+    async def _publish_channel(self, exchange: str, timeout: float) -> aiormq.abc.AbstractChannel:
+        async with self._lock:
+            channel = self.publisher
+            if channel is None or channel.is_closed:
+                connection = await self.connection.get(timeout)
+                channel = self.publisher = await connection.channel(publisher_confirms=False, timeout=timeout)
+                self.exchanges.clear()
+            if exchange not in self.exchanges:
+                await channel.exchange_declare(exchange, exchange_type='topic', durable=True, timeout=timeout)
+                self.exchanges.add(exchange)
+            return channel
+
+    async def subscription(self, timeout: float) -> aiormq.abc.AbstractChannel:
+        """The consuming channel, waiting for it up to *timeout*."""
+        if not self.tasks:
+            self.tasks.spawn(self._supervise(), name='amqp bus hub supervisor')
+        try:
+            async with asyncio.timeout(max(0.001, timeout)):
+                while True:
+                    await self.subscribed.wait()
+                    sub = self.sub
+                    if sub is not None and not sub.is_closed:
+                        return sub
+                    self.subscribed.clear()
+        except TimeoutError:
+            reason = f': {self.connection.last_error}' if self.connection.last_error else ''
+            raise BackendError(f'{self.connection!r}: cannot subscribe within {timeout:.1f}s{reason}') from None
+
+    async def _supervise(self) -> None:
+        delay = self.connection.reconnect_delay
+        while True:
+            try:
+                connection = await self.connection.get(None)
+                channel = await connection.channel(publisher_confirms=False, timeout=self.connection.connect_timeout)
+            except (*CONNECTION_ERRORS, TimeoutError) as exc:
+                self.connection.log.warning('AMQP bus: cannot open a channel (%s); retrying in %.1fs',
+                                            self.connection.mask(f'{type(exc).__name__}: {exc}'), delay)
+                await asyncio.sleep(delay)  # backoff between attempts, not synchronisation
+                delay = min(delay * 2, self.connection.max_reconnect_delay)
+                continue
+            delay = self.connection.reconnect_delay
+            for bus in tuple(self.members):
+                if bus.listening:
+                    await self._attach(bus, channel)
+            self.sub = channel
+            self.subscribed.set()
+            await asyncio.wait([channel.closing])
+            self.subscribed.clear()
+            self.sub = None
+            self.connection.log.warning('AMQP bus: consuming channel closed; re-subscribing %d buses',
+                                        len(self.members))
+
+    async def _attach(self, bus: AMQPSignalBus, channel: aiormq.abc.AbstractChannel) -> None:
+        try:
+            await bus.attach(channel)
+        except (*CONNECTION_ERRORS, TimeoutError) as exc:
+            # The channel is failing: its closing starts the next round, which attaches again.
+            self.connection.log.warning('AMQP bus: cannot re-subscribe %r (%s)', bus,
+                                        self.connection.mask(f'{type(exc).__name__}: {exc}'))
+
+    async def close(self) -> None:
+        await self.tasks.cancel()
+        for channel in (self.sub, self.publisher):
+            await close_channel(channel)
+        self.sub = self.publisher = None
+        await self.connection.close()
+
+
+class AMQPSignalBus(AbstractSignalBus):
+    """Signal bus on RabbitMQ (aiormq), so a deployment with only RabbitMQ has signals and RPC.
+
+    Options: ``send_timeout`` (10 s, waiting for a lost connection included),
+    ``connect_timeout`` (10), ``max_reconnect_delay`` (5), ``ssl_context``
+    (buses sharing a DSN in one event loop share the first one's connection).
+
+    >>> bus = AMQPSignalBus('amqp://guest:guest@localhost:5672/', prefix='APP')  # doctest: +SKIP
+    >>> await bus.user_created.send('users', user_id=1)                          # doctest: +SKIP
+    """
+
+    def __init__(self, dsn: str, *, send_timeout: float = 10.0, connect_timeout: float = 10.0,
+                 max_reconnect_delay: float = 5.0, ssl_context: ssl.SSLContext | None = None,
+                 **options: Any) -> None:
+        super().__init__(dsn, **options)
+        self.send_timeout = send_timeout
+        self.exchange = f'microagent.signals.{self.prefix}'
+        # Built now to validate the DSN; a hub adopts it if none exists for this DSN yet.
+        self._own = RobustConnection(dsn, log=self.log, ssl_context=ssl_context, connect_timeout=connect_timeout,
+                                     max_reconnect_delay=max_reconnect_delay)
+        self._bound: set[str] = set()
+        self._attached: tuple[aiormq.abc.AbstractChannel, str, str] | None = None
+        self._attach_lock = asyncio.Lock()
+
+    @property
+    def listening(self) -> bool:
+        """Whether this bus has bound channels (and so a queue to restore after a reconnect)."""
+        return bool(self._bound)
+
+    @property
+    def connection(self) -> RobustConnection:
+        return self._hub().connection
+
+    def _hub(self) -> _Hub:
+        hubs = _HUBS.setdefault(asyncio.get_running_loop(), {})
+        hub = hubs.get(self.dsn)
+        if hub is None:
+            hub = hubs[self.dsn] = _Hub(self._own)
+        hub.members.add(self)
+        return hub
+
+    async def send(self, channel: str, message: str | bytes) -> None:
+        """Publish to the prefix's exchange with routing key *channel* (at most once)."""
+        body = message.encode() if isinstance(message, str) else message
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.send_timeout
+        while True:
+            hub = self._hub()
+            try:
+                await hub.publish(self.exchange, channel, body, max(0.001, deadline - loop.time()))
+                return
+            except (*CONNECTION_ERRORS, TimeoutError) as exc:
+                if loop.time() >= deadline:
+                    raise self._error(f'cannot send to {channel}', exc) from None
+                await wait_closed(hub.publisher, deadline - loop.time())
+
+    async def bind(self, channel: str) -> None:
+        """Route *channel* to this bus's queue; returns once the binding is in place."""
+        self._bound.add(channel)
+        hub = self._hub()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + hub.connection.connect_timeout * 2
+        while True:
+            hub = self._hub()
+            sub = await hub.subscription(deadline - loop.time())
+            try:
+                queue = await self.attach(sub)
+                await sub.queue_bind(queue, self.exchange, routing_key=channel,
+                                     timeout=max(0.001, deadline - loop.time()))
+                return
+            except (*CONNECTION_ERRORS, TimeoutError) as exc:
+                if loop.time() >= deadline:
+                    raise self._error(f'cannot bind {channel}', exc) from None
+                # The hub re-subscribes every bus and rebinds its channels, this one included.
+                await wait_closed(sub, deadline - loop.time())
+
+    async def attach(self, channel: aiormq.abc.AbstractChannel) -> str:
+        """Declare this bus's queue on *channel*, bind every bound channel, consume; the queue name."""
+        async with self._attach_lock:
+            if self._attached is not None and self._attached[0] is channel:
+                return self._attached[1]
+            timeout = self.connection.connect_timeout
+            await channel.exchange_declare(self.exchange, exchange_type='topic', durable=True, timeout=timeout)
+            ok = await channel.queue_declare('', exclusive=True, auto_delete=True, timeout=timeout)
+            queue = str(ok.queue)
+            for bound in tuple(self._bound):
+                await channel.queue_bind(queue, self.exchange, routing_key=bound, timeout=timeout)
+            consume = await channel.basic_consume(queue, self._on_message, no_ack=True, timeout=timeout)
+            self._attached = (channel, queue, str(consume.consumer_tag))
+            return queue
+
+    async def _on_message(self, message: aiormq.abc.DeliveredMessage) -> None:
+        key = message.routing_key
+        if key:
+            self.receiver(key, message.body)
+
+    def _error(self, what: str, exc: BaseException) -> BackendError:
+        return BackendError(self.connection.mask(f'{self!r}: {what}: {type(exc).__name__}: {exc}'))
+
+    async def close(self) -> None:
+        await super().close()
+        self._bound.clear()
+        hubs = _HUBS.get(asyncio.get_running_loop(), {})
+        hub = hubs.get(self.dsn)
+        attached, self._attached = self._attached, None
+        if attached is not None and not attached[0].is_closed:
+            # Cancelling the only consumer deletes the auto-delete queue.
+            with contextlib.suppress(*CONNECTION_ERRORS, TimeoutError):
+                await attached[0].basic_cancel(attached[2], timeout=5)
+        if hub is None:
+            return
+        hub.members.discard(self)
+        if not hub.members:
+            hubs.pop(self.dsn, None)
+            await hub.close()

@@ -1,0 +1,168 @@
+"""A robust AMQP connection shared by the broker and the bus (aiormq underneath).
+
+Constructing one opens nothing and needs no event loop. The first caller of
+:meth:`RobustConnection.get` starts a supervisor task that connects, and after
+any loss reconnects forever with capped exponential backoff. Callers wait for
+the connection up to their own timeout and then get a :class:`BackendError`
+with the DSN masked; nobody hangs.
+
+Channels are not restored here: each user (the publish channel, every
+consumer) notices its channel closed and opens a new one on the next
+connection, re-declaring what it needs. This keeps the recovery logic next to
+the state it restores.
+
+    conn = RobustConnection('amqp://guest:guest@localhost/', log=log)
+    connection = await conn.get(timeout=10)
+    channel = await connection.channel(publisher_confirms=True)
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+
+import aiormq
+import aiormq.abc
+
+from .._dsn import mask_dsn, mask_text, password_of, scheme_of
+from .._tasks import TaskSet
+from ..exceptions import BackendError, ConfigurationError
+
+__all__ = ['CONNECTION_ERRORS', 'RobustConnection', 'close_channel', 'wait_closed']
+
+# What a lost or refused connection raises from aiormq calls: retried, never fatal.
+CONNECTION_ERRORS = (
+    aiormq.AMQPError, aiormq.ChannelInvalidStateError, ConnectionError, OSError, RuntimeError,
+)
+
+
+class RobustConnection:
+    """One AMQP connection, reopened after every loss; see the module docstring.
+
+    >>> conn = RobustConnection('amqp://guest:guest@localhost/')  # doctest: +SKIP
+    >>> channel = await (await conn.get(timeout=5)).channel()      # doctest: +SKIP
+    """
+
+    def __init__(self, dsn: str, *, log: logging.Logger | None = None, ssl_context: ssl.SSLContext | None = None,
+                 connect_timeout: float = 10.0, reconnect_delay: float = 0.1,
+                 max_reconnect_delay: float = 5.0) -> None:
+        if scheme_of(dsn) not in ('amqp', 'amqps'):
+            raise ConfigurationError(f'AMQP needs an amqp:// or amqps:// DSN, got {mask_dsn(dsn)!r}')
+        if connect_timeout <= 0 or reconnect_delay <= 0 or max_reconnect_delay < reconnect_delay:
+            raise ConfigurationError('connect_timeout and reconnect_delay must be > 0, '
+                                     'max_reconnect_delay >= reconnect_delay')
+        self._dsn = dsn
+        self._secret = password_of(dsn)
+        self.log = log or logging.getLogger('microagent.amqp')
+        self.ssl_context = ssl_context
+        self.connect_timeout = connect_timeout
+        self.reconnect_delay = reconnect_delay
+        self.max_reconnect_delay = max_reconnect_delay
+        self.last_error = ''
+        self.connects = 0
+        self._connection: aiormq.abc.AbstractConnection | None = None
+        self._ready: asyncio.Event | None = None
+        self._tasks = TaskSet('amqp connection')
+
+    def __repr__(self) -> str:
+        state = 'open' if self.is_open else 'closed'
+        return f'<RobustConnection {mask_dsn(self._dsn)} {state}>'
+
+    @property
+    def is_open(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed
+
+    def mask(self, text: str) -> str:
+        """*text* with this DSN's password masked (for logs and errors)."""
+        return mask_text(text, self._secret)
+
+    async def get(self, timeout: float | None) -> aiormq.abc.AbstractConnection:
+        """The open connection, waiting for it up to *timeout* (None: forever); BackendError after."""
+        connection = self._connection
+        if connection is not None and not connection.is_closed:
+            return connection
+        ready = self._start()
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    await ready.wait()
+                    connection = self._connection
+                    if connection is not None and not connection.is_closed:
+                        return connection
+                    ready.clear()
+        except TimeoutError:
+            reason = f': {self.last_error}' if self.last_error else ''
+            raise BackendError(f'{mask_dsn(self._dsn)}: not connected within {timeout}s{reason}') from None
+
+    async def close(self) -> None:
+        """Stop reconnecting and close the connection; :meth:`get` opens it again later."""
+        await self._tasks.cancel()
+        connection, self._connection = self._connection, None
+        self._ready = None
+        if connection is not None:
+            with contextlib.suppress(*CONNECTION_ERRORS, TimeoutError):
+                async with asyncio.timeout(self.connect_timeout):
+                    await connection.close()
+
+    def _start(self) -> asyncio.Event:
+        if self._ready is None or not self._tasks:
+            self._ready = asyncio.Event()
+            self._tasks.spawn(self._supervise(self._ready), name=f'amqp supervisor {mask_dsn(self._dsn)}')
+        return self._ready
+
+    async def _supervise(self, ready: asyncio.Event) -> None:
+        delay = self.reconnect_delay
+        while True:
+            connection = await self._connect()
+            if connection is None:
+                # Backoff between attempts, not synchronisation: nothing to wait on but time.
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_reconnect_delay)
+                continue
+            delay = self.reconnect_delay
+            self._connection = connection
+            self.connects += 1
+            ready.set()
+            await asyncio.wait([connection.closing])
+            ready.clear()
+            self._connection = None
+            self.last_error = self._closing_reason(connection)
+            self.log.warning('AMQP connection to %s lost (%s); reconnecting', mask_dsn(self._dsn), self.last_error)
+
+    async def _connect(self) -> aiormq.abc.AbstractConnection | None:
+        connection = aiormq.Connection(self._dsn, context=self.ssl_context)
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await connection.connect()
+        except Exception as exc:  # noqa: BLE001 - whatever fails, the supervisor retries forever
+            self.last_error = self.mask(f'{type(exc).__name__}: {exc}')
+            self.log.warning('AMQP connect to %s failed: %s', mask_dsn(self._dsn), self.last_error)
+            with contextlib.suppress(*CONNECTION_ERRORS, TimeoutError):
+                async with asyncio.timeout(1):
+                    await connection.close()
+            return None
+        self.log.info('AMQP connected to %s', mask_dsn(self._dsn))
+        return connection
+
+    def _closing_reason(self, connection: aiormq.abc.AbstractConnection) -> str:
+        closing = connection.closing
+        if closing.cancelled():
+            return 'closed'
+        exc = closing.exception()
+        return self.mask(f'{type(exc).__name__}: {exc}') if exc else 'closed'
+
+
+async def close_channel(channel: aiormq.abc.AbstractChannel | None) -> None:
+    """Close *channel* if open, ignoring a connection that is already gone (bounded wait)."""
+    if channel is not None and not channel.is_closed:
+        with contextlib.suppress(*CONNECTION_ERRORS, TimeoutError):
+            async with asyncio.timeout(5):
+                await channel.close()
+
+
+async def wait_closed(channel: aiormq.abc.AbstractChannel | None, timeout: float) -> None:
+    """Wait (at most 1 s) until a failing channel is marked closed, so the next try opens a new one."""
+    if channel is None or channel.is_closed or timeout <= 0:
+        return
+    await asyncio.wait([channel.closing], timeout=min(timeout, 1.0))

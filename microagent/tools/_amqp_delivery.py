@@ -1,0 +1,154 @@
+"""AMQP deliveries: manual acks, delayed retries, dead letters, and ``autoack=False`` consumers.
+
+A message is acknowledged (``basic.ack``) only after its handler returned. A
+retry publishes a new copy (``attempt + 1`` in the ``x-attempt`` header) to a
+delay queue with confirm, then acks this one: a crash in between gives a
+duplicate, never a loss. ``release()`` (shutdown) is ``basic.nack(requeue)``.
+
+With ``@consumer(queue, autoack=False)`` the handler acks itself, as in the
+reference implementation: it gets the message as the ``amqp`` keyword::
+
+    @consumer(queues.mailer, autoack=False)
+    async def handle(self, amqp: AMQPMessage, **data):
+        ...
+        await amqp.ack()            # or: await self.broker.putout(amqp)
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from ..delivery import ConsumerRunner, Delivery
+
+if TYPE_CHECKING:
+    import aiormq.abc
+
+    from ..broker import Consumer
+    from ._amqp_broker import AMQPBroker
+
+__all__ = ['ATTEMPT_HEADER', 'ERROR_HEADER', 'AMQPMessage', 'ManualAckRunner', 'attempt_of']
+
+ATTEMPT_HEADER = 'x-attempt'
+ERROR_HEADER = 'x-error'
+
+
+def attempt_of(headers: dict[str, Any] | None) -> int:
+    """The attempt number carried by a message's headers (1 when absent or malformed)."""
+    if not headers:
+        return 1
+    value = headers.get(ATTEMPT_HEADER, 1)
+    try:
+        return max(1, int(value))
+    except (TypeError, ValueError):
+        return 1
+
+
+class AMQPMessage:
+    """One received AMQP message as an ``autoack=False`` handler sees it (keyword ``amqp``).
+
+    >>> await amqp.ack()                # doctest: +SKIP
+    >>> await amqp.nack(requeue=False)  # doctest: +SKIP - to the queue's dead-letter exchange
+    """
+
+    __slots__ = ('_delivery', 'body', 'channel', 'delivery_tag', 'headers', 'queue', 'redelivered')
+
+    def __init__(self, delivery: AMQPDelivery) -> None:
+        self._delivery = delivery
+        self.queue = delivery.queue
+        self.channel = delivery.channel
+        self.delivery_tag = delivery.delivery_tag
+        self.body = delivery.body
+        self.headers = delivery.headers
+        self.redelivered = delivery.redelivered
+
+    def __repr__(self) -> str:
+        return f'<AMQPMessage {self.queue} tag={self.delivery_tag} attempt={self._delivery.attempt}>'
+
+    @property
+    def acked(self) -> bool:
+        """Whether this message was settled (acked, nacked or moved on)."""
+        return self._delivery.settled
+
+    async def ack(self) -> None:
+        """Acknowledge the message (once; later calls do nothing)."""
+        await self._delivery.settle_ack()
+
+    async def nack(self, requeue: bool = True) -> None:
+        """Reject the message: back to the queue, or (``requeue=False``) to ``<queue>.dlq``."""
+        await self._delivery.settle_nack(requeue)
+
+
+class AMQPDelivery(Delivery):
+    """A message read from an AMQP queue on one consumer channel."""
+
+    __slots__ = ('auto', 'broker', 'channel', 'delivery_tag', 'headers', 'queue', 'redelivered', 'settled')
+
+    def __init__(self, broker: AMQPBroker, queue: str, message: aiormq.abc.DeliveredMessage,
+                 auto: bool = True) -> None:
+        headers = message.header.properties.headers or {}
+        tag = message.delivery_tag or 0
+        super().__init__(message.body, attempt_of(headers), str(tag))
+        self.broker = broker
+        self.queue = queue
+        self.channel = message.channel
+        self.delivery_tag = tag
+        self.headers = headers
+        self.redelivered = bool(message.redelivered)
+        self.auto = auto
+        self.settled = False
+
+    async def settle_ack(self) -> None:
+        if not self.settled:
+            self.settled = True
+            # Not waiting for the socket write: an ack lost with the connection means a redelivery.
+            await self.channel.basic_ack(self.delivery_tag, wait=False)
+
+    async def settle_nack(self, requeue: bool) -> None:
+        if not self.settled:
+            self.settled = True
+            await self.channel.basic_nack(self.delivery_tag, requeue=requeue)
+
+    async def ack(self) -> None:
+        # autoack=False: the handler acks itself (or leaves it for redelivery).
+        if self.auto:
+            await self.settle_ack()
+
+    async def retry(self, delay: float, error: str) -> None:
+        await self._move(self.broker.publish_retry(self.queue, self._bytes(), self.attempt + 1, delay, error))
+
+    async def dead_letter(self, error: str) -> None:
+        await self._move(self.broker.publish_dead_letter(self.queue, self._bytes(), error, self.attempt))
+
+    async def _move(self, publish: Coroutine[Any, Any, None]) -> None:
+        try:
+            await publish
+        except BaseException:
+            # Publishing runs on another connection than this channel: if it failed, give the
+            # message back now rather than leave it unacked for as long as this channel lives.
+            with contextlib.suppress(Exception):
+                await self.settle_nack(requeue=True)
+            raise
+        await self.settle_ack()
+
+    async def release(self) -> None:
+        await self.settle_nack(requeue=True)
+
+    def _bytes(self) -> bytes:
+        return self.body if isinstance(self.body, bytes) else self.body.encode()
+
+
+class ManualAckRunner(ConsumerRunner):
+    """The runner of an ``autoack=False`` consumer: the handler gets ``amqp`` and acks itself."""
+
+    def __init__(self, broker: AMQPBroker, consumer: Consumer) -> None:
+        super().__init__(broker, consumer)
+        accepts = self._accepts
+        # The handler's signature is checked as if ``amqp`` were part of the message.
+        self._accepts = lambda data: accepts({**data, 'amqp': None})
+
+    def _decode(self, delivery: Delivery) -> tuple[dict[str, Any], str | None]:
+        data, problem = super()._decode(delivery)
+        if problem is None and isinstance(delivery, AMQPDelivery):
+            data['amqp'] = AMQPMessage(delivery)
+        return data, problem

@@ -1,0 +1,38 @@
+"""A consumer process for the SIGKILL test: ``python -m tests.amqp_worker hang|ok DSN QUEUE``.
+
+``hang`` prints ``started <n>`` and blocks in its handler (to be killed);
+``ok`` prints ``handled <n>`` and exits after its first message.
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+from microagent import Catalog, MicroAgent, Queue, consumer
+from microagent.tools.amqp import AMQPBroker
+
+
+async def main(mode: str, dsn: str, name: str) -> None:
+    catalog = Catalog()
+    queue = Queue(name, catalog=catalog)
+    done = asyncio.Event()
+
+    class Worker(MicroAgent):
+        @consumer(queue, timeout=300)
+        async def handle(self, n: int, **kwargs: Any) -> None:
+            if mode == 'hang':
+                print(f'started {n}', flush=True)
+                await asyncio.Event().wait()  # held until the process is killed
+            print(f'handled {n}', flush=True)
+            done.set()
+    agent = Worker(broker=AMQPBroker(dsn, catalog=catalog, queue_expires=120))
+    await agent.start()
+    print('ready', flush=True)
+    async with asyncio.timeout(120):
+        await done.wait()
+    await agent.stop(timeout=5)
+
+
+if __name__ == '__main__':
+    asyncio.run(main(*sys.argv[1:4]))

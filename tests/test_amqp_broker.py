@@ -1,0 +1,246 @@
+"""AMQP-specific behaviour of AMQPBroker / AMQPSignalBus (the shared contract is in tests/contract)."""
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiormq
+import pytest
+
+from microagent import BackendError, Catalog, ConfigurationError, DeliveryError, MicroAgent, Queue, consumer
+from microagent.tools._amqp_topology import delay_ms
+from microagent.tools.amqp import AMQPBroker, AMQPMessage, AMQPSignalBus
+
+from .amqp_support import DSN, require_rabbit
+from .helpers import Collector, eventually
+
+
+@pytest.fixture
+async def brokers(catalog: Catalog) -> AsyncIterator[list[AMQPBroker]]:
+    require_rabbit()
+    made: list[AMQPBroker] = []
+    yield made
+    for broker in made:
+        await broker.close()
+
+
+def make(brokers: list[AMQPBroker], catalog: Catalog, dsn: str = DSN, **options: Any) -> AMQPBroker:
+    broker = AMQPBroker(dsn, catalog=catalog, queue_expires=120, **options)
+    brokers.append(broker)
+    return broker
+
+
+async def raw_queue(name: str, passive: bool = True) -> Any:
+    async with aiormq.connect(DSN) as connection:
+        channel = await connection.channel()
+        return await channel.queue_declare(name, passive=passive)
+
+
+def test_construct_without_loop_and_bad_dsn() -> None:
+    broker = AMQPBroker('amqp://guest:secret@localhost/')
+    assert 'secret' not in repr(broker)
+    bus = AMQPSignalBus('amqps://guest:secret@localhost/')
+    assert 'secret' not in repr(bus)
+    with pytest.raises(ConfigurationError):
+        AMQPBroker('redis://localhost/')
+
+
+def test_delay_buckets() -> None:
+    assert delay_ms(0) == 0
+    assert delay_ms(0.05) == 50
+    assert delay_ms(1.234) == 1200
+    assert delay_ms(61.7) == 62000
+
+
+async def test_persistent_durable_and_dlq_declared(brokers, catalog, uid):
+    queue = Queue(f'q_{uid}', catalog=catalog)
+    broker = make(brokers, catalog)
+    await getattr(broker, queue.name).send({'n': 1})
+    ok = await raw_queue(queue.name)
+    assert ok.message_count == 1
+    assert (await raw_queue(f'{queue.name}.dlq')).message_count == 0
+    async with aiormq.connect(DSN) as connection:
+        channel = await connection.channel()
+        message = await channel.basic_get(queue.name, no_ack=True)
+    assert message.header.properties.delivery_mode == 2
+    assert await broker.queue_length(queue.name) == 0
+    assert await broker.queue_length(f'never_{uid}') == 0
+
+
+async def test_unroutable_exchange_message_is_an_error(brokers, catalog, uid):
+    Queue(f'ios_{uid}', exchange=f'push_{uid}', topics=['push.ios'], catalog=catalog)
+    broker = make(brokers, catalog)
+    bound = getattr(broker, f'push_{uid}')
+    await bound.send({'n': 1}, topic='push.ios')
+    with pytest.raises(DeliveryError, match=f'exchange:push_{uid}'):
+        await bound.send({'n': 2}, topic='push.android')
+    await bound.send({'n': 3}, topic='push.ios')  # the channel survived the return
+    assert await broker.queue_length(f'ios_{uid}') == 2
+
+
+async def test_retry_waits_in_a_delay_queue_with_attempt_header(brokers, catalog, uid):
+    queue = Queue(f'q_{uid}', catalog=catalog)
+    calls = Collector()
+
+    class Agent(MicroAgent):
+        @consumer(queue, max_attempts=3)
+        async def handle(self, n: int) -> None:
+            calls.add(time.monotonic())
+            if len(calls) < 2:
+                raise RuntimeError('once')
+    broker = make(brokers, catalog, retry_delay=0.4)
+    agent = Agent(broker=broker)
+    await agent.start()
+    await getattr(broker, queue.name).send({'n': 1})
+    await calls.wait(2, 20)
+    # The copy waited for its TTL in <queue>.delay.<ms>: not a hot requeue loop.
+    assert calls.items[1] - calls.items[0] >= 0.3
+    assert broker.runner(queue.name).stats.retried == 1
+    await agent.stop(timeout=1)
+
+
+async def test_autoack_false_handler_acks_itself(brokers, catalog, uid):
+    queue = Queue(f'q_{uid}', catalog=catalog)
+    seen = Collector()
+
+    class Agent(MicroAgent):
+        @consumer(queue, autoack=False)
+        async def handle(self, amqp: AMQPMessage, **data: Any) -> None:
+            seen.add((data, amqp.redelivered))
+            if data['n'] == 1:
+                await amqp.ack()
+            else:
+                await self.broker.putout(amqp)
+    broker = make(brokers, catalog)
+    agent = Agent(broker=broker)
+    await agent.start()
+    await getattr(broker, queue.name).send({'n': 1})
+    await getattr(broker, queue.name).send({'n': 2})
+    await seen.wait(2, 20)
+    await agent.stop(timeout=1)
+    assert sorted(d['n'] for d, _ in seen.items) == [1, 2]
+    await eventually(lambda: _length_is(broker, queue.name, 0), 10)
+
+
+async def test_autoack_false_without_ack_is_redelivered(brokers, catalog, uid):
+    queue = Queue(f'q_{uid}', catalog=catalog)
+    seen = Collector()
+
+    class Lazy(MicroAgent):
+        @consumer(queue, autoack=False)
+        async def handle(self, amqp: AMQPMessage, n: int) -> None:
+            seen.add(('lazy', n, amqp.redelivered))
+
+    class Eager(MicroAgent):
+        @consumer(queue)
+        async def handle(self, n: int) -> None:
+            seen.add(('eager', n))
+    first = Lazy(broker=make(brokers, catalog))
+    await first.start()
+    await getattr(first.broker, queue.name).send({'n': 5})
+    await seen.wait(1, 20)
+    await first.stop(timeout=1)
+    second = Eager(broker=make(brokers, catalog))
+    await second.start()
+    await seen.wait(2, 20)
+    assert seen.items == [('lazy', 5, False), ('eager', 5)]
+    await second.stop(timeout=1)
+
+
+async def test_publisher_times_out_without_a_broker(catalog, uid):
+    queue = Queue(f'q_{uid}', catalog=catalog)
+    broker = AMQPBroker('amqp://guest:guest@127.0.0.1:1/', catalog=catalog, connect_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(BackendError, match='not connected within'):
+        await getattr(broker, queue.name).send({'n': 1}, timeout=1.0)
+    assert time.monotonic() - started < 10
+    await broker.close()
+
+
+async def test_closed_broker_reopens_lazily(brokers, catalog, uid):
+    queue = Queue(f'q_{uid}', catalog=catalog)
+    broker = make(brokers, catalog)
+    await getattr(broker, queue.name).send({'n': 1})
+    await broker.close()
+    await getattr(broker, queue.name).send({'n': 2})
+    assert await broker.queue_length(queue.name) == 2
+
+
+async def test_send_many_pipelined(brokers, catalog, uid):
+    queue = Queue(f'q_{uid}', catalog=catalog)
+    broker = make(brokers, catalog)
+    await getattr(broker, queue.name).send_many([{'n': n} for n in range(200)])
+    assert await broker.queue_length(queue.name) == 200
+
+
+async def _length_is(broker: AMQPBroker, name: str, value: int) -> bool:
+    return await broker.queue_length(name) == value
+
+
+async def test_bus_buses_share_one_connection(catalog, uid):
+    require_rabbit()
+    first = AMQPSignalBus(DSN, catalog=catalog, prefix=f'T{uid}')
+    second = AMQPSignalBus(DSN, catalog=catalog, prefix=f'T{uid}')
+    await first.bind(first.channel('x'))
+    await second.bind(second.channel('y'))
+    assert first.connection is second.connection
+    await first.close()
+    assert second.connection.is_open
+    await second.close()
+
+
+async def test_poison_lands_in_a_real_dlq_with_its_error(brokers, catalog, uid):
+    queue = Queue(f'q_{uid}', catalog=catalog)
+    seen = Collector()
+
+    class Agent(MicroAgent):
+        @consumer(queue, max_attempts=2)
+        async def handle(self, n: int) -> None:
+            if n == 0:
+                raise ValueError('poison pill')
+            seen.add(n)
+    broker = make(brokers, catalog, retry_delay=0.05)
+    agent = Agent(broker=broker)
+    await agent.start()
+    for n in range(5):
+        await getattr(broker, queue.name).send({'n': n})
+    await seen.wait(4, 20)
+    await eventually(lambda: broker.dead_letters(queue.name), 20)
+    await agent.stop(timeout=1)
+    async with aiormq.connect(DSN) as connection:
+        channel = await connection.channel()
+        message = await channel.basic_get(f'{queue.name}.dlq', no_ack=False)
+        headers = message.header.properties.headers or {}
+        await channel.basic_nack(message.delivery_tag, requeue=True)
+    assert 'poison pill' in str(headers['x-error'])
+    assert headers['x-attempts'] == 2
+    assert len(await broker.dead_letters(queue.name)) == 1  # reading does not consume
+
+
+async def test_failed_retry_publish_gives_the_message_back(brokers, catalog, uid):
+    queue = Queue(f'q_{uid}', catalog=catalog)
+    calls = Collector()
+
+    class Agent(MicroAgent):
+        @consumer(queue, max_attempts=3)
+        async def handle(self, n: int) -> None:
+            calls.add(n)
+            if len(calls) == 1:
+                raise RuntimeError('first call fails')
+    broker = make(brokers, catalog, retry_delay=0.05)
+    real = broker.publish_retry
+    failures = []
+
+    async def broken_once(*args: Any) -> None:
+        if not failures:
+            failures.append(args)
+            raise BackendError('publish connection down')
+        await real(*args)
+    broker.publish_retry = broken_once  # type: ignore[method-assign]
+    agent = Agent(broker=broker)
+    await agent.start()
+    await getattr(broker, queue.name).send({'n': 9})
+    # Not stuck unacked on the consumer channel: nacked back and handled again.
+    assert await calls.wait(2, 20) == [9, 9]
+    await agent.stop(timeout=1)
