@@ -83,9 +83,11 @@ def free_port() -> int:
 class Tansu:
     """One tansu broker process on *port* (memory storage unless told otherwise)."""
 
-    def __init__(self, port: int | None = None, storage: str = 'memory://tansu/') -> None:
+    def __init__(self, port: int | None = None, storage: str = 'memory://tansu/',
+                 env: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
         self.storage = storage
+        self.env = env
         self.process: subprocess.Popen[bytes] | None = None
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the broker object
 
@@ -101,7 +103,8 @@ class Tansu:
         self.process = subprocess.Popen(
             [str(binary), 'broker', '--listener-url', url, '--advertised-listener-url', url,
              '--storage-engine', self.storage],
-            stdout=self.log, stderr=self.log, start_new_session=True)
+            stdout=self.log, stderr=self.log, start_new_session=True,
+            env={**os.environ, **self.env} if self.env else None)
         deadline = time.monotonic() + timeout
         while not speaks_kafka(self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:

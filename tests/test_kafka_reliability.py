@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,7 @@ from microagent.tools.kafka import KafkaBroker
 
 from .backends.kafka import BACKEND, SESSION_TIMEOUT
 from .helpers import Collector, eventually
-from .kafka_server import Tansu, require_kafka
+from .kafka_server import Tansu, free_port, require_kafka
 
 SLOW = BACKEND.slow_factor
 ROOT = Path(__file__).resolve().parent.parent
@@ -232,6 +235,48 @@ async def test_broker_restart_with_postgres_storage_loses_no_acknowledged_send(s
         broker_process.stop()
 
 
+@pytest.fixture
+def s3_storage() -> Any:
+    """A throw-away S3 bucket on a local moto server: durable storage this tansu build supports."""
+    server = shutil.which('moto_server', path=os.path.dirname(sys.executable)) or shutil.which('moto_server')
+    if server is None:
+        pytest.skip('moto_server is not installed (pip install "moto[server]")')
+    port = free_port()
+    process = subprocess.Popen([server, '-H', '127.0.0.1', '-p', str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        endpoint = f'http://127.0.0.1:{port}'
+        _create_bucket(endpoint, 'tansu', time.monotonic() + 20)
+        yield 's3://tansu/', {'AWS_ACCESS_KEY_ID': 'test', 'AWS_SECRET_ACCESS_KEY': 'test',
+                              'AWS_DEFAULT_REGION': 'us-east-1', 'AWS_ENDPOINT': endpoint, 'AWS_ALLOW_HTTP': 'true'}
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def _create_bucket(endpoint: str, bucket: str, deadline: float) -> None:
+    # S3 CreateBucket is a plain PUT; moto accepts it unsigned.
+    while True:
+        try:
+            request = urllib.request.Request(f'{endpoint}/{bucket}', method='PUT')
+            with urllib.request.urlopen(request, timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+async def test_broker_restart_with_s3_storage_loses_no_acknowledged_send(stack, uid, s3_storage):
+    storage, env = s3_storage
+    broker_process = Tansu(storage=storage, env=env)
+    broker_process.start()
+    try:
+        await _restart_keeps_acknowledged(stack, broker_process, uid)
+    finally:
+        broker_process.stop()
+
+
 async def _restart_keeps_acknowledged(stack: Any, process: Tansu, uid: str) -> None:
     catalog = Catalog()
     queue = Queue(f'kw_{uid}', catalog=catalog)
@@ -247,9 +292,12 @@ async def _restart_keeps_acknowledged(stack: Any, process: Tansu, uid: str) -> N
     async def handler(n):
         seen.add(n)
     broker = stack(KafkaBroker(f'kafka://{process.bootstrap}', catalog=catalog, session_timeout=SESSION_TIMEOUT))
-    stack(await _started(agent_for(queue, handler)(broker=broker)))
+    agent = stack(await _started(agent_for(queue, handler)(broker=broker)))
     await seen.wait(50, 60 * SLOW)
     assert sorted(set(seen.items)) == list(range(50))
+    # Leave the group while the broker is still up: the test stops the broker process next.
+    await agent.stop(timeout=1)
+    await broker.close()
 
 
 if __name__ == '__main__' and sys.argv[1:2] == ['worker']:
