@@ -32,7 +32,7 @@ from ._dsn import mask_dsn
 from ._tasks import TaskSet, cancel_task
 from .catalog import DEFAULT_CATALOG, Catalog
 from .delivery import ConsumerRunner, DeadLetter
-from .exceptions import ConfigurationError, QueueNotFound
+from .exceptions import ConfigurationError, DeliveryError, QueueNotFound
 from .queue import Queue
 
 if TYPE_CHECKING:
@@ -98,8 +98,11 @@ class BoundExchange:
 
     async def send(self, message: dict[str, Any], topic: str | None = None, **options: Any) -> None:
         """Send *message* to every queue bound to the exchange whose patterns match *topic*."""
-        bound = [q for q in self.broker.catalog.queues.values() if q.exchange == self.name]
-        await self.broker.publish(self.name, bound[0].serialize(message), topic=topic, **options)
+        routed = self.broker.catalog.route(self.name, topic)
+        if not routed:
+            # Never a silent drop: the same answer as AMQP's mandatory flag, on every backend.
+            raise DeliveryError(f'exchange {self.name!r}: no bound queue accepts topic {topic!r}')
+        await self.broker.publish(self.name, routed[0].serialize(message), topic=topic, **options)
 
     __call__ = send
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from microagent import MicroAgent, Queue, QueueNotFound, SerializingError, consumer
+from microagent import DeliveryError, MicroAgent, Queue, QueueNotFound, SerializingError, consumer
 
 from ..helpers import Collector, eventually
 
@@ -307,6 +307,7 @@ async def test_topic_routing(harness, catalog, uid):
     star = Queue(f'star_{uid}', exchange=exchange, topics=['push.*'], catalog=catalog)
     hash_ = Queue(f'hash_{uid}', exchange=exchange, topics=['push.#'], catalog=catalog)
     every = Queue(f'all_{uid}', exchange=exchange, catalog=catalog)
+    Queue(f'lonely_{uid}', exchange=f'only_{uid}', topics=['only.this'], catalog=catalog)
     seen = Collector()
 
     class Agent(MicroAgent):
@@ -337,6 +338,8 @@ async def test_topic_routing(harness, catalog, uid):
     await asyncio.sleep(0.2 * harness.backend.slow_factor)
     assert set(seen.items) == expected
     assert len(seen.items) == len(expected)
+    with pytest.raises(DeliveryError, match='no bound queue accepts'):
+        await getattr(broker, f'only_{uid}').send({'t': 'x'}, topic='other.topic')
 
 
 async def test_bad_input_is_a_clear_error(harness, catalog, uid):
