@@ -24,7 +24,8 @@ from .broker import Consumer
 from .bus import Receiver
 from .decorators import ConsumerSpec, CronSpec, HookSpec, PeriodicSpec, ReceiverSpec, Spec, specs_of
 from .exceptions import ConfigurationError, ServerInterrupt
-from .schedule import ScheduledTask
+from .lease import lease_for
+from .schedule import ScheduledTask, lease_ttl
 
 __all__ = ['MicroAgent']
 
@@ -86,13 +87,26 @@ class MicroAgent:
         elif isinstance(spec, ConsumerSpec):
             self.consumers.append(Consumer(self, method, spec.queue, spec.timeout, dict(spec.options),
                                            spec.dto_class, spec.dto_name))
-        elif isinstance(spec, PeriodicSpec):
-            self.schedules.append(ScheduledTask(label, method, spec.timeout, self.log, period=spec.period,
-                                                start_after=spec.start_after, overlap=spec.overlap,
-                                                jitter=spec.jitter, catch_up=spec.catch_up))
-        elif isinstance(spec, CronSpec):
-            self.schedules.append(ScheduledTask(label, method, spec.timeout, self.log, cron=spec.cron,
-                                                overlap=spec.overlap, catch_up=spec.catch_up))
+        elif isinstance(spec, PeriodicSpec | CronSpec):
+            self.schedules.append(self._scheduled(label, method, spec))
+
+    def _scheduled(self, label: str, method: Callable[[], Any], spec: PeriodicSpec | CronSpec) -> ScheduledTask:
+        if isinstance(spec, PeriodicSpec):
+            task = ScheduledTask(label, method, spec.timeout, self.log, period=spec.period, jitter=spec.jitter,
+                                 start_after=spec.start_after)
+        else:
+            task = ScheduledTask(label, method, spec.timeout, self.log, cron=spec.cron)
+        task.overlap, task.catch_up, task.singleton = spec.overlap, spec.catch_up, spec.singleton
+        if spec.singleton:
+            # The lease lives on the agent's own backend; it connects only when the schedule starts.
+            found = (self.settings.get('lease_dsn'), getattr(self.broker, 'dsn', None), getattr(self.bus, 'dsn', None))
+            dsn = next((d for d in found if isinstance(d, str)), None)
+            if dsn is None:
+                raise ConfigurationError(f'{label}: singleton=True needs a bus or broker with a DSN '
+                                         "(or settings={'lease_dsn': 'memory://'} with mocks)")
+            prefix = self.settings.get('lease_prefix', 'microagent.lease')
+            task.lease = lease_for(dsn, f'{prefix}.{label}', lease_ttl(task.interval()))
+        return task
 
     async def start(self, enable_periodic_tasks: bool = True, enable_receiving_signals: bool = True,
                     enable_consuming_messages: bool = True, enable_servers_running: bool = True) -> None:

@@ -120,25 +120,42 @@ def periodic(period: float, timeout: float = 1, start_after: float = 0, *, overl
              jitter: float = 0, singleton: bool = False, catch_up: bool = False) -> Callable[[F], F]:
     """Run the method every *period* seconds (fixed rate), cancelled after *timeout*.
 
+    Ticks come from the schedule, not from the end of the last run (no drift);
+    the first one is *start_after* seconds after start. A tick due while the
+    previous run goes on is skipped (``overlap=True`` runs it anyway); a run
+    is delayed by a random ``0..jitter`` seconds; errors are logged and the
+    schedule goes on. Ticks missed while the process was stalled are skipped,
+    or run once with ``catch_up=True``. ``singleton=True``: each tick runs in
+    one replica only, through a lease on the agent's backend (ticks then sit on
+    multiples of *period* since the epoch). See docs/scheduling.md.
+
     >>> @periodic(period=5, timeout=10, start_after=1)   # doctest: +SKIP
     ... async def refresh_cache(self): ...
     """
     _positive('periodic', period=period, timeout=timeout)
-    if start_after < 0 or jitter < 0:
-        raise ConfigurationError('periodic: start_after and jitter must be >= 0')
+    for name, value in (('start_after', start_after), ('jitter', jitter)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigurationError(f'periodic: {name} must be a number >= 0, got {value!r}')
     return _mark(PeriodicSpec(float(period), float(timeout), float(start_after),
-                              overlap, float(jitter), singleton, catch_up))
+                              bool(overlap), float(jitter), bool(singleton), bool(catch_up)))
 
 
 def cron(spec: str, timeout: float = 1, *, timezone: str = 'UTC', overlap: bool = False,
          singleton: bool = False, catch_up: bool = False) -> Callable[[F], F]:
-    """Run the method on a cron schedule, in *timezone*, cancelled after *timeout*.
+    """Run the method on a cron schedule in the IANA *timezone*, cancelled after *timeout*.
+
+    *spec* has 5 fields (minute hour day-of-month month day-of-week), 6 with
+    seconds first, or is one of ``@hourly @daily @weekly @monthly @yearly``.
+    An invalid spec raises :class:`ConfigurationError` (a ``ValueError``)
+    naming the bad field. DST rules, ``overlap``, ``catch_up`` and
+    ``singleton``: see :func:`periodic` and docs/scheduling.md.
 
     >>> @cron('0 */4 * * *', timeout=60, timezone='Europe/Berlin')   # doctest: +SKIP
     ... async def send_report(self): ...
     """
     _positive('cron', timeout=timeout)
-    return _mark(CronSpec(Cron(spec, timezone=timezone), float(timeout), overlap, singleton, catch_up))
+    return _mark(CronSpec(Cron(spec, timezone=timezone), float(timeout), bool(overlap), bool(singleton),
+                          bool(catch_up)))
 
 
 def receiver(*signals: Signal, timeout: float = 60) -> Callable[[F], F]:
