@@ -222,14 +222,16 @@ class ConsumerRunner:
 def _accepts(consumer: Consumer) -> Any:
     """A predicate: can the handler be called with these keyword arguments?"""
     try:
-        signature = inspect.signature(consumer.handler)
+        params = list(inspect.signature(consumer.handler).parameters.values())
     except (TypeError, ValueError):
         return lambda data: True
-
-    def accepts(data: dict[str, Any]) -> bool:
-        try:
-            signature.bind(**data)
-        except TypeError:
-            return False
-        return True
-    return accepts
+    # Runs for every message: name sets give the answer Signature.bind(**data) would, at a
+    # fraction of its cost (bind was ~10% of a consumer's CPU in the benchmarks).
+    keywords = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    named = frozenset(p.name for p in params if p.kind in keywords)
+    required = frozenset(p.name for p in params if p.kind in keywords and p.default is p.empty)
+    if any(p.kind is p.POSITIONAL_ONLY and p.default is p.empty for p in params):
+        return lambda data: False
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return required.issubset
+    return lambda data: required.issubset(data) and named.issuperset(data)
