@@ -1,0 +1,157 @@
+"""The Redis signal bus: one pub/sub channel per signal, one subscriber connection per bus.
+
+A reader task owned by the bus holds the subscriber connection. When the
+connection drops it reconnects with capped backoff, subscribes every bound
+channel again and logs how long the bus was deaf (signals sent meanwhile are
+lost: pub/sub is at most once).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from typing import Any
+
+from redis.asyncio.connection import Connection
+from redis.exceptions import RedisError
+
+from ..bus import AbstractSignalBus
+from ..exceptions import BackendError, ConfigurationError
+from ._redis_conn import Lane, RedisConnector, close_connection
+
+__all__ = ['RedisSignalBus']
+
+
+class RedisSignalBus(AbstractSignalBus):
+    """Signal bus on Redis pub/sub, with RPC over it.
+
+    Options beyond the common ones (``uid``, ``prefix``, ``log``, ``catalog``):
+    ``reconnect_delay``/``max_reconnect_delay`` (capped backoff of the
+    subscriber) and ``subscribe_timeout`` (how long ``bind`` waits for Redis
+    to confirm a subscription).
+
+    >>> bus = RedisSignalBus('redis://localhost/7')              # doctest: +SKIP
+    >>> await bus.user_created.send('user_agent', user_id=1)     # doctest: +SKIP
+    >>> await bus.rpc_comments_count.call('api', user_id=1)      # doctest: +SKIP
+    {'CommentAgent.count': 3}
+    """
+
+    def __init__(self, dsn: str, *, reconnect_delay: float = 0.05, max_reconnect_delay: float = 5.0,
+                 subscribe_timeout: float = 10.0, **options: Any) -> None:
+        super().__init__(dsn, **options)
+        if reconnect_delay <= 0 or max_reconnect_delay < reconnect_delay or subscribe_timeout <= 0:
+            raise ConfigurationError('RedisSignalBus: 0 < reconnect_delay <= max_reconnect_delay, '
+                                     'subscribe_timeout > 0')
+        self.reconnect_delay = reconnect_delay
+        self.max_reconnect_delay = max_reconnect_delay
+        self.subscribe_timeout = subscribe_timeout
+        self.redis = RedisConnector(dsn, f'microagent.bus.{self.uid}')
+        self._lane = Lane(self.redis)
+        self.reconnects = 0
+        self._channels: set[str] = set()
+        self._subscribed: set[str] = set()
+        self._names: dict[bytes, str] = {}
+        self._changed: asyncio.Event | None = None
+        self._conn: Connection | None = None
+        self._reader: asyncio.Task[Any] | None = None
+        self._lost_at: float | None = None
+        self._delay = reconnect_delay
+
+    async def send(self, channel: str, message: str) -> None:
+        try:
+            await self._lane.execute('PUBLISH', channel, message)
+        except RedisError as exc:
+            raise self.redis.error(exc, f'cannot publish to {channel}') from None
+
+    async def bind(self, channel: str) -> None:
+        self._channels.add(channel)
+        changed = self._ensure_reader()
+        conn = self._conn
+        if conn is not None:
+            # On failure the reader reconnects and subscribes every bound channel.
+            with contextlib.suppress(RedisError, OSError):
+                await conn.send_command('SUBSCRIBE', channel, check_health=False)
+        try:
+            async with asyncio.timeout(self.subscribe_timeout):
+                while channel not in self._subscribed:
+                    changed.clear()
+                    await changed.wait()
+        except TimeoutError:
+            raise BackendError(f'{self!r}: Redis did not confirm the subscription to {channel} '
+                               f'within {self.subscribe_timeout}s') from None
+
+    async def close(self) -> None:
+        await super().close()
+        self._reader = None
+        self._channels.clear()
+        self._subscribed.clear()
+        await self._lane.close()
+        await self.redis.close()
+
+    def _ensure_reader(self) -> asyncio.Event:
+        reader = self._reader
+        if reader is None or reader.done() or reader.get_loop() is not asyncio.get_running_loop():
+            self._changed, self._conn = asyncio.Event(), None
+            self._subscribed.clear()
+            self._reader = self._tasks.spawn(self._read_forever(), name=f'RedisSignalBus reader {self.uid}')
+        if self._changed is None:  # pragma: no cover - set together with the reader
+            self._changed = asyncio.Event()
+        return self._changed
+
+    async def _read_forever(self) -> None:
+        while True:
+            conn: Connection | None = None
+            try:
+                conn = await self.redis.connection(socket_timeout=10.0)
+                self._conn = conn
+                # The channel set is read after _conn is published: a concurrent bind either
+                # sees _conn and subscribes itself, or is already in this snapshot.
+                await conn.send_command('SUBSCRIBE', *self._channels, check_health=False)
+                await self._listen(conn)
+            except (RedisError, OSError, BackendError) as exc:
+                self.log.warning('RedisSignalBus: subscriber connection lost: %s; reconnecting in %.2fs',
+                                 self.redis.describe(exc), self._delay)
+            finally:
+                self._conn = None
+                self._subscribed.clear()
+                await close_connection(conn)
+            if self._lost_at is None:
+                self._lost_at = time.monotonic()
+            await asyncio.sleep(self._delay)
+            self._delay = min(self._delay * 2, self.max_reconnect_delay)
+
+    async def _listen(self, conn: Connection) -> None:
+        changed = self._changed
+        while True:
+            reply = await conn.read_response(timeout=math.inf, disconnect_on_error=False)
+            kind = reply[0]
+            if kind == b'message':
+                self._dispatch(reply[1], reply[2])
+            elif kind == b'subscribe':
+                self._subscribed.add(self._name(reply[1]))
+                if changed is not None:
+                    changed.set()
+                if self._lost_at is not None:
+                    self._resumed()
+
+    def _resumed(self) -> None:
+        if self._lost_at is None:
+            return
+        self.reconnects += 1
+        self.log.warning('RedisSignalBus: subscribed again after %.3fs deaf (%d channels)',
+                         time.monotonic() - self._lost_at, len(self._channels))
+        self._lost_at = None
+        self._delay = self.reconnect_delay
+
+    def _name(self, raw: bytes) -> str:
+        name = self._names.get(raw)
+        if name is None:
+            name = self._names[raw] = raw.decode()
+        return name
+
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        try:
+            self.receiver(self._name(channel), data)
+        except Exception:
+            self.log.exception('RedisSignalBus: cannot dispatch a message on %s', self._name(channel))

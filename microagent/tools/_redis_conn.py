@@ -1,0 +1,216 @@
+"""Lazy, password-safe Redis connections shared by the Redis bus and broker.
+
+Nothing connects at construction and no event loop is needed: clients are
+made on first use inside a running loop (and made again if the loop changed,
+so an object built at import time works under ``asyncio.run``). Every error
+that leaves this package is a :class:`BackendError` whose text went through
+:func:`mask_text`, so the DSN password never shows.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import urllib.parse
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection, ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError, RedisError, ResponseError, TimeoutError  # noqa: A004
+
+from .._dsn import mask_dsn, mask_text, password_of
+from ..exceptions import BackendError, ConfigurationError
+
+__all__ = ['Lane', 'RedisConnector', 'close_connection', 'command', 'pack', 'pack_args']
+
+
+def _check_dsn(dsn: str) -> None:
+    try:
+        parts = urllib.parse.urlsplit(dsn)
+        _ = parts.port  # raises ValueError on a bad port
+    except ValueError as exc:
+        raise ConfigurationError(f'bad Redis DSN {mask_dsn(dsn)!r}: {mask_text(str(exc), password_of(dsn))}') from None
+    if parts.scheme.lower() not in ('redis', 'rediss'):
+        raise ConfigurationError(f'Redis backends need a redis:// or rediss:// DSN, got {parts.scheme!r}')
+
+
+class RedisConnector:
+    """Redis clients for one DSN, made lazily per event loop.
+
+    ``client()`` is a pooled client (commands retried by redis-py on a lost
+    connection); ``connection()`` is a bare connection for a reader that
+    handles reconnection itself (no hidden retries: it must see every gap).
+
+    >>> connector = RedisConnector('redis://localhost/7', 'microagent.bus.1')  # doctest: +SKIP
+    >>> await connector.client().ping()                                        # doctest: +SKIP
+    """
+
+    def __init__(self, dsn: str, client_name: str, callbacks: dict[str, Any] | None = None,
+                 **options: Any) -> None:
+        _check_dsn(dsn)
+        self.callbacks = callbacks or {}
+        self.dsn = dsn
+        self.client_name = client_name
+        self.password = password_of(dsn)
+        # RESP2: the reply shapes parsed here (XREADGROUP, pub/sub) do not depend on redis-py's default.
+        # No CLIENT SETINFO: two round trips less per new connection.
+        self.options: dict[str, Any] = {'protocol': 2, 'driver_info': None,
+                                        'socket_connect_timeout': 5.0, 'socket_timeout': 10.0,
+                                        'socket_keepalive': True, **options}
+        self._client: Redis | None = None
+        self._raw_pool: ConnectionPool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f'<RedisConnector {mask_dsn(self.dsn)} {self.client_name}>'
+
+    def client(self) -> Redis:
+        """The pooled client of the running loop (no connection is opened until a command runs)."""
+        client = self._client
+        if client is None or self._loop is not asyncio.get_running_loop():
+            client = self._client = Redis.from_url(self.dsn, client_name=self.client_name, **self.options)
+            for command, callback in self.callbacks.items():
+                client.set_response_callback(command, callback)
+            self._raw_pool = None
+            self._loop = asyncio.get_running_loop()
+        return client
+
+    def active(self) -> bool:
+        """Whether a client was made in the running loop (and so may hold connections)."""
+        return self._client is not None and self._loop is asyncio.get_running_loop()
+
+    async def connection(self, socket_timeout: float | None = None) -> Connection:
+        """A new connected bare connection (no retries: errors reach the caller)."""
+        self.client()
+        if self._raw_pool is None:
+            options = {**self.options, 'retry': Retry(NoBackoff(), 0)}
+            self._raw_pool = ConnectionPool.from_url(self.dsn, client_name=self.client_name, **options)
+        conn: Connection = self._raw_pool.make_connection()  # type: ignore[no-untyped-call]
+        if socket_timeout is not None:
+            conn.socket_timeout = socket_timeout
+        try:
+            await conn.connect()  # type: ignore[no-untyped-call]
+        except (RedisError, OSError) as exc:
+            raise self.error(exc, 'cannot connect') from None
+        return conn
+
+    def error(self, exc: BaseException, action: str = 'Redis command failed') -> BackendError:
+        """A BackendError for *exc*, with the password masked out."""
+        text = mask_text(f'{action} ({mask_dsn(self.dsn)}): {type(exc).__name__}: {exc}', self.password)
+        return BackendError(text)
+
+    def describe(self, exc: BaseException) -> str:
+        """A short, masked description of *exc* for logs."""
+        return mask_text(f'{type(exc).__name__}: {exc}', self.password)
+
+    async def close(self) -> None:
+        """Close the pooled client; the next use opens a new one."""
+        client, loop = self._client, self._loop
+        self._client, self._raw_pool, self._loop = None, None, None
+        if client is None or loop is not asyncio.get_running_loop():
+            return  # one made in another (finished) loop cannot be closed from here: dropped
+        # Closing a broken client must not fail close().
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(5):
+                await client.aclose()
+
+
+async def close_connection(conn: Connection | None) -> None:
+    """Disconnect *conn* without waiting on a dead peer."""
+    if conn is None:
+        return
+    with contextlib.suppress(RedisError, OSError):  # it is being dropped anyway
+        await conn.disconnect(nowait=True)
+
+
+class Lane:
+    """A dedicated connection running one command at a time, without the pool's per-command cost.
+
+    The hot paths (XADD, acks) go through it. While it is busy, callers use the
+    pooled client instead, so concurrent callers still run in parallel.
+
+    >>> lane = Lane(connector)                                  # doctest: +SKIP
+    >>> await lane.execute('XADD', 'stream', '*', 'b', '{}')    # doctest: +SKIP
+    """
+
+    def __init__(self, connector: RedisConnector) -> None:
+        self.connector = connector
+        self._conn: Connection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._busy = False
+
+    async def execute(self, *args: Any, raw: bytes = b'') -> Any:
+        """Run the command *args* (sent as *raw* when given: the same command, already packed)."""
+        if self._busy or self._loop not in (None, asyncio.get_running_loop()):
+            if not self._busy:
+                self._conn, self._loop = None, None  # made in another loop: unusable here
+            return await self.connector.client().execute_command(*args)  # type: ignore[no-untyped-call]
+        self._busy = True
+        try:
+            return await self._execute(args, raw)
+        except (ConnectionError, TimeoutError):
+            # Once more through the pool (which retries with backoff): at least once, maybe twice.
+            return await self.connector.client().execute_command(*args)  # type: ignore[no-untyped-call]
+        finally:
+            self._busy = False
+
+    async def _execute(self, args: tuple[Any, ...], raw: bytes) -> Any:
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = await self.connector.connection()
+            self._loop = asyncio.get_running_loop()
+        try:
+            return await command(conn, *args, raw=raw)
+        except ResponseError:
+            raise  # an error reply: the connection is still in step
+        except BaseException:
+            # Lost, timed out or cancelled mid-command: the connection is out of step.
+            self._conn = None
+            await close_connection(conn)
+            raise
+
+    async def close(self) -> None:
+        conn, loop, self._conn, self._loop = self._conn, self._loop, None, None
+        if loop is asyncio.get_running_loop():  # one of another (finished) loop is just dropped
+            await close_connection(conn)
+
+
+def pack(*args: Any) -> bytes:
+    """One command in RESP: ``pack('XADD', 'q', '*', 'b', '{}')`` (str, bytes, int or float arguments)."""
+    return b'*%d\r\n' % len(args) + pack_args(*args)
+
+
+def pack_args(*args: Any) -> bytes:
+    """The arguments of a command in RESP, without the array header (to prebuild fixed prefixes)."""
+    out = []
+    for arg in args:
+        kind = type(arg)
+        if kind is str:
+            data = arg.encode()
+        elif kind is bytes:
+            data = arg
+        elif isinstance(arg, bytes | bytearray | memoryview):
+            data = bytes(arg)
+        elif isinstance(arg, int | float):
+            data = repr(arg).encode()
+        else:
+            raise TypeError(f'cannot send a {kind.__name__} to Redis')
+        out.append(b'$%d\r\n%s\r\n' % (len(data), data))
+    return b''.join(out)
+
+
+async def command(conn: Connection, *args: Any, timeout: float = 10.0, raw: bytes = b'') -> Any:
+    """Write one command on *conn* (or *raw*, already packed commands) and read the first reply.
+
+    redis-py's own send runs every write in a task of its own (``wait_for``);
+    here a write is a plain buffer append, and only a full buffer is awaited.
+    """
+    writer = conn._writer  # the stream redis-py connected for us
+    if writer is None:
+        raise ConnectionError('not connected')
+    writer.write(raw or pack(*args))
+    if writer.transport.get_write_buffer_size() > 65536:
+        async with asyncio.timeout(timeout):
+            await writer.drain()
+    return await conn.read_response(timeout=timeout)
