@@ -73,6 +73,33 @@ async def test_sigkill_mid_handler_then_a_new_process_handles_it(admin, prefix, 
             stop(second)
 
 
+async def test_message_that_kills_its_consumer_is_dead_lettered_after_max_attempts(admin, prefix, uid):
+    queue, report = f'q_{uid}', f'{prefix}:report'
+    sender = RedisBroker(DSN, catalog=Catalog(), prefix=prefix)
+    Queue(queue, catalog=sender.catalog)
+    await getattr(sender, queue).send({'n': 0})
+    await getattr(sender, queue).send({'n': 1})
+    processes, deaths = [], 0
+    try:
+        async with asyncio.timeout(90):
+            while not await sender.dead_letters(queue):
+                process = start_consumer(prefix, queue, 'suicide', report)
+                processes.append(process)
+                while process.poll() is None and not await sender.dead_letters(queue):
+                    await asyncio.sleep(0.1)
+                deaths += process.poll() == 17
+        letters = await sender.dead_letters(queue)
+        assert len(letters) == 1 and letters[0].attempts == 3
+        assert 'consumer died' in letters[0].error
+        assert deaths == 3
+        reports = [r.decode() for r in await admin.lrange(report, 0, -1)]
+        assert reports.count('suicide:0') == 3 and 'suicide:1' in reports
+    finally:
+        for process in processes:
+            stop(process)
+        await sender.close()
+
+
 async def test_poison_message_reaches_dead_letters_while_others_flow(admin, prefix, uid):
     catalog = Catalog()
     queue = Queue(f'q_{uid}', catalog=catalog)

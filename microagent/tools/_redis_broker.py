@@ -25,7 +25,7 @@ from ..delivery import DeadLetter
 from ..exceptions import ConfigurationError
 from ._redis_conn import Lane, RedisConnector, pack_args
 from ._redis_reader import QueueReader
-from ._redis_scripts import ADD_MANY, QUEUE_LENGTH
+from ._redis_scripts import ADD_MANY, CLAIM_DEAD, QUEUE_LENGTH
 
 __all__ = ['RedisBroker']
 
@@ -198,15 +198,9 @@ class RedisBroker(AbstractQueueBroker):
             await self._claim_from(state, name)
 
     async def _claim_from(self, state: QueueReader, dead: str) -> None:
-        client = self.redis.client()
-        pending = await client.xpending_range(state.stream, state.name, '-', '+', 1000, consumername=dead)
-        ids: list[Any] = [item['message_id'] for item in pending]
-        if not ids:
-            return
-        # Half the TTL: what the dead consumer held is idle longer; what a live peer just claimed is not.
-        claimed = await client.xclaim(state.stream, state.name, self.uid, int(self.heartbeat_ttl * 500), ids,
-                                      justid=True)
-        if claimed:
-            self.log.warning('RedisBroker: queue %s: reclaimed %d messages of dead consumer %s',
-                             state.name, len(claimed), dead)
-            state.rescan, state.cursor = True, '0'
+        runner = self._runners.get(state.name)
+        attempts = runner.max_attempts if runner is not None else self.max_attempts
+        moved = int(await CLAIM_DEAD.run(self._execute, [state.stream, state.dlq], [state.name, dead, attempts, 1000]))
+        if moved:
+            self.log.warning('RedisBroker: queue %s: requeued %d messages of dead consumer %s (attempt counted)',
+                             state.name, moved, dead)

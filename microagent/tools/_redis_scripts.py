@@ -13,7 +13,8 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-__all__ = ['ACK', 'ADD_MANY', 'DEAD_LETTER', 'FETCH', 'GIVE_BACK', 'PROMOTE', 'QUEUE_LENGTH', 'RELEASE', 'RETRY', 'Lua']
+__all__ = ['ACK', 'ADD_MANY', 'CLAIM_DEAD', 'DEAD_LETTER', 'FETCH', 'GIVE_BACK', 'PROMOTE', 'QUEUE_LENGTH',
+           'RELEASE', 'RETRY', 'Lua']
 
 
 class Lua:
@@ -112,6 +113,32 @@ redis.call('XADD', KEYS[2], '*', 'b', ARGV[3], 'e', ARGV[4], 'a', ARGV[5])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
+""")
+
+# KEYS: stream, dead-letter stream. ARGV: group, dead consumer, max attempts, count.
+# The entries a dead consumer held come back as fresh copies with the attempt counted (a consumer reads
+# no more than its free slots, so every entry it held was being handled): a message that kills its
+# consumer process ends in the dead-letter stream after max attempts, like any failure.
+CLAIM_DEAD = Lua("""
+local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], '-', '+', tonumber(ARGV[4]), ARGV[2])
+if type(p) ~= 'table' or p.err then return 0 end
+for _, e in ipairs(p) do
+  local r = redis.call('XRANGE', KEYS[1], e[1], e[1])
+  if #r > 0 then
+    local f, body, attempt = r[1][2], '', 1
+    for i = 1, #f, 2 do
+      if f[i] == 'b' then body = f[i + 1] elseif f[i] == 'a' then attempt = tonumber(f[i + 1]) end
+    end
+    if attempt >= tonumber(ARGV[3]) then
+      redis.call('XADD', KEYS[2], '*', 'b', body, 'e', 'consumer died while handling it', 'a', attempt)
+    else
+      redis.call('XADD', KEYS[1], '*', 'b', body, 'a', attempt + 1)
+    end
+  end
+  redis.call('XACK', KEYS[1], ARGV[1], e[1])
+  redis.call('XDEL', KEYS[1], e[1])
+end
+return #p
 """)
 
 # KEYS: stream. ARGV: group, id, body, attempt. A fresh copy, readable by any consumer at once.
