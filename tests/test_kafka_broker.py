@@ -154,7 +154,9 @@ async def test_direct_send_reaches_exchange_bound_queue(brokers, uid):
         seen.add(n)
     await start(brokers, agent_for(queue, handler)(broker=broker))
     await getattr(broker, queue.name).send({'n': 1})
-    await getattr(broker, f'kx_{uid}').send({'n': 2}, topic='other.topic')
+    with pytest.raises(DeliveryError, match='no bound queue accepts'):
+        await getattr(broker, f'kx_{uid}').send({'n': 2}, topic='other.topic')
+    await broker.publish(f'kx_{uid}', queue.serialize({'n': 2}), topic='other.topic')  # filtered out
     await getattr(broker, f'kx_{uid}').send({'n': 3}, topic='only.this')
     await seen.wait(2, 20 * SLOW)
     await eventually(lambda: _eq(broker.queue_length(queue.name), 0), 10 * SLOW)
