@@ -6,8 +6,9 @@ one server-named, exclusive, auto-delete queue bound to the channels it binds,
 so RPC responses come back through the caller's own queue. Signals are at most
 once (no confirms, no acks).
 
-Buses with the same DSN in one event loop share a :class:`_Hub`: one robust
-connection, one publish channel and one consuming channel, whose supervisor
+Buses with the same DSN in one event loop share a :class:`_Hub`: two robust
+connections (publishing on its own, so RabbitMQ's flow control of a busy
+publisher never stalls deliveries), one publish channel and one consuming channel, whose supervisor
 re-subscribes every bus (a new queue, every channel rebound) after a loss. A
 new bus thus costs a queue, not a connection and its tasks.
 """
@@ -35,8 +36,9 @@ _HUBS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Hub]] = w
 class _Hub:
     """The connection and channels shared by the buses of one DSN in one event loop."""
 
-    def __init__(self, connection: RobustConnection) -> None:
+    def __init__(self, connection: RobustConnection, publish_connection: RobustConnection) -> None:
         self.connection = connection
+        self.publish_connection = publish_connection
         self.members: set[AMQPSignalBus] = set()
         self.publisher: aiormq.abc.AbstractChannel | None = None
         self.exchanges: set[str] = set()
@@ -55,7 +57,7 @@ class _Hub:
         async with self._lock:
             channel = self.publisher
             if channel is None or channel.is_closed:
-                connection = await self.connection.get(timeout)
+                connection = await self.publish_connection.get(timeout)
                 channel = self.publisher = await connection.channel(publisher_confirms=False, timeout=timeout)
                 self.exchanges.clear()
             if exchange not in self.exchanges:
@@ -117,6 +119,7 @@ class _Hub:
             await close_channel(channel)
         self.sub = self.publisher = None
         await self.connection.close()
+        await self.publish_connection.close()
 
 
 class AMQPSignalBus(AbstractSignalBus):
@@ -139,6 +142,8 @@ class AMQPSignalBus(AbstractSignalBus):
         # Built now to validate the DSN; a hub adopts it if none exists for this DSN yet.
         self._own = RobustConnection(dsn, log=self.log, ssl_context=ssl_context, connect_timeout=connect_timeout,
                                      max_reconnect_delay=max_reconnect_delay)
+        self._own_publisher = RobustConnection(dsn, log=self.log, ssl_context=ssl_context,
+                                               connect_timeout=connect_timeout, max_reconnect_delay=max_reconnect_delay)
         self._bound: set[str] = set()
         self._attached: tuple[aiormq.abc.AbstractChannel, str, str] | None = None
         self._attach_lock = asyncio.Lock()
@@ -156,7 +161,7 @@ class AMQPSignalBus(AbstractSignalBus):
         hubs = _HUBS.setdefault(asyncio.get_running_loop(), {})
         hub = hubs.get(self.dsn)
         if hub is None:
-            hub = hubs[self.dsn] = _Hub(self._own)
+            hub = hubs[self.dsn] = _Hub(self._own, self._own_publisher)
         hub.members.add(self)
         return hub
 
