@@ -356,7 +356,8 @@ class _Feed:
     async def deliver(self, message: aiormq.abc.DeliveredMessage) -> None:
         runner = self.runner
         if runner.active and runner.free_slots > 0 and not self.held and self.inbox.empty():
-            runner.submit(AMQPDelivery(self.broker, self.name, message, self.auto))
+            # aiormq runs this callback in a task of its own: the handler runs right here.
+            await runner.run_here(AMQPDelivery(self.broker, self.name, message, self.auto))
         else:
             self.inbox.put_nowait(message)
 
