@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._tasks import TaskSet
+from ._watchdog import Watchdog
 from .exceptions import SerializingError
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ class ConsumerRunner:
         self._changed = asyncio.Event()
         self._accepts = _accepts(consumer)
         self._label = f'{type(consumer.agent).__name__}.{getattr(consumer.handler, "__name__", "handler")}'
+        self._watchdog = Watchdog(consumer.timeout)
 
     def __repr__(self) -> str:
         return f'<ConsumerRunner {self.queue.name} -> {self._label} free={self._free}/{self.max_inflight}>'
@@ -135,7 +137,7 @@ class ConsumerRunner:
     def submit(self, delivery: Delivery) -> None:
         """Handle *delivery* in a task of its own; takes one slot until settled."""
         self._free -= 1
-        self._tasks.spawn(self._run(delivery), name=f'{self._label}:{delivery.message_id}')
+        self._tasks.spawn(self._run(delivery), name=self._label)
 
     async def run_here(self, delivery: Delivery) -> None:
         """Handle *delivery* in the current task, which must be one of its own.
@@ -159,7 +161,9 @@ class ConsumerRunner:
         """Stop intake, wait for in-flight handlers until *timeout*, cancel (release) the rest."""
         self.active = False
         self._changed.set()
-        return await self._tasks.drain(timeout)
+        cut = await self._tasks.drain(timeout)
+        self._watchdog.close()
+        return cut
 
     async def _run(self, delivery: Delivery) -> None:
         try:
@@ -179,16 +183,27 @@ class ConsumerRunner:
             await self._settle(delivery.dead_letter(problem), delivery)
             return
         started = time.perf_counter()
+        watch = self._watchdog.watch()
         try:
-            # asyncio.timeout, unlike wait_for, costs no extra task per message.
-            async with asyncio.timeout(self.consumer.timeout):
-                await self.consumer.handler(**kwargs)
+            await self.consumer.handler(**kwargs)
+        except asyncio.CancelledError:
+            if not watch.fired:
+                raise
+            # Our watchdog's cancel, not a stop: the handler timed out.
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            await self._failed(delivery, TimeoutError(f'handler timed out after {self.consumer.timeout}s'))
+            return
         except Exception as exc:  # noqa: BLE001 - a handler error must never stop the consumer
             await self._failed(delivery, exc)
             return
+        finally:
+            watch.done()
         self.stats.handled += 1
         self.stats.observe(time.perf_counter() - started)
-        await self._settle(delivery.ack(), delivery)
+        try:
+            await delivery.ack()
+        except Exception as exc:  # noqa: BLE001 - unacked means redelivered later, never lost
+            self._unsettled(delivery, exc)
 
     def _decode(self, delivery: Delivery) -> tuple[dict[str, Any], str | None]:
         if len(delivery.body) > self.broker.max_message_size:
@@ -228,8 +243,11 @@ class ConsumerRunner:
         try:
             await action
         except Exception as exc:  # noqa: BLE001 - unsettled means redelivered later, never lost
-            self.broker.log.warning('%s: cannot settle %s (%s); the broker will redeliver it',
-                                    self._label, delivery.message_id, type(exc).__name__)
+            self._unsettled(delivery, exc)
+
+    def _unsettled(self, delivery: Delivery, exc: Exception) -> None:
+        self.broker.log.warning('%s: cannot settle %s (%s); the broker will redeliver it',
+                                self._label, delivery.message_id, type(exc).__name__)
 
 
 def _accepts(consumer: Consumer) -> Any:
