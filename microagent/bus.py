@@ -87,12 +87,16 @@ class BoundSignal:
         self.signal.check(kwargs)
         inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         corr = uuid.uuid4().hex
-        reply = await self.bus.response_channel()
+        # The deadline covers the request too: a publish stuck on a dead route must not outlive the call.
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with asyncio.timeout_at(deadline):
+            reply = await self.bus.response_channel()
         self.bus._pending[corr] = inbox
         try:
             message = self.signal.serialize({'s': sender, 'a': kwargs, 'c': corr, 'r': reply})
-            await self.bus.send(self.bus.channel(self.signal.name), message)
-            yield _until(inbox, asyncio.get_running_loop().time() + timeout)
+            async with asyncio.timeout_at(deadline):
+                await self.bus.send(self.bus.channel(self.signal.name), message)
+            yield _until(inbox, deadline)
         finally:
             self.bus._pending.pop(corr, None)
 

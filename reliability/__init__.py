@@ -1,0 +1,12 @@
+"""The reliability and security suite: real agent processes, real brokers, faults, and a ledger that counts.
+
+One command runs it and writes the report::
+
+    .venv/bin/python -m reliability --backends redis,amqp,kafka --size smoke --out docs/reliability.md
+
+Modules: :mod:`.ledger` (records and counting), :mod:`.proxy` (TCP faults),
+:mod:`.servers` (brokers of our own), :mod:`.worker` and
+:mod:`.group_settings` (the agent group run by ``marun``), :mod:`.group`
+(the launcher process), :mod:`.drivers` (load plus faults per backend),
+:mod:`.security` (the security checks), :mod:`.report` (markdown and JSON).
+"""

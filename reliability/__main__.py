@@ -1,0 +1,95 @@
+"""``python -m reliability``: run the fault suite and the security checks, write JSON lines and markdown.
+
+    .venv/bin/python -m reliability --backends redis,amqp,kafka --size smoke --out docs/reliability.md
+
+Exit status 0 when every check passed, 1 otherwise. ``--rabbit-restart``
+allows ``rabbitmqctl stop_app/start_app`` (it affects every user of the
+shared server: only for a full run on a machine of your own);
+``--kafka-durable`` runs tansu on S3 (moto) so Kafka can be restarted.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .drivers import FAULTS, SIZES, run_backend
+from .report import json_lines, markdown
+from .rigs import BACKENDS
+from .security import run_security
+from .signals import BUS_BACKENDS, rpc_under_cuts
+
+
+def _names(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(',') if n.strip())
+    unknown = sorted(set(names) - set(allowed))
+    if unknown:
+        raise argparse.ArgumentTypeError(f'unknown {what} {unknown}, expected some of {list(allowed)}')
+    return names
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog='python -m reliability', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--backends', default=','.join(BACKENDS), type=lambda t: _names(t, BACKENDS, 'backend'))
+    parser.add_argument('--faults', default=','.join(FAULTS), type=lambda t: _names(t, FAULTS, 'fault'))
+    parser.add_argument('--size', choices=sorted(SIZES), default='smoke')
+    parser.add_argument('--out', type=Path, help='write the markdown report here')
+    parser.add_argument('--jsonl', type=Path, help='write JSON lines here (default: stdout)')
+    parser.add_argument('--no-security', action='store_true', help='skip the security and bus checks')
+    parser.add_argument('--no-faults', action='store_true', help='skip the fault runs (security and bus only)')
+    parser.add_argument('--rabbit-restart', action='store_true', help='allow restarting the shared RabbitMQ')
+    parser.add_argument('--kafka-durable', action='store_true',
+                        help='tansu on S3 storage (a local moto server), so the Kafka restart fault can run')
+    return parser.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    results = []
+    for backend in () if args.no_faults else args.backends:
+        logging.getLogger('reliability').warning('reliability: %s, faults %s', backend, ','.join(args.faults))
+        results.append(await run_backend(backend, args.faults, SIZES[args.size], rabbit_restart=args.rabbit_restart,
+                                         kafka_durable=args.kafka_durable))
+    if args.no_security:
+        return results, []
+    security = await run_security(args.backends)
+    for backend in args.backends:
+        if backend in BUS_BACKENDS:
+            security += await rpc_under_cuts(backend)
+    return results, security
+
+
+KEPT = '## How the suite works'  # from here on the report is written by hand: a new run keeps it
+
+
+def _kept_tail(path: Path) -> str:
+    text = path.read_text() if path.exists() else ''
+    return '\n' + text[text.index(KEPT):] if KEPT in text else ''
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    # The clients' own chatter about the injected faults is expected: only our progress lines show.
+    logging.basicConfig(level=logging.CRITICAL)
+    logging.getLogger('reliability').setLevel(logging.INFO)
+    began = time.monotonic()
+    results, security = asyncio.run(run(args))
+    took = time.monotonic() - began
+    lines = json_lines(results, security)
+    if args.jsonl:
+        args.jsonl.write_text(lines)
+    else:
+        sys.stdout.write(lines)
+    if args.out:
+        command = '.venv/bin/python -m reliability ' + ' '.join(sys.argv[1:] if argv is None else argv)
+        args.out.write_text(markdown(results, security, command=command, took=took) + _kept_tail(args.out))
+    ok = all(r['ok'] for r in results) and all(r['ok'] for r in security)
+    return 0 if ok else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

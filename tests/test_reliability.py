@@ -1,0 +1,138 @@
+"""The reliability suite at smoke size: the same code as ``python -m reliability``, asserting the pass criteria.
+
+Each backend runs its faults against its own broker process or its own user
+on the shared server (see reliability/rigs.py), so other tests never see a
+cut. The full size runs with ``--slow`` (or ``python -m reliability --size full``).
+"""
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import pytest
+
+from reliability.drivers import FAULTS, SIZES, run_backend
+from reliability.ledger import Ledger, count, read_records
+from reliability.proxy import FaultProxy
+from reliability.security import http_declarations, no_pickle, run_security
+from reliability.signals import BUS_BACKENDS, rpc_under_cuts
+
+from .kafka_server import tansu_binary
+from .services import IN_CI, port_open
+
+SMOKE = SIZES['smoke']
+
+
+def failed(result: dict) -> list[dict]:
+    return [row for row in result['checks'] if not row['ok']]
+
+
+def available() -> list[str]:
+    """The backends this machine can run (CI=true: all of them, or fail)."""
+    found = []
+    if shutil.which('redis-server'):
+        found.append('redis')
+    if port_open(5672) and shutil.which('rabbitmqctl'):
+        found.append('amqp')
+    if tansu_binary() is not None:
+        found.append('kafka')
+    if IN_CI and len(found) < 3:
+        pytest.fail(f'CI=true: every backend is required, found only {found}')
+    return found
+
+
+# Kafka does not meet every criterion yet (docs/reliability.md, Findings 1 and 3): a killed member pauses the
+# whole group for up to ~6 s (recovery p99 > 5 s), the new owner handles again more than the in-flight window
+# (duplicates over the bound), and a SIGTERM after rebalances has lost messages in some runs. Its run is part of
+# the smoke test and is reported; a Kafka failure marks the test xfail (with the failed checks), not passed.
+KAFKA_KNOWN = 'Kafka misses known criteria (docs/reliability.md, Findings): '
+
+
+@pytest.mark.timeout(300)
+async def test_every_backend_and_the_security_checks_at_smoke_size() -> None:
+    # The backends run side by side (each on brokers, users and ports of its own): the whole reduced suite
+    # then takes about as long as its slowest backend.
+    backends = available()
+    if not backends:
+        pytest.skip('no backend available (redis-server, RabbitMQ with rabbitmqctl, tansu)')
+    runs = [run_backend(b, FAULTS, SMOKE) for b in backends]
+    buses = [rpc_under_cuts(b) for b in backends if b in BUS_BACKENDS]
+    *results, security = await asyncio.gather(*runs, run_security(tuple(backends)))
+    bus_rows = [row for rows in await asyncio.gather(*buses) for row in rows]
+    problems = {r['backend']: failed(r) for r in results if failed(r) and r['backend'] != 'kafka'}
+    assert not problems, (problems, results)
+    assert [row for row in security + bus_rows if not row['ok']] == [], security + bus_rows
+    kafka = [r for r in results if r['backend'] == 'kafka' and failed(r)]
+    if kafka:
+        rows = '; '.join(f"{row['check']} = {row['value']}" for row in failed(kafka[0]))
+        pytest.xfail(f"{KAFKA_KNOWN}{rows}; notes: {kafka[0]['notes']}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize('name', ['redis', 'amqp', 'kafka'])
+async def test_full_size(name: str) -> None:
+    result = await run_backend(name, FAULTS, SIZES['full'])
+    if name == 'kafka' and failed(result):
+        pytest.xfail(KAFKA_KNOWN + '; '.join(f"{row['check']} = {row['value']}" for row in failed(result)))
+    assert not failed(result), (failed(result), result)
+
+
+async def test_http_declarations_warn_and_can_be_forbidden() -> None:
+    rows = await http_declarations()
+    assert all(r['ok'] for r in rows), rows
+
+
+def test_no_pickle_anywhere() -> None:
+    assert all(r['ok'] for r in no_pickle()), no_pickle()
+
+
+def test_ledger_counts_lost_duplicated_unexpected(tmp_path) -> None:
+    producer, worker = Ledger(tmp_path, 'producer', fsync=False), Ledger(tmp_path, 'worker', fsync=False)
+    for mid, status in (('a', 'confirmed'), ('b', 'confirmed'), ('c', 'indeterminate'), ('d', 'confirmed')):
+        producer.send(mid, status)
+    producer.fault('kill', 'pid 1')
+    for mid in ('a', 'a', 'x'):
+        worker.handled(mid, 1, worker.begin(mid, 1))
+    counts = count(read_records(tmp_path), dead=['d'])
+    assert (counts.lost, counts.duplicated, counts.extra_handlings, counts.unexpected) == (['b'], ['a'], 1, ['x'])
+    assert counts.unhandled_indeterminate == 1
+    assert len(counts.recoveries) == 1 and counts.recoveries[0] >= 0
+
+
+def test_a_torn_last_line_is_skipped(tmp_path) -> None:
+    ledger = Ledger(tmp_path, 'worker', fsync=False)
+    ledger.send('a', 'confirmed')
+    with ledger.path.open('ab') as fh:
+        fh.write(b'{"k": "send", "id": "b"')  # a SIGKILL in the middle of a write
+    assert [r['id'] for r in read_records(tmp_path)] == ['a']
+
+
+async def test_proxy_resets_and_blackholes_only_its_own_connections() -> None:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(100):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, '127.0.0.1', 0)
+    proxy = await FaultProxy(server.sockets[0].getsockname()[1]).start()
+    try:
+        reader, writer = await asyncio.open_connection('127.0.0.1', proxy.port)
+        writer.write(b'ping')
+        assert await asyncio.wait_for(reader.read(4), 5) == b'ping'
+        proxy.blackhole(True)
+        writer.write(b'lost?')
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(reader.read(5), 0.3)
+        proxy.blackhole(False)
+        assert await asyncio.wait_for(reader.read(5), 5) == b'lost?'   # TCP delivers it once the route is back
+        assert await proxy.reset() >= 1
+        with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+            data = await asyncio.wait_for(reader.read(5), 5)
+            if not data:
+                raise ConnectionResetError
+        writer.close()
+    finally:
+        await proxy.close()
+        server.close()
