@@ -57,7 +57,9 @@ def _wait(check: object, process: subprocess.Popen[bytes], what: str, timeout: f
         time.sleep(0.05)  # polling a child process's port: there is nothing to await
 
 
-class _Process:
+class ManagedProcess:
+    """A child server process with its output kept in a temp file; killed or stopped on demand."""
+
     def __init__(self) -> None:
         self.process: subprocess.Popen[bytes] | None = None
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server object
@@ -81,7 +83,7 @@ class _Process:
             process.wait(timeout=10)
 
 
-class RedisServer(_Process):
+class RedisServer(ManagedProcess):
     """A private redis-server with every write fsync'd before the reply (appendfsync always)."""
 
     def __init__(self, port: int = 6390, password: str | None = None) -> None:
@@ -131,7 +133,7 @@ def speaks_kafka(port: int, timeout: float = 1.0) -> bool:
     return len(head) == 8 and struct.unpack('>ii', head)[1] == 4242
 
 
-class TansuServer(_Process):
+class TansuServer(ManagedProcess):
     """tansu listening on ``port`` and advertising ``advertised`` (the fault proxy in front of it)."""
 
     def __init__(self, advertised: int, storage: str = 'memory://tansu/', env: dict[str, str] | None = None) -> None:
@@ -156,7 +158,7 @@ class TansuServer(_Process):
         self.start()
 
 
-class MotoServer(_Process):
+class MotoServer(ManagedProcess):
     """A local S3 (moto) with one bucket: durable storage for tansu that survives its restart."""
 
     def __init__(self) -> None:

@@ -19,11 +19,12 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
+
+from reliability.servers import ManagedProcess
 
 from .services import IN_CI
 
@@ -80,16 +81,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Tansu:
+class Tansu(ManagedProcess):
     """One tansu broker process on *port* (memory storage unless told otherwise)."""
 
     def __init__(self, port: int | None = None, storage: str = 'memory://tansu/',
                  env: dict[str, str] | None = None) -> None:
+        super().__init__()
         self.port = port or free_port()
         self.storage = storage
         self.env = env
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the broker object
 
     @property
     def bootstrap(self) -> str:
@@ -117,24 +117,6 @@ class Tansu:
         """What tansu printed so far (its errors, when it would not start)."""
         self.log.seek(0)
         return self.log.read().decode('utf-8', 'replace')
-
-    def kill(self) -> None:
-        """SIGKILL: the broker dies without a chance to flush anything."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.process = None
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 _SHARED: dict[str, str] = {}
