@@ -2,19 +2,14 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 
+from benchmarks.services import port_open
+
+__all__ = ['IN_CI', 'port_open', 'require_port']
+
 IN_CI = os.environ.get('CI', '').lower() in ('1', 'true', 'yes')
-
-
-def port_open(port: int, host: str = '127.0.0.1', timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def require_port(service: str, port: int, host: str = '127.0.0.1') -> None:

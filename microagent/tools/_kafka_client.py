@@ -142,7 +142,7 @@ class KafkaClients:
             async with asyncio.timeout(s.request_timeout):
                 await producer.start()
         except BaseException:
-            await _quietly_stop(producer, s.request_timeout)
+            await _quietly(producer, 'stop', s.request_timeout)
             raise
         return producer
 
@@ -207,7 +207,7 @@ class KafkaClients:
                     async with asyncio.timeout(self.settings.request_timeout):
                         await admin.start()
                 except BaseException:
-                    await _quietly_close(admin, self.settings.request_timeout)
+                    await _quietly(admin, 'close', self.settings.request_timeout)
                     raise
                 self._admin = admin
             return self._admin
@@ -225,9 +225,9 @@ class KafkaClients:
         self._producer = self._admin = None
         self._topics.clear()
         if producer is not None:
-            await _quietly_stop(producer, self.settings.request_timeout)
+            await _quietly(producer, 'stop', self.settings.request_timeout)
         if admin is not None:
-            await _quietly_close(admin, self.settings.request_timeout)
+            await _quietly(admin, 'close', self.settings.request_timeout)
 
 
 async def true_ends(probe: AIOKafkaConsumer, ends: Mapping[Any, int], timeout_ms: int = 500) -> dict[Any, int]:
@@ -267,22 +267,15 @@ def security_options(dsn_options: Mapping[str, Any], explicit: Mapping[str, Any]
     return merged
 
 
-async def _quietly_stop(client: Any, timeout: float) -> None:
+async def _quietly(client: Any, method: str, timeout: float) -> None:
+    """Call ``client.<method>()`` (stop or close) under *timeout*, logging instead of raising."""
     try:
         async with asyncio.timeout(timeout):
-            await client.stop()
+            await getattr(client, method)()
     except Exception as exc:  # noqa: BLE001 - closing must not mask the real error
-        log.debug('kafka: stopping %s failed: %s', type(client).__name__, type(exc).__name__)
-
-
-async def _quietly_close(client: Any, timeout: float) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            await client.close()
-    except Exception as exc:  # noqa: BLE001 - closing must not mask the real error
-        log.debug('kafka: closing %s failed: %s', type(client).__name__, type(exc).__name__)
+        log.debug('kafka: %s of %s failed: %s', method, type(client).__name__, type(exc).__name__)
 
 
 async def stop_consumer(consumer: AIOKafkaConsumer, timeout: float) -> None:
     """Stop *consumer* (leaving its group) without raising."""
-    await _quietly_stop(consumer, timeout)
+    await _quietly(consumer, 'stop', timeout)
