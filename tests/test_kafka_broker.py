@@ -223,6 +223,32 @@ async def test_rebalance_commits_in_flight_work(brokers, uid):
     assert len(everything.items) <= 40 + 8, 'at most the in-flight window may run twice'
 
 
+async def test_handled_but_uncommitted_messages_stay_within_the_commit_window(brokers, uid):
+    """While commits do not land, a consumer handles at most its window: what a crash would make run again."""
+    catalog = Catalog()
+    queue = Queue(f'kw_{uid}', catalog=catalog)
+    handled = Collector()
+
+    async def fast(n):
+        handled.add(n)
+    broker = brokers(catalog, commit_window=6)
+    await start(brokers, agent_for(queue, fast, max_inflight=2)(broker=broker))
+    reader = broker._queue_readers[queue.name]
+    real_commit, gate = reader.consumer.commit, asyncio.Event()
+
+    async def held_commit(offsets: Any) -> None:
+        await gate.wait()  # the coordinator is slow: nothing commits until the test opens the gate
+        await real_commit(offsets)
+    reader.consumer.commit = held_commit
+    await getattr(broker, queue.name).send_many([{'n': n} for n in range(30)])
+    await handled.wait(6, 20 * SLOW)
+    with pytest.raises(TimeoutError):
+        await handled.wait(7, 1.0)  # a full window waits for its commit
+    gate.set()
+    await handled.wait(30, 20 * SLOW)
+    assert sorted(handled.items) == list(range(30))
+
+
 async def test_idempotence_required_but_refused_is_a_clear_error(brokers, uid, caplog):
     catalog = Catalog()
     queue = Queue(f'ki_{uid}', catalog=catalog)

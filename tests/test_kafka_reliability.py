@@ -161,6 +161,72 @@ async def test_soak_repeated_sigkills_lose_nothing(stack, uid):
         await readers.drain(5)
 
 
+# -- SIGSTOP past the session timeout: the zombie fence ---------------------------------
+
+async def test_member_stopped_past_its_session_does_not_handle_its_successors_backlog(stack, uid):
+    """A SIGSTOPped member loses its partitions; after SIGCONT it must not handle what its fetch returned."""
+    bootstrap = require_kafka()
+    catalog = Catalog()
+    queue = Queue(f'ks_{uid}', catalog=catalog)
+    sender = stack(KafkaBroker(f'kafka://{bootstrap}', catalog=catalog, partitions=2))
+    send = getattr(sender, queue.name)
+    zombie_done, successor_done = Collector(), Collector()
+    readers = TaskSet('stall readers')
+    worker = await _spawn(bootstrap, queue.name, 'work')
+    readers.spawn(_collect(worker, zombie_done))
+    try:
+        await send.send_many([{'n': n} for n in range(10)])
+        await zombie_done.wait(10, 40 * SLOW)
+        os.kill(worker.pid, signal.SIGSTOP)
+        # Sent while it is stopped: its pending fetch answers with them, buffered until SIGCONT.
+        await send.send_many([{'n': n} for n in range(100, 150)])
+
+        async def handler(n):
+            successor_done.add(n)
+        broker = stack(KafkaBroker(f'kafka://{bootstrap}', catalog=catalog, session_timeout=SESSION_TIMEOUT))
+        stack(await _started(agent_for(queue, handler)(broker=broker)))
+        await successor_done.wait(50, 40 * SLOW)
+        os.kill(worker.pid, signal.SIGCONT)
+        # Once the zombie is back in the group, new work is shared again: after that it has fenced itself.
+        await send.send_many([{'n': n} for n in range(200, 240)])
+        await eventually(lambda: set(range(200, 240)) <= {*zombie_done.items, *successor_done.items}, 40 * SLOW)
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+        _kill(worker)
+        await worker.wait()
+        await readers.drain(5)
+    assert set(range(100, 150)) <= set(successor_done.items)
+    assert [n for n in zombie_done.items if 100 <= n < 150] == []
+
+
+# -- members stopping together -----------------------------------------------------
+
+async def test_members_stopping_together_never_commit_past_unhandled_messages(stack, uid):
+    """A SIGTERM-like stop of the whole group cuts work short; what nobody handled stays ahead of the commit."""
+    from reliability.audit import kafka_unhandled
+    bootstrap = require_kafka()
+    catalog = Catalog()
+    queue = Queue(f'kt_{uid}', catalog=catalog)
+    handled = Collector()
+
+    async def slow(mid):
+        await asyncio.sleep(0.3)  # the work: long enough that the stop finds handlers running
+        handled.add(mid)
+    members = []
+    for _ in range(2):
+        broker = stack(KafkaBroker(f'kafka://{bootstrap}', catalog=catalog, session_timeout=SESSION_TIMEOUT,
+                                   partitions=2))
+        members.append((await _started(agent_for(queue, slow, max_inflight=2)(broker=broker)), broker))
+    await getattr(members[0][1], queue.name).send_many([{'mid': f'm{n}'} for n in range(30)])
+    await handled.wait(4, 30 * SLOW)
+    await asyncio.gather(*(agent.stop(timeout=0.1) for agent, _ in members))
+    await asyncio.gather(*(broker.close() for _, broker in members))
+    unhandled = {f'm{n}' for n in range(30)} - set(handled.items)
+    assert unhandled, 'the stop should have cut work short'
+    where = await kafka_unhandled(bootstrap, queue.name, queue.name, unhandled)
+    assert where == {'missing': [], 'passed': [], 'owed': sorted(unhandled)}
+
+
 # -- poison message ----------------------------------------------------------------
 
 async def test_poison_message_reaches_dead_letter_topic_while_others_flow(stack, uid):

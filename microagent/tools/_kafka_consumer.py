@@ -8,7 +8,10 @@ group.
 
 * Offsets are committed only for settled messages, per partition, up to the
   lowest offset still in flight (:class:`PartitionOffsets`), by a commit task
-  that coalesces settles into one OffsetCommit.
+  that coalesces settles into one OffsetCommit. At most ``window`` handled
+  messages wait for their commit: past that, reading waits for the commit, so
+  a member that dies makes the group handle again at most ``max_inflight``
+  running plus ``window`` handled messages.
 * A retry is a new record in ``q.retry`` with ``attempt`` and ``not_before``
   headers, acknowledged by the broker before the old offset counts as done.
   A retry record that is not due pauses only its ``q.retry`` partition until
@@ -17,6 +20,11 @@ group.
   in-flight handlers, then a commit; a commit that fails because the group
   moved on is logged, never raised (the new owner re-reads from the last
   committed offset: a duplicate, never a loss).
+* After the process did not run for half a session timeout (SIGSTOP, a
+  blocked loop: :class:`StallWatch`), fetched records are given back and a
+  commit of already-committed positions asks the coordinator whether this
+  member is still in the group, before anything else is handed out: a zombie
+  member never handles the backlog that its successor now owns.
 """
 from __future__ import annotations
 
@@ -26,12 +34,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError
 
 from .._tasks import TaskSet
 from ..delivery import ConsumerRunner, Delivery
 from ._kafka_client import KafkaClients, stop_consumer
 from ._kafka_offsets import PartitionOffsets
+from ._kafka_stall import StallWatch
 
 if TYPE_CHECKING:
     from aiokafka.structs import ConsumerRecord
@@ -126,8 +135,11 @@ class QueueReader:
     >>> await reader.close()     # final commit, leave the group                  # doctest: +SKIP
     """
 
-    def __init__(self, clients: KafkaClients, runner: ConsumerRunner, group: str) -> None:
+    def __init__(self, clients: KafkaClients, runner: ConsumerRunner, group: str, window: int = 0) -> None:
         self.clients = clients
+        self.window = window if window > 0 else 4 * runner.max_inflight
+        self._unsaved = 0                # handled messages whose offsets no successful commit covers yet
+        self._saved = asyncio.Event()
         self.runner = runner
         self.queue = runner.queue
         self.name = runner.queue.name
@@ -138,6 +150,9 @@ class QueueReader:
         self._parts: dict[TopicPartition, PartitionOffsets] = {}
         self._dirty = asyncio.Event()
         self._changed = asyncio.Event()
+        self._rebalanced = asyncio.Event()
+        session = clients.settings.session_timeout
+        self._stall = StallWatch(limit=session / 2, interval=max(0.1, session / 10))
         self._timers: set[asyncio.TimerHandle] = set()
         self._tasks = TaskSet(f'kafka commits {self.name}')
 
@@ -157,6 +172,7 @@ class QueueReader:
             await stop_consumer(consumer, settings.request_timeout)
             raise
         self.consumer = consumer
+        self._stall.start()
         self._tasks.spawn(self._commit_loop(), name=f'kafka commits {self.name}')
 
     # -- reading ---------------------------------------------------------------
@@ -167,15 +183,81 @@ class QueueReader:
         if consumer is None:
             return
         while runner.active:
-            free = await runner.wait_slots()
+            free = await self._room()
+            if free <= 0:
+                continue
             try:
                 batch = await consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=free)
             except Exception as exc:  # noqa: BLE001 - the reader must outlive a failing fetch
                 log.warning('kafka %s: fetch failed (%s), retrying', self.name, type(exc).__name__)
                 await asyncio.sleep(COMMIT_RETRY)  # back off a failing fetch, not synchronisation
                 continue
+            if self._stall.stalled():
+                await self._fence(consumer, batch)
+                continue
             for tp, records in batch.items():
                 self._take(tp, records)
+
+    async def _fence(self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]]) -> None:
+        """After a stall: give *batch* back, then go on only as a confirmed member (or after a rebalance)."""
+        for tp, records in batch.items():
+            if records and tp in self._parts:
+                consumer.seek(tp, records[0].offset)
+        self._rebalanced.clear()
+        if await self._still_member(consumer):
+            log.info('kafka %s: the process stalled; still a member of %s, reading on', self.name, self.group)
+            self._stall.clear()
+            return
+        log.warning('kafka %s: the process stalled and lost its membership of %s; waiting for the rebalance',
+                    self.name, self.group)
+        try:
+            async with asyncio.timeout(self.clients.settings.session_timeout):
+                await self._rebalanced.wait()
+        except TimeoutError:
+            pass  # not rebalanced yet: the next read fences and asks again
+
+    async def _still_member(self, consumer: AIOKafkaConsumer) -> bool:
+        """Re-commit known positions: the coordinator refuses a commit from an expelled member."""
+        offsets = {tp: part.position if part.position is not None else part.committed
+                   for tp, part in self._parts.items()}
+        known = {tp: offset for tp, offset in offsets.items() if offset is not None}
+        try:
+            async with asyncio.timeout(self.clients.settings.request_timeout):
+                if not known:
+                    known = await self._committed_somewhere(consumer)
+                if known:
+                    await consumer.commit(known)
+        except CommitFailedError:
+            return False
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning('kafka %s: cannot confirm membership after a stall: %s', self.name, type(exc).__name__)
+            return False
+        for tp, offset in known.items():
+            if tp in self._parts:
+                self._parts[tp].committed = offset
+        return True
+
+    async def _committed_somewhere(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+        """One partition's committed offset to probe with; none when the group never committed."""
+        for tp in list(self._parts):
+            offset = await consumer.committed(tp)
+            if offset is not None:
+                return {tp: offset}
+        return {}
+
+    async def _room(self) -> int:
+        """Records the reader may take now: free in-flight slots, within the uncommitted window."""
+        free = await self.runner.wait_slots()
+        room = min(free, self.window - self._unsaved)
+        if room <= 0:
+            self._saved.clear()
+            self._dirty.set()
+            try:  # bounded: the loop re-checks that the runner is still active
+                async with asyncio.timeout(FETCH_WAIT_MS / 1000):
+                    await self._saved.wait()
+            except TimeoutError:
+                pass
+        return room
 
     def _take(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]) -> None:
         part = self._parts.get(tp)
@@ -220,6 +302,8 @@ class QueueReader:
     # -- settling and committing ----------------------------------------------
 
     def settle(self, part: PartitionOffsets, offset: int) -> None:
+        if not part.revoked:
+            self._unsaved += 1
         self._settled(part.settle(offset))
 
     def release(self, part: PartitionOffsets) -> None:
@@ -247,16 +331,24 @@ class QueueReader:
         if consumer is None or not chosen:
             return True
         offsets = {tp: part.position for tp, part in chosen.items()}
+        covered = self._unsaved if only is None else 0
         try:
             async with asyncio.timeout(self.clients.settings.request_timeout):
                 await consumer.commit(offsets)
+        except CommitFailedError:
+            # The group moved on without us: hand nothing more out until the rebalance (see _fence).
+            log.warning('kafka %s: commit refused, this member is no longer in the group %s', self.name, self.group)
+            self._stall.mark()
+            return False
         except (KafkaError, OSError, TimeoutError) as exc:
-            # CommitFailedError: the group rebalanced; the next owner re-reads, we never crash.
+            # Retried by the commit loop; never raised: unsettled offsets are re-read, never lost.
             log.warning('kafka %s: commit of %d partition(s) failed: %s', self.name, len(offsets),
                         type(exc).__name__)
             return False
         for tp, part in chosen.items():
             part.committed = offsets[tp]
+        self._unsaved = max(0, self._unsaved - covered)
+        self._saved.set()
         return True
 
     # -- rebalances ------------------------------------------------------------
@@ -264,6 +356,12 @@ class QueueReader:
     def assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
             self._parts[tp] = PartitionOffsets()
+        # A new generation reads from the committed offsets: whatever a stall left in the buffer is gone,
+        # and what was handled but not committed is the new owners' to handle again.
+        self._stall.clear()
+        self._unsaved = 0
+        self._saved.set()
+        self._rebalanced.set()
         self.ready.set()
 
     async def revoked(self, revoked: set[TopicPartition]) -> None:
@@ -284,6 +382,7 @@ class QueueReader:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        self._stall.close()
         await self._tasks.cancel()
         consumer, settings = self.consumer, self.clients.settings
         if consumer is None:

@@ -58,7 +58,10 @@ class KafkaBroker(AbstractQueueBroker):
     ``max_batch_size`` (bytes, 256 KiB), ``fetch_max_wait_ms`` (100: the
     longest an idle fetch waits; brokers that do not answer a long poll early,
     like tansu, add up to that much latency), ``join_timeout`` (how long
-    ``bind`` waits for the first partition assignment, 30 s), SASL/SSL settings.
+    ``bind`` waits for the first partition assignment, 30 s), ``commit_window``
+    (handled messages a consumer may hold before their offsets are committed,
+    default 4 x ``max_inflight``: after a member dies, the group handles again
+    at most ``max_inflight + commit_window`` of its messages), SASL/SSL settings.
 
     >>> broker = KafkaBroker('kafka://127.0.0.1:9092', partitions=3)   # doctest: +SKIP
     >>> await broker.mailer.send({'to': 'a@b.c'})                      # doctest: +SKIP
@@ -69,15 +72,15 @@ class KafkaBroker(AbstractQueueBroker):
     def __init__(self, dsn: str = 'kafka://localhost:9092', *, partitions: int = 1,
                  idempotent: bool | None = None, session_timeout: float = 10.0, request_timeout: float = 30.0,
                  linger_ms: int = 0, max_batch_size: int = 256 * 1024, fetch_max_wait_ms: int = 100,
-                 join_timeout: float = 30.0,
+                 join_timeout: float = 30.0, commit_window: int = 0,
                  security_protocol: str | None = None, sasl_mechanism: str | None = None,
                  sasl_plain_username: str | None = None, sasl_plain_password: str | None = None,
                  ssl_context: Any = None, client_options: Mapping[str, Any] | None = None,
                  **options: Any) -> None:
         super().__init__(dsn, **options)
         bootstrap, from_dsn = parse_dsn(dsn)
-        if partitions < 1 or session_timeout <= 0 or request_timeout <= 0 or join_timeout < 0:
-            raise ConfigurationError('KafkaBroker: partitions >= 1, timeouts > 0')
+        if partitions < 1 or session_timeout <= 0 or request_timeout <= 0 or join_timeout < 0 or commit_window < 0:
+            raise ConfigurationError('KafkaBroker: partitions >= 1, timeouts > 0, commit_window >= 0')
         security = security_options(from_dsn, {
             'security_protocol': security_protocol, 'sasl_mechanism': sasl_mechanism,
             'sasl_plain_username': sasl_plain_username, 'sasl_plain_password': sasl_plain_password,
@@ -88,6 +91,7 @@ class KafkaBroker(AbstractQueueBroker):
             max_batch_size=max_batch_size, fetch_max_wait_ms=fetch_max_wait_ms,
             secret=security.get('sasl_plain_password'))
         self.join_timeout = join_timeout
+        self.commit_window = commit_window
         self._clients = KafkaClients(self.settings)
         self._queue_readers: dict[str, QueueReader] = {}
         self._inspectors: dict[str | None, AIOKafkaConsumer] = {}
@@ -117,7 +121,7 @@ class KafkaBroker(AbstractQueueBroker):
     async def bind(self, name: str) -> None:
         runner = self._runners[name]
         group = str(runner.consumer.options.get('group') or name)
-        reader = QueueReader(self._clients, runner, group)
+        reader = QueueReader(self._clients, runner, group, self.commit_window)
         await reader.start()
         self._queue_readers[name] = reader
         self._start_reader(name, reader.read())
