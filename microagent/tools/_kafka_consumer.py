@@ -246,18 +246,23 @@ class QueueReader:
         return {}
 
     async def _room(self) -> int:
-        """Records the reader may take now: free in-flight slots, within the uncommitted window."""
+        """Records the reader may take now: free in-flight slots, within the uncommitted window.
+
+        A full window waits until commits bring it down to half: taking one
+        record per commit round trip would make every cycle a tiny one.
+        """
         free = await self.runner.wait_slots()
-        room = min(free, self.window - self._unsaved)
-        if room <= 0:
-            self._saved.clear()
-            self._dirty.set()
-            try:  # bounded: the loop re-checks that the runner is still active
-                async with asyncio.timeout(FETCH_WAIT_MS / 1000):
-                    await self._saved.wait()
-            except TimeoutError:
-                pass
-        return room
+        if self._unsaved >= self.window:
+            while self._unsaved > self.window // 2 and self.runner.active:
+                self._saved.clear()
+                self._dirty.set()
+                try:  # bounded: the loop re-checks that the runner is still active
+                    async with asyncio.timeout(FETCH_WAIT_MS / 1000):
+                        await self._saved.wait()
+                except TimeoutError:
+                    pass
+            return 0
+        return min(free, self.window - self._unsaved)
 
     def _take(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]) -> None:
         part = self._parts.get(tp)
@@ -319,6 +324,8 @@ class QueueReader:
         """Commit settled positions as they move, one OffsetCommit for many settles."""
         while True:
             await self._dirty.wait()
+            # One turn of the loop lets handlers that finished together settle first: one commit for all.
+            await asyncio.sleep(0)
             self._dirty.clear()
             if not await self.commit():
                 await asyncio.sleep(COMMIT_RETRY)  # back off a failing commit before the next try
