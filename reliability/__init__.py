@@ -6,7 +6,8 @@ One command runs it and writes the report::
 
 Modules: :mod:`.ledger` (records and counting), :mod:`.proxy` (TCP faults),
 :mod:`.servers` (brokers of our own), :mod:`.worker` and
-:mod:`.group_settings` (the agent group run by ``marun``), :mod:`.group`
+:mod:`.group_settings` (the agent group run by ``marun``), :mod:`.singleton`
+and :mod:`.singleton_settings` (the singleton job of fault 7), :mod:`.group`
 (the launcher process), :mod:`.drivers` (load plus faults per backend),
 :mod:`.security` (the security checks), :mod:`.report` (markdown and JSON).
 """

@@ -2,9 +2,11 @@
 
     .venv/bin/python -m reliability --backends redis,amqp,kafka --size smoke --out docs/reliability.md
 
-Exit status 0 when every check passed, 1 otherwise. ``--rabbit-restart``
-allows ``rabbitmqctl stop_app/start_app`` (it affects every user of the
-shared server: only for a full run on a machine of your own);
+Exit status 0 when every check passed, 1 otherwise. AMQP runs on a private
+RabbitMQ node the suite starts, kills and restarts (``rabbitmq-server`` must
+be installed locally); without one it falls back to the shared server on
+5672, where ``--rabbit-restart`` allows ``rabbitmqctl stop_app/start_app``
+(it affects every user of that server: only on a machine of your own).
 ``--kafka-durable`` runs tansu on S3 (moto) so Kafka can be restarted.
 """
 from __future__ import annotations
@@ -42,7 +44,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--jsonl', type=Path, help='write JSON lines here (default: stdout)')
     parser.add_argument('--no-security', action='store_true', help='skip the security and bus checks')
     parser.add_argument('--no-faults', action='store_true', help='skip the fault runs (security and bus only)')
-    parser.add_argument('--rabbit-restart', action='store_true', help='allow restarting the shared RabbitMQ')
+    parser.add_argument('--rabbit-restart', action='store_true',
+                        help='without a local rabbitmq-server for a private node: allow restarting the shared RabbitMQ')
     parser.add_argument('--kafka-durable', action='store_true',
                         help='tansu on S3 storage (a local moto server), so the Kafka restart fault can run')
     return parser.parse_args(argv)

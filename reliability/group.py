@@ -1,4 +1,5 @@
-"""The agent group under test: ``marun reliability.group_settings`` in a subprocess, watched line by line.
+"""An agent group under test: ``marun reliability.group_settings`` (or another settings module) in a subprocess,
+watched line by line.
 
 >>> group = await Group.start(env, grace=3)     # doctest: +SKIP
 >>> await group.wait_started(2)                 # doctest: +SKIP
@@ -43,9 +44,10 @@ class Group:
 
     @classmethod
     async def start(cls, env: dict[str, str], *, grace: float = 3.0, restart_delay: float = 0.2,
-                    log_level: str = 'INFO') -> Group:
+                    log_level: str = 'INFO', settings: str = 'reliability.group_settings') -> Group:
+        """Start ``marun <settings>`` (the consumers by default; ``reliability.singleton_settings``: fault 7)."""
         process = await asyncio.create_subprocess_exec(
-            MARUN, 'reliability.group_settings', '--grace', str(grace), '--restart-delay', str(restart_delay),
+            MARUN, settings, '--grace', str(grace), '--restart-delay', str(restart_delay),
             '--max-restart-delay', '2', '--status', 'plain', '--log-level', log_level, '--http-port', '0',
             '--duration', '3600',  # a safety net: the group ends even if this driver is killed
             cwd=ROOT, env={**os.environ, 'PYTHONUNBUFFERED': '1', **env},

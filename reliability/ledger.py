@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ['CONFIRMED', 'FAILED', 'INDETERMINATE', 'Counts', 'Ledger', 'count', 'read_records']
+__all__ = ['CONFIRMED', 'FAILED', 'INDETERMINATE', 'RECONNECT_FAULTS', 'Counts', 'Ledger', 'count', 'read_records']
 
 CONFIRMED, INDETERMINATE, FAILED = 'confirmed', 'indeterminate', 'failed'
+RECONNECT_FAULTS = frozenset({'cut', 'blackhole', 'restart'})  # faults that break connections, not processes
 
 
 class Ledger:
@@ -95,7 +96,8 @@ class Counts:
     ``lost``: confirmed sends never handled nor dead-lettered. ``duplicated``: ids handled more
     than once (``extra_handlings`` counts the surplus). ``unexpected``: ids
     handled that nobody sent. ``recoveries``: seconds from each fault to the
-    first handling that ended after it.
+    first handling that ended after it; ``reconnects``: the same for the faults
+    that only cut connections (:data:`RECONNECT_FAULTS`).
     """
 
     sent: Counter[str] = field(default_factory=Counter)
@@ -107,6 +109,7 @@ class Counts:
     unhandled_indeterminate: int = 0
     faults: list[dict[str, Any]] = field(default_factory=list)
     recoveries: list[float] = field(default_factory=list)
+    reconnects: list[float] = field(default_factory=list)
     handlings: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -116,7 +119,8 @@ class Counts:
                 'extra_handlings': self.extra_handlings, 'unexpected': len(self.unexpected),
                 'unhandled_indeterminate': self.unhandled_indeterminate, 'faults': len(self.faults),
                 'recovery_max': round(max(self.recoveries, default=0.0), 3),
-                'recovery_p99': round(percentile(self.recoveries, 99), 3)}
+                'recovery_p99': round(percentile(self.recoveries, 99), 3),
+                'reconnect_p99': round(percentile(self.reconnects, 99), 3)}
 
 
 def count(records: Iterable[dict[str, Any]], dead: Iterable[str] = ()) -> Counts:
@@ -144,7 +148,9 @@ def count(records: Iterable[dict[str, Any]], dead: Iterable[str] = ()) -> Counts
     counts.duplicated = sorted(i for i, n in ends.items() if n > 1)
     counts.extra_handlings = sum(n - 1 for n in ends.values() if n > 1)
     counts.unexpected = sorted(i for i in ends if i not in status)
-    counts.recoveries = recovery_times(counts.faults, [h['t'] for h in counts.handlings])
+    ended = [h['t'] for h in counts.handlings]
+    counts.recoveries = recovery_times(counts.faults, ended)
+    counts.reconnects = recovery_times([f for f in counts.faults if f.get('name') in RECONNECT_FAULTS], ended)
     return counts
 
 

@@ -7,8 +7,11 @@
   fault proxy's port, so every Kafka connection goes through the proxy;
   durable S3 storage on a local moto server when restarts are wanted (this
   tansu build has no PostgreSQL engine).
+* :class:`RabbitServer`: a private RabbitMQ node (its own node name, ports,
+  Erlang cookie and data under a temp dir, no plugins), so the suite can kill
+  and restart it; it registers with the machine's ``epmd`` like any node.
 * :class:`RabbitUser`: a RabbitMQ user of our own on the shared server, so a
-  cut closes only our connections.
+  cut closes only our connections (where no private node can be started).
 
 >>> server = RedisServer(6390).start()   # doctest: +SKIP
 >>> server.restart()                     # doctest: +SKIP
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -30,7 +34,7 @@ from pathlib import Path
 
 from microagent.exceptions import BackendError
 
-__all__ = ['MotoServer', 'RabbitUser', 'RedisServer', 'TansuServer', 'free_port', 'port_open']
+__all__ = ['MotoServer', 'RabbitServer', 'RabbitUser', 'RedisServer', 'TansuServer', 'free_port', 'port_open']
 
 HOST = '127.0.0.1'
 
@@ -222,3 +226,151 @@ class RabbitUser:
 
     def delete(self) -> None:
         rabbitmqctl('delete_user', self.name)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process is left in process group *pgid*."""
+    for stat in Path('/proc').glob('[0-9]*/stat'):
+        try:
+            fields = stat.read_text().rsplit(')', 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[2]) == pgid and fields[0] not in ('Z', 'X'):
+            return True
+    return False
+
+
+def rabbit_sbin() -> Path | None:
+    """The directory of the real ``rabbitmq-server`` and ``rabbitmqctl`` scripts, None if not installed.
+
+    Debian's ``/usr/sbin/rabbitmq-server`` is a wrapper that switches to the
+    ``rabbitmq`` user (and its Erlang cookie) when run by root: the scripts it
+    wraps sit next to it (``/usr/lib/rabbitmq/bin``) and run as the caller.
+    """
+    found = shutil.which('rabbitmq-server')
+    if found is None:
+        return None
+    sbin = Path(os.path.realpath(found)).parent
+    return sbin if (sbin / 'rabbitmq-server').exists() and (sbin / 'rabbitmqctl').exists() else None
+
+
+class RabbitServer(ManagedProcess):
+    """A private RabbitMQ node on a free port: a user with a canary password, data in a temp dir.
+
+    Everything the node writes (Mnesia, message store, logs, its Erlang cookie
+    in ``HOME``) lives under its temp dir; the machine's config files are not
+    read (own config, empty env file and plugin list), so it never competes
+    with the shared node for 5672. A restart is a SIGKILL of the whole node
+    (a crash), then a start on the same data.
+
+    >>> server = RabbitServer().start()   # doctest: +SKIP
+    >>> server.dsn(); server.restart()    # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix='reliability-rabbit-'))
+        self.port, self.dist_port = free_port(), free_port()
+        self.node = f'rel{uuid.uuid4().hex[:8]}@localhost'
+        self.user = f'reliability_{uuid.uuid4().hex[:8]}'
+        self.password = f'canary{uuid.uuid4().hex}'
+
+    def __repr__(self) -> str:
+        return f'<RabbitServer {self.node} port={self.port}>'
+
+    @staticmethod
+    def available() -> bool:
+        return rabbit_sbin() is not None
+
+    def dsn(self, port: int | None = None) -> str:
+        return f'amqp://{self.user}:{self.password}@{HOST}:{port or self.port}/'
+
+    def _env(self) -> dict[str, str]:
+        home = str(self.dir)
+        return {**os.environ, 'HOME': home, 'RABBITMQ_NODENAME': self.node, 'RABBITMQ_NODE_PORT': str(self.port),
+                'RABBITMQ_DIST_PORT': str(self.dist_port), 'RABBITMQ_MNESIA_BASE': f'{home}/mnesia',
+                'RABBITMQ_LOG_BASE': f'{home}/log', 'RABBITMQ_CONFIG_FILE': f'{home}/rabbitmq.conf',
+                'RABBITMQ_ENABLED_PLUGINS_FILE': f'{home}/enabled_plugins',
+                'RABBITMQ_CONF_ENV_FILE': f'{home}/rabbitmq-env.conf', 'ERL_EPMD_ADDRESS': HOST,
+                'RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS': '-kernel inet_dist_use_interface {127,0,0,1}'}
+
+    def _configure(self) -> None:
+        # The default user is created at the first boot only, with every permission on "/".
+        config = self.dir / 'rabbitmq.conf'
+        if not config.exists():
+            config.write_text(f'listeners.tcp.local = {HOST}:{self.port}\ndefault_user = {self.user}\n'
+                              f'default_pass = {self.password}\nloopback_users = none\n')
+            config.chmod(0o600)  # it holds the (canary) password
+            (self.dir / 'enabled_plugins').write_text('[].\n')
+            (self.dir / 'rabbitmq-env.conf').write_text('')
+
+    def start(self, timeout: float = 90.0) -> RabbitServer:
+        sbin = rabbit_sbin()
+        if sbin is None:
+            raise BackendError('rabbitmq-server is not installed')
+        self._configure()
+        self.process = subprocess.Popen([str(sbin / 'rabbitmq-server')], stdout=self.log, stderr=self.log,
+                                        env=self._env(), cwd=self.dir, start_new_session=True)
+        # The AMQP listener opens at the end of the boot: once it accepts, the node serves.
+        _wait(lambda: port_open(self.port), self.process, f'rabbitmq node {self.node}', timeout)
+        return self
+
+    def _signal_group(self, signum: int) -> subprocess.Popen[bytes] | None:
+        """Signal the node's process group (the start script, beam and its helpers); the script process."""
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        try:
+            # The group, even if the script already exited: beam may outlive it.
+            os.killpg(process.pid, signum)
+        except ProcessLookupError:
+            return None
+        return process
+
+    def kill(self) -> None:
+        process = self._signal_group(signal.SIGKILL)
+        if process is not None:
+            process.wait(timeout=10)
+            self._wait_down(10, pgid=process.pid)
+
+    def stop(self) -> None:
+        """SIGTERM: RabbitMQ shuts down cleanly (a few seconds); SIGKILL after 20 s."""
+        process = self._signal_group(signal.SIGTERM)
+        if process is None:
+            return
+        try:
+            process.wait(timeout=20)
+            self._wait_down(20, pgid=process.pid)
+        except (subprocess.TimeoutExpired, BackendError):
+            self.process = process
+            self.kill()
+
+    def _wait_down(self, timeout: float, pgid: int | None = None) -> None:
+        """Wait until the node's processes are gone and its ports closed (a new node can take them)."""
+        # The script dies first, beam a moment later; a killed beam's main thread may show as a zombie while
+        # its other threads still hold the sockets (the listener, the epmd registration): check those too.
+        deadline = time.monotonic() + timeout
+        while (pgid is not None and _group_alive(pgid)) or port_open(self.port) or port_open(self.dist_port):
+            if time.monotonic() > deadline:
+                raise BackendError(f'{self!r} still up after {timeout}s')
+            time.sleep(0.05)  # polling /proc and the ports: there is nothing to await
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def ctl(self, *args: str, timeout: float = 60) -> str:
+        """``rabbitmqctl -n <our node>`` with our cookie."""
+        sbin = rabbit_sbin()
+        if sbin is None:
+            raise BackendError('rabbitmqctl is not installed')
+        done = subprocess.run([str(sbin / 'rabbitmqctl'), '-n', self.node, *args], capture_output=True, text=True,
+                              timeout=timeout, check=True, env=self._env(), cwd=self.dir)
+        return done.stdout
+
+    def close_connections(self) -> None:
+        self.ctl('close_all_user_connections', self.user, 'reliability fault injection')
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -15,6 +15,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from .ledger import Counts, count, percentile
+from .singleton import tick_figures
 
 if TYPE_CHECKING:
     from .drivers import Size
@@ -36,14 +37,25 @@ def judge(rig: Rig, faults: tuple[str, ...], size: Size, records: list[dict[str,
     """The counted result of one backend's run with its checks."""
     counts = count(records, dead_ids(dead))
     max_inflight, max_attempts = int(rig.options['max_inflight']), int(rig.options['max_attempts'])
+    # What a consumer holds unacknowledged: its running handlers, plus on Kafka the handled messages whose
+    # offsets are not committed yet (the commit window); a disruption can make the group handle them again.
+    window = int(rig.options.get('commit_window', 0))
+    held = '(max_inflight + commit_window)' if window else 'max_inflight'
+    held_n = max_inflight + window
     disruptions = _disruptions(counts, size.replicas)
+    # Kafka: unhandled messages still ahead of the group's committed offset are owed, not lost (the audit in
+    # drivers.py tells them apart); the drained row below still fails for them.
+    lost = sorted(set(counts.lost) - set(figures.get('kafka_owed', ())))
     rows = [
-        _row('lost (confirmed, never handled)', len(counts.lost), '0', not counts.lost),
+        _row('lost (confirmed, never handled)', len(lost), '0', not lost),
         _row('unexpected (handled, never sent)', len(counts.unexpected), '0', not counts.unexpected),
         _row('extra handlings (duplicates)', counts.extra_handlings,
-             f'<= max_inflight x disruptions = {max_inflight * disruptions}',
-             counts.extra_handlings <= max_inflight * disruptions),
-        _row('recovery p99 (s)', round(_p99(counts), 3), f'<= {MAX_RECOVERY_P99}', _p99(counts) <= MAX_RECOVERY_P99),
+             f'<= {held} x disruptions = {held_n * disruptions}', counts.extra_handlings <= held_n * disruptions),
+        _row('reconnect p99: cuts, blackholes, restarts (s)', round(_p99(counts.reconnects), 3),
+             f'<= {MAX_RECOVERY_P99}', _p99(counts.reconnects) <= MAX_RECOVERY_P99),
+        # Kills are detected by the broker's own failure detector (Kafka: the session timeout), not reconnects.
+        _row('recovery p99 after every fault, kills included (s)', round(_p99(counts.recoveries), 3), 'reported',
+             True),
         _row('drained: every confirmed send handled', figures.get('drain_complete'), 'true',
              bool(figures.get('drain_complete'))),
     ]
@@ -60,21 +72,23 @@ def judge(rig: Rig, faults: tuple[str, ...], size: Size, records: list[dict[str,
     if 'poison' in faults:
         rows += _poison_rows(records, counts, figures=figures, dead=dead, max_attempts=max_attempts,
                              poison=size.poison)
+    singleton = tick_figures(records, size.tick_period) if 'singleton' in faults else None
+    rows += _singleton_rows(singleton, size.holder_kills) if singleton else []
     if rig.secret:
         leaks = sum(text.count(rig.secret) for text in outputs)
         rows.append(_row('canary password in agent logs (DEBUG)', leaks, '0', leaks == 0))
     return {'backend': rig.backend, 'size': size.name, 'faults': list(faults), 'counts': counts.as_dict(),
             'figures': {k: v for k, v in figures.items() if k != 'poison_window'}, 'notes': notes,
             'disruptions': disruptions, 'fault_log': [_fault(f) for f in counts.faults],
-            'checks': rows, 'ok': all(r['ok'] for r in rows)}
+            'singleton': singleton, 'checks': rows, 'ok': all(r['ok'] for r in rows)}
 
 
 def _fault(record: dict[str, Any]) -> dict[str, Any]:
     return {'name': record['name'], 'detail': record.get('detail', ''), 't': round(record['t'], 3)}
 
 
-def _p99(counts: Counts) -> float:
-    return percentile(counts.recoveries, 99)
+def _p99(values: list[float]) -> float:
+    return percentile(values, 99)
 
 
 def _disruptions(counts: Counts, replicas: int) -> int:
@@ -111,6 +125,22 @@ def _poison_rows(records: list[dict[str, Any]], counts: Counts, *, figures: dict
         _row('workers that died on poison/oversized/nested', exits, '0', exits == 0),
         _row('other traffic rate during poison (handled/sent)', ratio, f'>= {MIN_RATE_RATIO}',
              ratio is not None and ratio >= MIN_RATE_RATIO),
+    ]
+
+
+def _singleton_rows(ticks: dict[str, Any], kills: int) -> list[dict[str, Any]]:
+    """Fault 7: no tick run twice; every killed holder replaced; the takeover gap, reported."""
+    taken = ticks['taken_over']
+    return [
+        _row('singleton: ticks run twice (3 replicas, holder SIGKILLed)', len(ticks['duplicates']), '0',
+             not ticks['duplicates'] and ticks['ticks'] > 0),
+        _row('singleton: killed holders replaced by another replica', f"{taken} of {ticks['kills']}",
+             f'all of {kills}', ticks['kills'] == kills and taken == kills),
+        _row('singleton: ticks missed per holder kill', ticks['missed_per_kill'], 'reported', True),
+        _row('singleton: seconds from holder kill to the next tick', ticks['takeover_seconds'], 'reported', True),
+        # A run that began after its next tick was due cannot tell its tick for sure: the duplicate count
+        # above would then be a guess. Never seen so far; reported so that a slow box shows it.
+        _row('singleton: runs begun after their next tick was due', ticks['unsure'], 'reported', True),
     ]
 
 

@@ -251,3 +251,19 @@ def test_bus_usable_in_a_second_event_loop_without_close(uid):
     assert asyncio.run(call_self()) == {'Echo.echo': 3}
     assert asyncio.run(call_self()) == {'Echo.echo': 3}
     asyncio.run(bus.close())
+
+
+async def test_settling_scripts_run_twice_change_nothing(admin, prefix):
+    """After a reply lost to a connection reset the settle runs again: no second retry copy or dead letter."""
+    from microagent.tools._redis_scripts import DEAD_LETTER, RETRY
+    stream, delayed, dlq = f'{prefix}:s', f'{prefix}:s.delayed', f'{prefix}:s.dlq'
+    await admin.xgroup_create(stream, 'g', id='0', mkstream=True)
+    first = await admin.xadd(stream, {'b': 'one'})
+    second = await admin.xadd(stream, {'b': 'two'})
+    await admin.xreadgroup('g', 'c', {stream: '>'}, count=2)
+    for _ in range(2):
+        await RETRY.run(admin.execute_command, [stream, delayed], ['g', first, 1000, b'2:' + first + b':one'])
+        await DEAD_LETTER.run(admin.execute_command, [stream, dlq], ['g', second, 'two', 'boom', 3])
+    assert await admin.zcard(delayed) == 1
+    assert await admin.xlen(dlq) == 1
+    assert await admin.xlen(stream) == 0

@@ -16,6 +16,7 @@ from reliability.ledger import Ledger, count, read_records
 from reliability.proxy import FaultProxy
 from reliability.security import http_declarations, no_pickle, run_security
 from reliability.signals import BUS_BACKENDS, rpc_under_cuts
+from reliability.singleton import KILL_FAULT, tick_figures
 
 from .kafka_server import tansu_binary
 from .services import IN_CI, port_open
@@ -98,6 +99,19 @@ def test_ledger_counts_lost_duplicated_unexpected(tmp_path) -> None:
     assert (counts.lost, counts.duplicated, counts.extra_handlings, counts.unexpected) == (['b'], ['a'], 1, ['x'])
     assert counts.unhandled_indeterminate == 1
     assert len(counts.recoveries) == 1 and counts.recoveries[0] >= 0
+
+
+def test_singleton_ticks_count_duplicates_and_the_takeover_after_each_kill() -> None:
+    def tick(n: int, pid: int, late: float = 0.01) -> dict:
+        return {'k': 'tick', 'tick': float(n), 'pid': pid, 't': n + late, 'sure': True}
+
+    kill = {'k': 'fault', 'name': KILL_FAULT, 'pid': 1, 't': 2.5}
+    records = [tick(1, 1), tick(2, 1), kill, tick(5, 2), tick(6, 2), tick(6, 3, late=0.02), tick(7, 2)]
+    figures = tick_figures(records, period=1.0)
+    assert figures['duplicates'] == [6.0]     # tick 6 ran in two replicas
+    assert figures['missed_per_kill'] == [2]  # ticks 3 and 4: nobody held the lease
+    assert figures['takeover_seconds'] == [2.51]
+    assert (figures['kills'], figures['taken_over'], figures['holders'], figures['missed_total']) == (1, 1, 4, 2)
 
 
 def test_a_torn_last_line_is_skipped(tmp_path) -> None:

@@ -47,11 +47,14 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
+# The settling scripts (RETRY, DEAD_LETTER, RELEASE) act only while the entry is still pending (XACK
+# returns 1): running one twice, after a reply lost to a connection reset, changes nothing.
+
 # KEYS: stream, delayed zset. ARGV: group, id, delay ms, member ("attempt:id:body").
 # The due time is the server's clock, so producers with skewed clocks agree.
 RETRY = Lua(_NOW_MS + """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[4])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
 """)
@@ -109,8 +112,8 @@ return #ARGV - 1
 
 # KEYS: stream, dead-letter stream. ARGV: group, id, body, error, attempts.
 DEAD_LETTER = Lua("""
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('XADD', KEYS[2], '*', 'b', ARGV[3], 'e', ARGV[4], 'a', ARGV[5])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
 """)
@@ -143,8 +146,8 @@ return #p
 
 # KEYS: stream. ARGV: group, id, body, attempt. A fresh copy, readable by any consumer at once.
 RELEASE = Lua("""
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('XADD', KEYS[1], '*', 'b', ARGV[3], 'a', ARGV[4])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
 """)
