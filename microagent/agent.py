@@ -105,7 +105,8 @@ class MicroAgent:
                 raise ConfigurationError(f'{label}: singleton=True needs a bus or broker with a DSN '
                                          "(or settings={'lease_dsn': 'memory://'} with mocks)")
             prefix = self.settings.get('lease_prefix', 'microagent.lease')
-            task.lease = lease_for(dsn, f'{prefix}.{label}', lease_ttl(task.interval()))
+            options = self.settings.get('lease_options') or {}  # e.g. Kafka's session_timeout
+            task.lease = lease_for(dsn, f'{prefix}.{label}', lease_ttl(task.interval()), **options)
         return task
 
     async def start(self, enable_periodic_tasks: bool = True, enable_receiving_signals: bool = True,

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from microagent import MicroAgent, on, periodic
-from microagent.lease import lease_for
 from microagent.schedule import ScheduledTask
 
 from .ledger import Ledger
@@ -41,8 +40,8 @@ PERIOD = float(os.environ.get('REL_TICK_PERIOD', '1.0'))
 class TickAgent(MicroAgent):
     """Three replicas of this agent share one tick schedule through a lease: each tick runs in one of them.
 
-    ``REL_LEASE_OPTIONS`` (JSON) are extra lease options: the Kafka rig gives the lease the session timeout
-    its consumers use (``session_timeout``), since an agent has no setting for it.
+    Its lease options come from the agent setting ``lease_options`` (``REL_LEASE_OPTIONS``, JSON, in
+    :mod:`reliability.singleton_settings`): the Kafka rig gives the lease its consumers' session timeout.
 
     >>> # REL_LEDGER=/tmp/l REL_DSN=redis://... marun reliability.singleton_settings   # doctest: +SKIP
     """
@@ -54,11 +53,6 @@ class TickAgent(MicroAgent):
     def open_ledger(self) -> None:
         self.ledger = Ledger(os.environ.get('REL_LEDGER', ''), 'ticker', fsync=False)
         self.job = next(task for task in self.schedules if task.name.endswith('.tick'))
-        options = json.loads(os.environ.get('REL_LEASE_OPTIONS', '{}'))
-        if options and self.job.lease is not None:
-            # Schedules start after the pre_start hooks: the lease is replaced before it ever connects.
-            lease = self.job.lease
-            self.job.lease = lease_for(lease.dsn, lease.name, lease.ttl, **options)
 
     @periodic(period=PERIOD, timeout=PERIOD, singleton=True)
     async def tick(self) -> None:

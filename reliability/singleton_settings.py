@@ -25,4 +25,5 @@ BROKER = {'default': {'backend': BACKENDS[os.environ.get('REL_BACKEND', 'redis')
                       **json.loads(os.environ.get('REL_BROKER_OPTIONS', '{}'))}}
 AGENT = {'ticker': {'backend': 'reliability.singleton.TickAgent', 'broker': 'default',
                     'replicas': int(os.environ.get('REL_TICK_REPLICAS', '3')),
-                    'settings': {'lease_prefix': os.environ.get('REL_QUEUE', 'reliability')}}}
+                    'settings': {'lease_prefix': os.environ.get('REL_QUEUE', 'reliability'),
+                                 'lease_options': json.loads(os.environ.get('REL_LEASE_OPTIONS', '{}'))}}}

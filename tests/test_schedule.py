@@ -234,6 +234,9 @@ def test_singleton_needs_a_backend_with_a_dsn() -> None:
     with pytest.raises(ConfigurationError, match='singleton=True needs a bus or broker'):
         Lonely()
     assert Lonely(settings={'lease_dsn': 'memory://'}).schedules[0].lease is not None
+    # Lease options reach the lease backend (constructed here, connected only when the schedule starts).
+    kafka = Lonely(settings={'lease_dsn': 'kafka://127.0.0.1:9092', 'lease_options': {'session_timeout': 2.0}})
+    assert getattr(kafka.schedules[0].lease, 'session_timeout', None) == 2.0
 
 
 async def test_singleton_tasks_share_the_epoch_grid_and_only_the_holder_runs(loops: TaskSet, uid: str) -> None:
