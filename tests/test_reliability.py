@@ -28,6 +28,13 @@ def failed(result: dict) -> list[dict]:
     return [row for row in result['checks'] if not row['ok']]
 
 
+def broker_bug_only(result: dict) -> bool:
+    """A Kafka run whose only failure is messages owed to a group tansu never assigned (finding 3)."""
+    rows = {row['check'] for row in failed(result)}
+    owed = result['figures'].get('kafka_owed')
+    return result['backend'] == 'kafka' and bool(owed) and rows <= {'drained: every confirmed send handled'}
+
+
 def available() -> list[str]:
     """The backends this machine can run (CI=true: all of them, or fail)."""
     found = []
@@ -42,11 +49,11 @@ def available() -> list[str]:
     return found
 
 
-# Kafka does not meet every criterion yet (docs/reliability.md, Findings 1 and 3): a killed member pauses the
-# whole group for up to ~6 s (recovery p99 > 5 s), the new owner handles again more than the in-flight window
-# (duplicates over the bound), and a SIGTERM after rebalances has lost messages in some runs. Its run is part of
-# the smoke test and is reported; a Kafka failure marks the test xfail (with the failed checks), not passed.
-KAFKA_KNOWN = 'Kafka misses known criteria (docs/reliability.md, Findings): '
+# A Kafka run can fail for a broker bug (docs/reliability.md, finding 3): tansu 0.6 may leave a consumer group
+# without a leader, so the group that drains the run never gets an assignment and owed messages stay unhandled
+# (never lost: the audit finds them ahead of the committed offset). Its run is part of the smoke test and is
+# reported; a Kafka failure marks the test xfail (with the failed checks), not passed.
+KAFKA_KNOWN = 'Kafka failed checks (docs/reliability.md, finding 3: a tansu group-coordinator bug): '
 
 
 @pytest.mark.timeout(300)
@@ -60,10 +67,10 @@ async def test_every_backend_and_the_security_checks_at_smoke_size() -> None:
     buses = [rpc_under_cuts(b) for b in backends if b in BUS_BACKENDS]
     *results, security = await asyncio.gather(*runs, run_security(tuple(backends)))
     bus_rows = [row for rows in await asyncio.gather(*buses) for row in rows]
-    problems = {r['backend']: failed(r) for r in results if failed(r) and r['backend'] != 'kafka'}
+    problems = {r['backend']: failed(r) for r in results if failed(r) and not broker_bug_only(r)}
     assert not problems, (problems, results)
     assert [row for row in security + bus_rows if not row['ok']] == [], security + bus_rows
-    kafka = [r for r in results if r['backend'] == 'kafka' and failed(r)]
+    kafka = [r for r in results if failed(r)]
     if kafka:
         rows = '; '.join(f"{row['check']} = {row['value']}" for row in failed(kafka[0]))
         pytest.xfail(f"{KAFKA_KNOWN}{rows}; notes: {kafka[0]['notes']}")
@@ -74,7 +81,7 @@ async def test_every_backend_and_the_security_checks_at_smoke_size() -> None:
 @pytest.mark.parametrize('name', ['redis', 'amqp', 'kafka'])
 async def test_full_size(name: str) -> None:
     result = await run_backend(name, FAULTS, SIZES['full'])
-    if name == 'kafka' and failed(result):
+    if failed(result) and broker_bug_only(result):
         pytest.xfail(KAFKA_KNOWN + '; '.join(f"{row['check']} = {row['value']}" for row in failed(result)))
     assert not failed(result), (failed(result), result)
 
