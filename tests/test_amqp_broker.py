@@ -1,6 +1,7 @@
 """AMQP-specific behaviour of AMQPBroker / AMQPSignalBus (the shared contract is in tests/contract)."""
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -9,7 +10,7 @@ import aiormq
 import pytest
 
 from microagent import BackendError, Catalog, ConfigurationError, DeliveryError, MicroAgent, Queue, consumer
-from microagent.tools._amqp_topology import delay_ms
+from microagent.tools._amqp_topology import RETRY_QUEUE_EXPIRES, retry_queue
 from microagent.tools.amqp import AMQPBroker, AMQPMessage, AMQPSignalBus
 
 from .amqp_support import DSN, require_rabbit
@@ -46,11 +47,11 @@ def test_construct_without_loop_and_bad_dsn() -> None:
         AMQPBroker('redis://localhost/')
 
 
-def test_delay_buckets() -> None:
-    assert delay_ms(0) == 0
-    assert delay_ms(0.05) == 50
-    assert delay_ms(1.234) == 1200
-    assert delay_ms(61.7) == 62000
+def test_retry_queue_names_and_delay_bound() -> None:
+    assert retry_queue('mailer', 1) == 'mailer.retry.1'
+    # Copies must expire (to their queue) long before their retry queue does.
+    with pytest.raises(ConfigurationError):
+        AMQPBroker(DSN, max_retry_delay=RETRY_QUEUE_EXPIRES)
 
 
 async def test_persistent_durable_and_dlq_declared(brokers, catalog, uid):
@@ -97,7 +98,7 @@ async def test_retry_waits_in_a_delay_queue_with_attempt_header(brokers, catalog
     await agent.start()
     await getattr(broker, queue.name).send({'n': 1})
     await calls.wait(2, 20)
-    # The copy waited for its TTL in <queue>.delay.<ms>: not a hot requeue loop.
+    # The copy waited for its expiration in <queue>.retry.1: not a hot requeue loop.
     assert calls.items[1] - calls.items[0] >= 0.3
     assert broker.runner(queue.name).stats.retried == 1
     await agent.stop(timeout=1)
@@ -247,3 +248,57 @@ async def test_failed_retry_publish_gives_the_message_back(brokers, catalog, uid
     # Not stuck unacked on the consumer channel: nacked back and handled again.
     assert await calls.wait(2, 20) == [9, 9]
     await agent.stop(timeout=1)
+
+
+async def test_queue_length_counts_copies_waiting_for_a_retry(brokers, catalog, uid):
+    queue = Queue(f'q_{uid}', catalog=catalog)
+
+    class Agent(MicroAgent):
+        @consumer(queue, max_attempts=5)
+        async def handle(self, n: int) -> None:
+            raise RuntimeError('always')
+    broker = make(brokers, catalog, retry_delay=60)
+    agent = Agent(broker=broker)
+    await agent.start()
+    await getattr(broker, queue.name).send({'n': 1})
+    await getattr(broker, queue.name).send({'n': 2})
+    await eventually(lambda: broker.runner(queue.name).stats.retried >= 2, 20)
+    await agent.stop(timeout=1)
+    # Both wait in <queue>.retry.1 for a minute: still waiting, as memory and Redis count them.
+    await eventually(lambda: _length_is(broker, queue.name, 2), 10)
+    assert (await raw_queue(f'{queue.name}.retry.1')).message_count == 2
+    # A copy for a later attempt waits one retry queue further; every one is counted.
+    await broker.publish_retry(queue.name, b'{"n": 3}', 3, 60, 'RuntimeError: always')
+    await getattr(broker, queue.name).send({'n': 4})
+    assert await broker.queue_length(queue.name) == 4
+    assert await broker.queue_length(f'missing_{uid}') == 0
+
+
+async def test_stop_gives_messages_back_unflagged_and_uncounted(brokers, catalog, uid):
+    queue = Queue(f'q_{uid}', catalog=catalog)
+    started = Collector()
+    seen = Collector()
+
+    class Slow(MicroAgent):
+        @consumer(queue, max_inflight=2)
+        async def handle(self, n: int) -> None:
+            started.add(n)
+            await asyncio.Event().wait()  # cut by the stop
+
+    class Watching(MicroAgent):
+        @consumer(queue, autoack=False)
+        async def handle(self, amqp: AMQPMessage, n: int) -> None:
+            seen.add((n, amqp.redelivered, (amqp.headers or {}).get('x-attempt', 1)))
+            await amqp.ack()
+    first = make(brokers, catalog)
+    slow = Slow(broker=first)
+    await slow.start()
+    for n in range(4):
+        await getattr(first, queue.name).send({'n': n})
+    await started.wait(2, 20)
+    await slow.stop(timeout=0.1)
+    # Given back on purpose: not flagged redelivered, so no attempt is counted for them.
+    watching = Watching(broker=make(brokers, catalog))
+    await watching.start()
+    assert sorted(await seen.wait(4, 20)) == [(n, False, 1) for n in range(4)]
+    await watching.stop(timeout=1)

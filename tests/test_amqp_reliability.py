@@ -145,11 +145,43 @@ async def test_sigkill_mid_handler_redelivers_to_a_new_process(closing, uid):
             await second.wait()
 
 
+async def test_message_that_kills_every_consumer_ends_in_the_dlq(closing, uid):
+    require_rabbit()
+    catalog = Catalog()
+    queue = Queue(f'q_{uid}', catalog=catalog)
+    producer = AMQPBroker(DSN, catalog=catalog, queue_expires=120)
+    closing.append(producer)
+    await getattr(producer, queue.name).send({'n': 13})
+    workers: list[asyncio.subprocess.Process] = []
+
+    async def settled() -> bool:
+        return workers[-1].returncode is not None or bool(await producer.dead_letters(queue.name))
+    try:
+        # max_attempts 2: two processes die in the handler; the third finds the message's second
+        # attempt lost too and dead-letters it instead of running it (no crash loop).
+        for _ in range(3):
+            workers.append(await _worker('die', queue.name))
+            await eventually(settled, 30)
+        letters = await producer.dead_letters(queue.name)
+        assert [worker.returncode for worker in workers[:2]] == [-signal.SIGKILL] * 2
+        assert workers[2].returncode is None
+        assert len(letters) == 1
+        assert letters[0].attempts == 2
+        assert 'redelivered' in letters[0].error
+        assert await producer.queue_length(queue.name) == 0
+    finally:
+        for worker in workers:
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+
+
 async def _worker(mode: str, queue: str) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
         sys.executable, '-m', 'tests.amqp_worker', mode, DSN, queue, cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, env={**os.environ, 'PYTHONPATH': str(ROOT)})
-    assert await _line(process, 'ready') == 'ready'
+    if mode != 'die':  # a dying worker may take its message, and die, before it says ready
+        assert await _line(process, 'ready') == 'ready'
     return process
 
 

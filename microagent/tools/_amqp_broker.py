@@ -4,8 +4,9 @@ Topology, declared idempotently and at most once per channel:
 
 * ``<queue>``: durable, its dead-letter exchange routes rejects to ``<queue>.dlq``;
 * ``<queue>.dlq``: durable; dead letters carry ``x-error`` and ``x-attempts``;
-* ``<queue>.delay.<ms>``: durable, ``x-message-ttl`` = ms, dead-lettering back
-  into ``<queue>`` (a retry waits there: a delay, not a hot requeue loop);
+* ``<queue>.retry.<n>``: durable, dead-lettering back into ``<queue>``; the
+  copy for attempt ``n + 1`` waits there until its ``expiration`` (a delay,
+  not a hot requeue loop);
 * an exchange named in a queue declaration: ``fanout`` when none of its queues
   has topics, else ``topic`` (queues without topics bound with ``#``).
 """
@@ -15,7 +16,7 @@ import asyncio
 import itertools
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import aiormq
@@ -24,10 +25,11 @@ from pamqp.commands import Basic
 
 from ..broker import AbstractQueueBroker
 from ..delivery import ConsumerRunner, DeadLetter
-from ..exceptions import BackendError, DeliveryError
+from ..exceptions import BackendError, ConfigurationError, DeliveryError
 from ._amqp_connection import CONNECTION_ERRORS, RobustConnection, close_channel, wait_closed
 from ._amqp_delivery import ATTEMPT_HEADER, ERROR_HEADER, AMQPDelivery, ManualAckRunner
-from ._amqp_topology import Topology, delay_ms
+from ._amqp_feed import Feed
+from ._amqp_topology import RETRY_QUEUE_EXPIRES, Topology, retry_queue
 
 __all__ = ['AMQPBroker']
 
@@ -43,6 +45,10 @@ class AMQPBroker(AbstractQueueBroker):
     ``max_reconnect_delay`` (5), ``ssl_context`` (for ``amqps://``; by default
     the server certificate is verified against the system CAs),
     ``queue_expires`` (seconds: RabbitMQ deletes queues unused that long; off).
+    ``max_retry_delay`` must stay under 3000 s (retry queues expire an hour
+    after their last use). A message RabbitMQ redelivers (its consumer died
+    or lost its connection before settling it) counts as a failed attempt, so
+    a message that kills every consumer ends in the DLQ (``_amqp_feed``).
 
     >>> broker = AMQPBroker('amqp://guest:guest@localhost:5672/')  # doctest: +SKIP
     >>> await broker.user_created.send({'user_id': 1})             # doctest: +SKIP
@@ -53,6 +59,8 @@ class AMQPBroker(AbstractQueueBroker):
                  max_reconnect_delay: float = 5.0, ssl_context: ssl.SSLContext | None = None,
                  queue_expires: float | None = None, **options: Any) -> None:
         super().__init__(dsn, **options)
+        if self.max_retry_delay * 1.2 >= RETRY_QUEUE_EXPIRES:
+            raise ConfigurationError(f'AMQP: max_retry_delay must be under {RETRY_QUEUE_EXPIRES / 1.2:.0f}s')
         self.publish_timeout = publish_timeout
         self.connection = RobustConnection(dsn, log=self.log, ssl_context=ssl_context,
                                            connect_timeout=connect_timeout,
@@ -63,29 +71,36 @@ class AMQPBroker(AbstractQueueBroker):
                                                    connect_timeout=connect_timeout,
                                                    max_reconnect_delay=max_reconnect_delay)
         self._topology = Topology(self.catalog, queue_expires)
-        self._channel: aiormq.abc.AbstractChannel | None = None
+        self._channel: aiormq.Channel | None = None
         self._ops: aiormq.abc.AbstractChannel | None = None
         self._declared: set[str] = set()
         self._channel_lock = asyncio.Lock()
+        # One inspection at a time: a 404 closes the shared channel under any other caller.
+        self._ops_lock = asyncio.Lock()
         self._consumer_channels: dict[str, aiormq.abc.AbstractChannel] = {}
+        self._feeds: dict[str, Feed] = {}
         self._ids = itertools.count(1)
         self._ids_prefix = f'{self.uid[:12]}.'
 
     # -- publishing --------------------------------------------------------------
 
-    def _properties(self, headers: dict[str, Any] | None) -> Basic.Properties:
+    def _properties(self, headers: dict[str, Any] | None, expiration: str | None = None) -> Basic.Properties:
         # Persistent, with a message id unique per broker: aiormq maps a basic.return
         # back to its publish by message id (and would draw a random UUID otherwise).
-        return Basic.Properties(delivery_mode=2, headers=headers, message_id=f'{self._ids_prefix}{next(self._ids)}')
+        return Basic.Properties(delivery_mode=2, headers=headers, expiration=expiration,
+                                message_id=f'{self._ids_prefix}{next(self._ids)}')
 
-    async def send(self, name: str, message: str | bytes, **kwargs: Any) -> None:
+    def send(self, name: str, message: str | bytes, **kwargs: Any) -> Coroutine[Any, Any, None]:
         """Publish to queue *name* and wait for the broker's confirm; DeliveryError if unroutable.
 
         ``timeout`` (seconds, default ``publish_timeout``) bounds the whole call,
         the wait for a lost connection included. ``headers`` adds AMQP headers.
+
+        >>> await broker.send('mailer', '{"to": "a@b.c"}')   # doctest: +SKIP
         """
+        # Not a coroutine of its own: it returns _publish's, one frame less on the hot path.
         body = message.encode() if isinstance(message, str) else message
-        await self._publish(name, body, timeout=kwargs.get('timeout'), headers=kwargs.get('headers'))
+        return self._publish(name, body, timeout=kwargs.get('timeout'), headers=kwargs.get('headers'))
 
     async def publish(self, exchange: str, message: str | bytes, topic: str | None = None, **kwargs: Any) -> None:
         """Publish once to *exchange* with routing key *topic*; every bound queue that matches gets it."""
@@ -101,7 +116,7 @@ class AMQPBroker(AbstractQueueBroker):
         channel = await self._ready(name, timeout)
         results = await asyncio.gather(
             *(channel.basic_publish(b, routing_key=name, properties=self._properties(None), mandatory=True,
-                                    timeout=timeout) for b in bodies), return_exceptions=True)
+                                    timeout=timeout, wait=False) for b in bodies), return_exceptions=True)
         for body, result in zip(bodies, results, strict=True):
             if isinstance(result, CONNECTION_ERRORS) and not isinstance(result, aiormq.DeliveryError):
                 # Lost with the connection: send again through the robust path (a duplicate at worst).
@@ -110,7 +125,8 @@ class AMQPBroker(AbstractQueueBroker):
                 self._check(result, name)
 
     async def _publish(self, target: str, body: bytes, *, exchange: str = '', key: str | None = None,
-                       timeout: float | None = None, headers: dict[str, Any] | None = None) -> None:
+                       timeout: float | None = None, headers: dict[str, Any] | None = None,
+                       expiration: str | None = None) -> None:
         """Publish to *target* (a queue, or ``exchange:<name>`` with *exchange* and *key*), confirmed."""
         timeout = timeout or self.publish_timeout
         key = target if key is None else key
@@ -119,22 +135,25 @@ class AMQPBroker(AbstractQueueBroker):
         if channel is None or channel.is_closed or target not in self._declared:
             channel = await self._ready(target, timeout)
         try:
+            # wait=False: the confirm comes after the write anyway; waiting for the socket
+            # drain as well costs a task wake-up per message.
             result: Any = await channel.basic_publish(body, exchange=exchange, routing_key=key, mandatory=True,
-                                                      properties=self._properties(headers), timeout=timeout)
+                                                      properties=self._properties(headers, expiration),
+                                                      timeout=timeout, wait=False)
         except CONNECTION_ERRORS as exc:
             if isinstance(exc, (aiormq.DeliveryError, *_FATAL)):
                 result = exc
             else:
                 left = timeout - (time.monotonic() - started)
                 await self._publish_again(target, body, exc, exchange=exchange, key=key, timeout=left,
-                                          headers=headers)
+                                          headers=headers, expiration=expiration)
                 return
         except TimeoutError:
             raise BackendError(f'{self!r}: no confirm for {target} within {timeout}s') from None
         self._check(result, target)
 
     async def _publish_again(self, target: str, body: bytes, first: BaseException, *, exchange: str, key: str,
-                             timeout: float, headers: dict[str, Any] | None) -> None:
+                             timeout: float, headers: dict[str, Any] | None, expiration: str | None) -> None:
         """The channel or connection died under a publish: wait for a new one, within *timeout*."""
         self.log.debug('%r: publish to %s interrupted (%s), retrying', self, target, type(first).__name__)
         loop = asyncio.get_running_loop()
@@ -144,7 +163,8 @@ class AMQPBroker(AbstractQueueBroker):
             try:
                 channel = await self._ready(target, left)
                 result = await channel.basic_publish(body, exchange=exchange, routing_key=key, mandatory=True,
-                                                     properties=self._properties(headers), timeout=left)
+                                                     properties=self._properties(headers, expiration), timeout=left,
+                                                     wait=False)
             except (aiormq.DeliveryError, *_FATAL) as exc:
                 self._check(exc, target)
             except (*CONNECTION_ERRORS, TimeoutError) as exc:
@@ -157,6 +177,8 @@ class AMQPBroker(AbstractQueueBroker):
         raise BackendError(f'{self!r}: cannot publish to {target} within {timeout:.1f}s ({reason})')
 
     def _check(self, result: Any, target: str) -> None:
+        if isinstance(result, Basic.Ack):
+            return
         if isinstance(result, aiormq.exceptions.PublishError):
             text = getattr(result.frame, 'reply_text', 'unroutable')
             raise DeliveryError(f'{self!r}: message to {target} was returned by the broker ({text}); '
@@ -168,7 +190,7 @@ class AMQPBroker(AbstractQueueBroker):
         if isinstance(result, BaseException):
             raise BackendError(self.connection.mask(f'{self!r}: {target}: {type(result).__name__}: {result}'))
 
-    async def _ready(self, target: str, timeout: float) -> aiormq.abc.AbstractChannel:
+    async def _ready(self, target: str, timeout: float) -> aiormq.Channel:
         """The publish channel, with *target* (a queue or ``exchange:<name>``) declared on it."""
         try:
             async with asyncio.timeout(timeout):
@@ -183,28 +205,40 @@ class AMQPBroker(AbstractQueueBroker):
             raise BackendError(f'{self!r}: not connected within {timeout}s ({target}){reason}') from None
         return channel
 
-    async def _publish_channel(self, timeout: float) -> aiormq.abc.AbstractChannel:
+    async def _publish_channel(self, timeout: float) -> aiormq.Channel:
         async with self._channel_lock:
             channel = self._channel
             if channel is None or channel.is_closed:
                 connection = await self.connection.get(timeout)
-                channel = await connection.channel(publisher_confirms=True, on_return_raises=True,
-                                                   timeout=timeout)
-                self._channel = channel
+                opened = await connection.channel(publisher_confirms=True, on_return_raises=True, timeout=timeout)
+                # The concrete class: its basic_publish takes ``wait`` (the abstract one does not say so).
+                if not isinstance(opened, aiormq.Channel):
+                    raise BackendError(f'{self!r}: unexpected channel class {type(opened).__name__}')
+                self._channel = channel = opened
                 self._declared.clear()
             return channel
 
     async def publish_retry(self, queue: str, body: bytes, attempt: int, delay: float, error: str) -> None:
-        """Publish the next attempt of a failed message; it reaches *queue* after *delay* seconds."""
-        ms = delay_ms(delay)
+        """Publish attempt *attempt* of a failed message; it reaches *queue* after *delay* seconds.
+
+        >>> await broker.publish_retry('mailer', b'{}', 2, 1.0, 'ValueError: x')   # doctest: +SKIP
+        """
+        ms = round(delay * 1000)
         headers = {ATTEMPT_HEADER: attempt, ERROR_HEADER: error[:1000]}
         if ms <= 0:
             await self._publish(queue, body, headers=headers)
             return
-        target = f'{queue}.delay.{ms}'
+        target = retry_queue(queue, max(1, attempt - 1))
         # Declared before every use: that renews its x-expires, so it never expires with messages inside.
         self._declared.discard(target)
-        await self._publish(target, body, headers=headers)
+        await self._publish(target, body, headers=headers, expiration=str(ms))
+
+    async def publish_back(self, queue: str, body: bytes, headers: dict[str, Any]) -> None:
+        """Give a message back to *queue* unchanged (shutdown; a short wait: the process is stopping).
+
+        >>> await broker.publish_back('mailer', b'{}', {'x-attempt': 2})   # doctest: +SKIP
+        """
+        await self._publish(queue, body, headers=headers or None, timeout=min(self.publish_timeout, 5.0))
 
     async def publish_dead_letter(self, queue: str, body: bytes, error: str, attempts: int) -> None:
         """Publish a message to ``<queue>.dlq`` with its error and attempt count."""
@@ -248,39 +282,46 @@ class AMQPBroker(AbstractQueueBroker):
             await self._pump(runner, channel, feed)
             self.log.warning('%r: consumer channel of %s closed; re-consuming', self, name)
 
-    async def _subscribe(self, name: str, runner: ConsumerRunner) -> tuple[aiormq.abc.AbstractChannel, _Feed]:
+    async def _subscribe(self, name: str, runner: ConsumerRunner) -> tuple[aiormq.abc.AbstractChannel, Feed]:
         timeout = self.connection.connect_timeout
         connection = await self.consume_connection.get(None)
         channel = await connection.channel(publisher_confirms=False, timeout=timeout)
         try:
             await channel.basic_qos(prefetch_count=runner.max_inflight, timeout=timeout)
             await self._topology.declare(channel, name, timeout)
-            feed = _Feed(self, name, runner)
+            feed = Feed(self, name, runner)
             channel.closing.add_done_callback(lambda _: feed.inbox.put_nowait(None))
-            await channel.basic_consume(name, feed.deliver, timeout=timeout)
+            ok = await channel.basic_consume(name, feed.deliver, timeout=timeout)
+            feed.tag = str(ok.consumer_tag)
         except BaseException:
             await close_channel(channel)
             raise
         self._consumer_channels[name] = channel
+        self._feeds[name] = feed
         return channel, feed
 
-    async def _pump(self, runner: ConsumerRunner, channel: aiormq.abc.AbstractChannel, feed: _Feed) -> None:
+    async def _pump(self, runner: ConsumerRunner, channel: aiormq.abc.AbstractChannel, feed: Feed) -> None:
         while runner.active:
             message = await feed.inbox.get()
             if message is None or channel.is_closed:
                 return
-            feed.held = True
-            try:
-                # Cancelled here, the held message is unacked: the broker redelivers it.
-                await runner.wait_slots()
-            finally:
-                feed.held = False
-            runner.submit(AMQPDelivery(self, feed.name, message, feed.auto))
+            delivery = AMQPDelivery(self, feed.name, message, feed.auto)
+            if delivery.redelivered and feed.auto:
+                await feed.count_lost_attempt(delivery)
+                continue
+            # Cancelled while it waits for a slot, the held message is given back by unbind.
+            feed.held = message
+            await runner.wait_slots()
+            feed.held = None
+            runner.submit(delivery)
 
     async def unbind(self, name: str, timeout: float | None = 30.0) -> int:
         cut = await super().unbind(name, timeout)
         channel = self._consumer_channels.pop(name, None)
-        # Closing the channel requeues what was delivered to it and never settled.
+        feed = self._feeds.pop(name, None)
+        if feed is not None and channel is not None and not channel.is_closed:
+            await feed.give_back(channel)
+        # Closing the channel requeues whatever is still delivered to it and never settled.
         await close_channel(channel)
         return cut
 
@@ -291,14 +332,35 @@ class AMQPBroker(AbstractQueueBroker):
     # -- inspection ----------------------------------------------------------------
 
     async def queue_length(self, name: str, **options: Any) -> int:
-        """Messages ready in *name* (passive ``queue.declare``); 0 for a queue that does not exist."""
+        """Messages ready in *name* and waiting in its retry queues; 0 for a queue that does not exist.
+
+        Passive ``queue.declare`` of ``name``, ``name.retry.1``, ``.retry.2``...
+        up to the first retry queue that does not exist: a copy reaches retry
+        queue ``n + 1`` only through ``n``, declared (renewing its hour-long
+        expiry) on the way.
+
+        >>> await broker.queue_length('mailer')   # doctest: +SKIP
+        3
+        """
+        async with self._ops_lock:
+            total = await self._ready_count(name)
+            retry = 1
+            while total is not None and (count := await self._ready_count(retry_queue(name, retry))) is not None:
+                total += count
+                retry += 1
+        return total or 0
+
+    async def _ready_count(self, queue: str) -> int | None:
+        """Messages ready in *queue*, None when it does not exist."""
         channel = await self._ops_channel()
         try:
-            ok = await channel.queue_declare(name, passive=True, timeout=self.publish_timeout)
+            ok = await channel.queue_declare(queue, passive=True, timeout=self.publish_timeout)
         except aiormq.exceptions.ChannelNotFoundEntity:
-            return 0
+            # The broker closed the channel with its 404: the next call opens a new one.
+            self._ops = None
+            return None
         except CONNECTION_ERRORS as exc:
-            raise BackendError(self.connection.mask(f'{self!r}: queue_length({name}): {exc}')) from None
+            raise BackendError(self.connection.mask(f'{self!r}: queue_length({queue}): {exc}')) from None
         return int(ok.message_count or 0)
 
     async def dead_letters(self, name: str, limit: int = 100) -> list[DeadLetter]:
@@ -333,33 +395,6 @@ class AMQPBroker(AbstractQueueBroker):
         self._declared.clear()
         await self.connection.close()
         await self.consume_connection.close()
-
-
-class _Feed:
-    """Deliveries of one consumer channel on their way to the runner.
-
-    A delivery goes straight to the runner when a slot is free and nothing is
-    queued before it (no task switch on the hot path); otherwise it waits in
-    ``inbox`` for the reader loop. ``None`` in the inbox: the channel closed.
-    """
-
-    __slots__ = ('auto', 'broker', 'held', 'inbox', 'name', 'runner')
-
-    def __init__(self, broker: AMQPBroker, name: str, runner: ConsumerRunner) -> None:
-        self.broker = broker
-        self.name = name
-        self.runner = runner
-        self.auto = not isinstance(runner, ManualAckRunner)
-        self.inbox: asyncio.Queue[aiormq.abc.DeliveredMessage | None] = asyncio.Queue()
-        self.held = False
-
-    async def deliver(self, message: aiormq.abc.DeliveredMessage) -> None:
-        runner = self.runner
-        if runner.active and runner.free_slots > 0 and not self.held and self.inbox.empty():
-            # aiormq runs this callback in a task of its own: the handler runs right here.
-            await runner.run_here(AMQPDelivery(self.broker, self.name, message, self.auto))
-        else:
-            self.inbox.put_nowait(message)
 
 
 def _text(value: Any) -> str:

@@ -2,8 +2,10 @@
 
 A message is acknowledged (``basic.ack``) only after its handler returned. A
 retry publishes a new copy (``attempt + 1`` in the ``x-attempt`` header) to a
-delay queue with confirm, then acks this one: a crash in between gives a
-duplicate, never a loss. ``release()`` (shutdown) is ``basic.nack(requeue)``.
+retry queue with confirm, then acks this one: a crash in between gives a
+duplicate, never a loss. ``release()`` (shutdown) republishes the message
+unchanged and acks it: requeued, it would come back flagged ``redelivered``,
+which counts as an attempt that died (see ``_amqp_feed``).
 
 With ``@consumer(queue, autoack=False)`` the handler acks itself, as in the
 reference implementation: it gets the message as the ``amqp`` keyword::
@@ -132,7 +134,11 @@ class AMQPDelivery(Delivery):
         await self.settle_ack()
 
     async def release(self) -> None:
-        await self.settle_nack(requeue=True)
+        if not self.auto or self.redelivered:
+            # Requeued as it is: its handler acks it (autoack=False), or its lost attempt is still to count.
+            await self.settle_nack(requeue=True)
+            return
+        await self._move(self.broker.publish_back(self.queue, self._bytes(), self.headers))
 
     def _bytes(self) -> bytes:
         return self.body if isinstance(self.body, bytes) else self.body.encode()

@@ -1,15 +1,23 @@
 """Idempotent AMQP declarations of the broker's queues, dead-letter queues, delay queues and exchanges.
 
 A *target* names what a publish needs: ``<queue>``, ``<queue>.dlq``,
-``<queue>.delay.<ms>`` or ``exchange:<name>``. Queue names never contain a
+``<queue>.retry.<n>`` or ``exchange:<name>``. Queue names never contain a
 dot (``[a-z_][a-z0-9_]*``), so the suffixes cannot clash with a queue.
 
->>> delay_ms(1.234)
-1200
+Retry queues are numbered by retry (``<queue>.retry.1`` holds the copies
+waiting for their second attempt, ``.retry.2`` for their third...), each
+message with its own ``expiration``; expired, it is dead-lettered back into
+``<queue>``. One queue per retry keeps the set small and enumerable
+(``queue_length`` counts them: ``.retry.1``, ``.retry.2``... up to the first
+that does not exist), and the delays in one of them differ only by jitter,
+so a message waits little behind a longer one (RabbitMQ expires messages at
+the head of a queue only).
+
+>>> retry_queue('mailer', 2)
+'mailer.retry.2'
 """
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,20 +25,19 @@ if TYPE_CHECKING:
 
     from ..catalog import Catalog
 
-__all__ = ['Topology', 'delay_ms']
+__all__ = ['RETRY_QUEUE_EXPIRES', 'Topology', 'retry_queue']
 
-# A delay queue lives this long after its last declaration: at least its TTL, so
-# no message expires with it, and not for ever, so old delays do not pile up.
-_DELAY_QUEUE_GRACE_MS = 60_000
+# A retry queue is deleted this long after its last declaration (every retry declares
+# it): far longer than any message waits in it (the broker checks max_retry_delay), so
+# none expires with it, and the same for every process, as RabbitMQ requires of the
+# arguments of one queue.
+RETRY_QUEUE_EXPIRES = 3600.0
+_RETRY = '.retry.'
 
 
-def delay_ms(delay: float) -> int:
-    """*delay* in milliseconds rounded to two significant digits (few distinct delay queues)."""
-    ms = delay * 1000
-    if ms < 1:
-        return 0
-    scale = 10 ** max(0, math.floor(math.log10(ms)) - 1)
-    return int(round(ms / scale) * scale)
+def retry_queue(queue: str, retry: int) -> str:
+    """The queue where copies of *queue*'s messages wait for their ``retry + 1``-th attempt."""
+    return f'{queue}{_RETRY}{retry}'
 
 
 class Topology:
@@ -45,10 +52,10 @@ class Topology:
         """Declare *target* (and what it routes to) on *channel*; safe to repeat."""
         if target.startswith('exchange:'):
             await self._exchange(channel, target.partition(':')[2], timeout)
-        elif '.delay.' in target:
-            queue, _, ms = target.partition('.delay.')
+        elif _RETRY in target:
+            queue = target.partition(_RETRY)[0]
             await channel.queue_declare(target, durable=True, timeout=timeout, arguments={
-                'x-message-ttl': int(ms), 'x-expires': int(ms) + _DELAY_QUEUE_GRACE_MS,
+                'x-expires': int(RETRY_QUEUE_EXPIRES * 1000),
                 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': queue})
         elif target.endswith('.dlq'):
             await channel.queue_declare(target, durable=True, timeout=timeout, arguments=self._expires)

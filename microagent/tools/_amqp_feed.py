@@ -1,0 +1,114 @@
+"""The deliveries of one AMQP consumer channel on their way to the runner, and the crash count.
+
+A delivery goes straight to the runner when a slot is free and nothing is
+queued before it (no task switch on the hot path); otherwise it waits in
+``inbox`` for the broker's reader loop. ``None`` in the inbox: the channel
+closed.
+
+Crash count. RabbitMQ redelivers a message whose consumer died without
+settling it, flagged ``redelivered``, and counts nothing: a message whose
+handler kills its process would come back for ever. So a redelivered message
+is an attempt that did not finish: before any handler sees it, it goes the
+way of a failed attempt (a copy with ``attempt + 1`` after the backoff, or the
+dead-letter queue after ``max_attempts``). What this process gives back on
+purpose must then not come back flagged: a handler cut by a shutdown and a
+message fetched but never started are republished unchanged and acked
+(``AMQPDelivery.release``), not requeued. A lost connection requeues what
+was in flight, flagged: that counts too (its outcome is unknown), as a
+quorum queue's delivery limit would. ``autoack=False`` consumers settle
+their messages themselves and see ``amqp.redelivered``; nothing is counted
+for them.
+
+>>> channel.basic_consume(queue, Feed(broker, queue, runner).deliver)   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+from ._amqp_connection import CONNECTION_ERRORS
+from ._amqp_delivery import AMQPDelivery, ManualAckRunner
+
+if TYPE_CHECKING:
+    import aiormq.abc
+
+    from ..delivery import ConsumerRunner
+    from ._amqp_broker import AMQPBroker
+
+__all__ = ['LOST_ATTEMPT', 'Feed']
+
+LOST_ATTEMPT = 'redelivered: an earlier delivery was never settled (its process died or lost its connection)'
+
+
+class Feed:
+    """Deliveries of one consumer channel; see the module docstring.
+
+    >>> feed = Feed(broker, 'mailer', runner)   # doctest: +SKIP
+    """
+
+    __slots__ = ('auto', 'broker', 'held', 'inbox', 'name', 'runner', 'tag')
+
+    def __init__(self, broker: AMQPBroker, name: str, runner: ConsumerRunner) -> None:
+        self.broker = broker
+        self.name = name
+        self.runner = runner
+        self.auto = not isinstance(runner, ManualAckRunner)
+        self.inbox: asyncio.Queue[aiormq.abc.DeliveredMessage | None] = asyncio.Queue()
+        # The message the reader loop took from the inbox and waits to submit.
+        self.held: aiormq.abc.DeliveredMessage | None = None
+        self.tag = ''
+
+    async def deliver(self, message: aiormq.abc.DeliveredMessage) -> None:
+        """aiormq's consumer callback (it runs each in a task of its own: the handler runs right here)."""
+        runner = self.runner
+        if runner.active and runner.free_slots > 0 and self.held is None and self.inbox.empty():
+            delivery = AMQPDelivery(self.broker, self.name, message, self.auto)
+            if delivery.redelivered and self.auto:
+                await self.count_lost_attempt(delivery)
+            else:
+                await runner.run_here(delivery)
+        else:
+            self.inbox.put_nowait(message)
+
+    async def count_lost_attempt(self, delivery: AMQPDelivery) -> None:
+        """A redelivered message: its last attempt never finished; retry it later or dead-letter it."""
+        runner = self.runner
+        log = self.broker.log
+        try:
+            if delivery.attempt >= runner.max_attempts:
+                log.error('%s: dead-lettering %s after attempt %d/%d: %s', self.name, delivery.message_id,
+                          delivery.attempt, runner.max_attempts, LOST_ATTEMPT)
+                runner.stats.dead_lettered += 1
+                await delivery.dead_letter(LOST_ATTEMPT)
+                return
+            delay = runner.backoff(delivery.attempt)
+            log.warning('%s: %s, attempt %d/%d; retry in %.2fs', self.name, LOST_ATTEMPT, delivery.attempt,
+                        runner.max_attempts, delay)
+            runner.stats.retried += 1
+            await delivery.retry(delay, LOST_ATTEMPT)
+        except Exception as exc:  # noqa: BLE001 - unsettled: the broker redelivers it, flagged, later
+            log.warning('%s: cannot move redelivered %s (%s); the broker will redeliver it', self.name,
+                        delivery.message_id, type(exc).__name__)
+
+    async def give_back(self, channel: aiormq.abc.AbstractChannel) -> None:
+        """Unbinding: stop the deliveries, then give back unflagged what never reached a handler.
+
+        Flagged ones are requeued flagged: their lost attempt is still to be counted.
+        """
+        with contextlib.suppress(*CONNECTION_ERRORS, TimeoutError):
+            # Every delivery sent before the cancel-ok is in the inbox once it returns.
+            await channel.basic_cancel(self.tag, timeout=5)
+        waiting = [] if self.held is None else [self.held]
+        self.held = None
+        while not self.inbox.empty():
+            message = self.inbox.get_nowait()
+            if message is not None:
+                waiting.append(message)
+        for message in waiting:
+            delivery = AMQPDelivery(self.broker, self.name, message, self.auto)
+            with contextlib.suppress(Exception):
+                if delivery.redelivered or not self.auto:
+                    await delivery.settle_nack(requeue=True)
+                else:
+                    await delivery.release()
