@@ -1,7 +1,10 @@
 """From the runs' JSON lines to medians, ratios, pass/fail and the markdown report.
 
-A row compares the library's median with the raw client's median over the
-repetitions that completed; a repetition that failed or timed out makes the
+A row shows the library's and the raw client's medians over the repetitions
+that completed; its ratio is the median of the per-repetition ratios
+(library and raw run back to back in each repetition, so a pair saw the same
+load on this shared machine; a ratio of medians could pair a quiet library
+run with a busy raw one). A repetition that failed or timed out makes the
 row FAIL and is counted, never replaced by a number.
 
 >>> rows = summarize([{'backend': 'memory', 'scenario': 'F', 'side': 'lib', 'status': 'ok', 'first_ms': 2.0}],
@@ -97,8 +100,18 @@ def scenario_rows(runs: list[dict[str, Any]], backend: str, scenario: str,
         row = {**base, 'metric': metric.label, 'unit': metric.unit, 'library': lib, 'raw': raw,
                'library_status': lib_status, 'raw_status': raw_status if raw_runs else 'none',
                'reps': len(lib_runs)}
-        rows.append(judge(row, backend, scenario, metric, lib_runs))
+        against_raw = raw is not None and not (scenario == 'D' and metric.gated)
+        pairs = paired_ratio(lib_runs, raw_runs, metric.key) if against_raw else None
+        rows.append(judge(row, backend, scenario, metric, lib_runs, pairs))
     return rows
+
+
+def paired_ratio(lib_runs: list[dict[str, Any]], raw_runs: list[dict[str, Any]], key: str) -> float | None:
+    """The median of library/raw ratios of the repetitions where both sides measured *key*."""
+    raw_by_rep = {r.get('rep'): float(r[key]) for r in raw_runs if r.get('status') == 'ok' and r.get(key)}
+    ratios = [float(r[key]) / raw_by_rep[r.get('rep')] for r in lib_runs
+              if r.get('status') == 'ok' and r.get(key) is not None and r.get('rep') in raw_by_rep]
+    return float(statistics.median(ratios)) if ratios else None
 
 
 def reference(runs: list[dict[str, Any]], backend: str, scenario: str, metric: Metric,
@@ -114,11 +127,11 @@ def reference(runs: list[dict[str, Any]], backend: str, scenario: str, metric: M
 
 
 def judge(row: dict[str, Any], backend: str, scenario: str, metric: Metric,
-          lib_runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Fill ratio, target and result of *row*."""
+          lib_runs: list[dict[str, Any]], paired: float | None = None) -> dict[str, Any]:
+    """Fill ratio (*paired* when known, else of the medians), target and result of *row*."""
     goal = target(backend, scenario)
     lib, raw = row['library'], row['raw']
-    ratio = lib / raw if lib is not None and raw else None
+    ratio = paired if paired is not None else lib / raw if lib is not None and raw else None
     row['ratio'] = ratio
     row['target'] = str(goal) if metric.gated else ''
     if not metric.gated:
@@ -148,7 +161,7 @@ def fmt(value: float | None, unit: str) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The summary as a markdown table (medians; ratio = library / raw)."""
+    """The summary as a markdown table (medians; ratio = median of the per-repetition library / raw)."""
     lines = ['| Backend | Scenario | Metric | Library | Raw | Ratio | Target | Result |',
              '|---|---|---|---:|---:|---:|---|---|']
     for row in rows:
@@ -188,7 +201,8 @@ Load average (1, 5, 15 min) at start {meta['load_start']}, at end {meta['load_en
 {notes}
 
 Medians of {meta['repeat']} repetitions, size `{meta['size']}`; each scenario, side and repetition ran in a
-process of its own, library and raw client alternating. Ratio = library / raw client in the same run
+process of its own, library and raw client alternating. Ratio = the median of the per-repetition
+library / raw client ratios (each pair ran back to back, under the same load), not the ratio of the medians
 (for D: library / min(64 in flight / 5 ms, the library's A2 rate)). A row FAILs when its target is missed,
 when a repetition failed or timed out, or (B) when a signal was lost; n/a means there is no raw client to
 compare with (memory) and the absolute figures stand alone.

@@ -121,3 +121,16 @@ def test_ratio_targets_and_memory_without_raw() -> None:
     assert rows['memory', 'C', 'p50 latency']['result'] == 'n/a'
     assert rows['redis', 'C', 'p50 latency']['result'] == 'pass'     # 1.0 / 0.9 <= 1.2
     assert rows['redis', 'B', 'receive rate']['result'] == 'FAIL'    # fast, but a signal was lost
+
+
+def test_ratio_is_the_median_of_per_repetition_pairs():
+    from benchmarks.report import summarize
+    runs = [{'backend': 'redis', 'scenario': 'A', 'side': side, 'status': 'ok', 'rep': rep, 'e2e_rate': rate,
+             'send_rate': rate}
+            for rep, lib, raw in ((1, 100.0, 90.0), (2, 60.0, 55.0), (3, 40.0, 120.0))
+            for side, rate in (('lib', lib), ('raw', raw))]
+    row = next(r for r in summarize(runs, ['redis'], ['A'], {}) if r['metric'] == 'end-to-end rate')
+    # Pairs 1.11, 1.09 and 0.33 (one repetition where the box was busy for the library only): median 1.09,
+    # where the ratio of the medians (60 / 90) would say 0.67.
+    assert round(row['ratio'], 2) == 1.09
+    assert row['library'] == 60.0 and row['raw'] == 90.0
