@@ -42,8 +42,9 @@ class AMQPBroker(AbstractQueueBroker):
 
     Options besides the common ones: ``publish_timeout`` (seconds a publisher
     waits for the connection and the confirm, 30), ``connect_timeout`` (10),
-    ``max_reconnect_delay`` (5), ``ssl_context`` (for ``amqps://``; by default
-    the server certificate is verified against the system CAs),
+    ``max_reconnect_delay`` (2: a broker back after an outage is found
+    within 2 s), ``ssl_context`` (for ``amqps://``; by default the server
+    certificate is verified against the system CAs),
     ``queue_expires`` (seconds: RabbitMQ deletes queues unused that long; off).
     ``max_retry_delay`` must stay under 3000 s (retry queues expire an hour
     after their last use). A message RabbitMQ redelivers (its consumer died
@@ -56,7 +57,7 @@ class AMQPBroker(AbstractQueueBroker):
     """
 
     def __init__(self, dsn: str, *, publish_timeout: float = 30.0, connect_timeout: float = 10.0,
-                 max_reconnect_delay: float = 5.0, ssl_context: ssl.SSLContext | None = None,
+                 max_reconnect_delay: float = 2.0, ssl_context: ssl.SSLContext | None = None,
                  queue_expires: float | None = None, **options: Any) -> None:
         super().__init__(dsn, **options)
         if self.max_retry_delay * 1.2 >= RETRY_QUEUE_EXPIRES:

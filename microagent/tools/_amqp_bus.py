@@ -126,7 +126,7 @@ class AMQPSignalBus(AbstractSignalBus):
     """Signal bus on RabbitMQ (aiormq), so a deployment with only RabbitMQ has signals and RPC.
 
     Options: ``send_timeout`` (10 s, waiting for a lost connection included),
-    ``connect_timeout`` (10), ``max_reconnect_delay`` (5), ``ssl_context``
+    ``connect_timeout`` (10), ``max_reconnect_delay`` (2), ``ssl_context``
     (buses sharing a DSN in one event loop share the first one's connection).
 
     >>> bus = AMQPSignalBus('amqp://guest:guest@localhost:5672/', prefix='APP')  # doctest: +SKIP
@@ -134,7 +134,7 @@ class AMQPSignalBus(AbstractSignalBus):
     """
 
     def __init__(self, dsn: str, *, send_timeout: float = 10.0, connect_timeout: float = 10.0,
-                 max_reconnect_delay: float = 5.0, ssl_context: ssl.SSLContext | None = None,
+                 max_reconnect_delay: float = 2.0, ssl_context: ssl.SSLContext | None = None,
                  **options: Any) -> None:
         super().__init__(dsn, **options)
         self.send_timeout = send_timeout

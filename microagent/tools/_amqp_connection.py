@@ -46,7 +46,7 @@ class RobustConnection:
 
     def __init__(self, dsn: str, *, log: logging.Logger | None = None, ssl_context: ssl.SSLContext | None = None,
                  connect_timeout: float = 10.0, reconnect_delay: float = 0.1,
-                 max_reconnect_delay: float = 5.0) -> None:
+                 max_reconnect_delay: float = 2.0) -> None:
         if scheme_of(dsn) not in ('amqp', 'amqps'):
             raise ConfigurationError(f'AMQP needs an amqp:// or amqps:// DSN, got {mask_dsn(dsn)!r}')
         if connect_timeout <= 0 or reconnect_delay <= 0 or max_reconnect_delay < reconnect_delay:

@@ -54,7 +54,7 @@ class RedisBroker(AbstractQueueBroker):
 
     def __init__(self, dsn: str, *, prefix: str = 'microagent', heartbeat_interval: float = 2.0,
                  heartbeat_ttl: float = 10.0, block: float = 1.0, reconnect_delay: float = 0.05,
-                 max_reconnect_delay: float = 5.0, **options: Any) -> None:
+                 max_reconnect_delay: float = 2.0, **options: Any) -> None:
         super().__init__(dsn, **options)
         if heartbeat_interval <= 0 or heartbeat_ttl < heartbeat_interval * 2 or block <= 0:
             raise ConfigurationError('RedisBroker: heartbeat_ttl must be at least twice heartbeat_interval (> 0), '

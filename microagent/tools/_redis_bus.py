@@ -37,7 +37,7 @@ class RedisSignalBus(AbstractSignalBus):
     {'CommentAgent.count': 3}
     """
 
-    def __init__(self, dsn: str, *, reconnect_delay: float = 0.05, max_reconnect_delay: float = 5.0,
+    def __init__(self, dsn: str, *, reconnect_delay: float = 0.05, max_reconnect_delay: float = 2.0,
                  subscribe_timeout: float = 10.0, **options: Any) -> None:
         super().__init__(dsn, **options)
         if reconnect_delay <= 0 or max_reconnect_delay < reconnect_delay or subscribe_timeout <= 0:
