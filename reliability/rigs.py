@@ -178,6 +178,7 @@ async def _kafka_rig(durable: bool) -> Rig:
     await asyncio.to_thread(tansu.start)
     proxy.target = tansu.port
     options = {**COMMON, 'session_timeout': 2.0, 'partitions': 2, 'request_timeout': 10.0,
-               'commit_window': 4 * COMMON['max_inflight']}  # the default, stated: the verdict's bound uses it
+               'commit_window': 4 * COMMON['max_inflight'],  # the default, stated: the verdict's bound uses it
+               'fetch_max_wait_ms': 100}  # tansu holds an idle fetch that long: recovery times would include it
     return Rig('kafka', f'kafka://127.0.0.1:{proxy.port}', proxy, options, lease=2.0,
                can_restart=storage != 'memory://tansu/', _servers=servers)

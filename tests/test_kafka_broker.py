@@ -233,7 +233,7 @@ async def test_handled_but_uncommitted_messages_stay_within_the_commit_window(br
         handled.add(n)
     broker = brokers(catalog, commit_window=6)
     await start(brokers, agent_for(queue, fast, max_inflight=2)(broker=broker))
-    reader = broker._queue_readers[queue.name]
+    reader = broker._queue_readers[queue.name][0]  # the reader of the queue's own topic
     real_commit, gate = reader.consumer.commit, asyncio.Event()
 
     async def held_commit(offsets: Any) -> None:

@@ -64,7 +64,7 @@ class KafkaSettings:
     session_timeout: float = 10.0
     linger_ms: int = 0
     max_batch_size: int = 256 * 1024
-    fetch_max_wait_ms: int = 100
+    fetch_max_wait_ms: int = 500
     secret: str | None = None
 
     def client(self) -> dict[str, Any]:

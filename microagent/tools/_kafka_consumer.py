@@ -2,9 +2,10 @@
 
 A queue ``q`` reads the topics ``q`` (direct sends), ``q.retry`` (its delayed
 retries) and, when bound to exchange ``ex``, the topic ``ex`` (filtered by the
-queue's topic patterns). Its consumer group is ``q`` unless the consumer sets
-``group=``: N replicas share the partitions, each message is handled once per
-group.
+queue's topic patterns), each with a reader (a consumer) of its own in the
+groups ``q``, ``q.retry`` and ``q.exchange`` (:func:`reading`; ``q`` is the
+consumer's ``group=`` when set): N replicas share the partitions, each
+message is handled once per group.
 
 * Offsets are committed only for settled messages, per partition, up to the
   lowest offset still in flight (:class:`PartitionOffsets`), by a commit task
@@ -21,10 +22,10 @@ group.
   moved on is logged, never raised (the new owner re-reads from the last
   committed offset: a duplicate, never a loss).
 * After the process did not run for half a session timeout (SIGSTOP, a
-  blocked loop: :class:`StallWatch`), fetched records are given back and a
-  commit of already-committed positions asks the coordinator whether this
-  member is still in the group, before anything else is handed out: a zombie
-  member never handles the backlog that its successor now owns.
+  blocked loop: :class:`StallWatch`), or after a commit was refused, fetched
+  records are given back and nothing is handed out until the group's verdict
+  (a rebalance, or none within a few heartbeats): a zombie member never
+  handles the backlog that its successor now owns.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ from ._kafka_stall import StallWatch
 if TYPE_CHECKING:
     from aiokafka.structs import ConsumerRecord
 
-__all__ = ['QueueReader', 'dlq_topic', 'header', 'int_header', 'retry_topic']
+__all__ = ['QueueReader', 'dlq_topic', 'header', 'int_header', 'reading', 'retry_topic']
 
 log = logging.getLogger('microagent.kafka')
 FETCH_WAIT_MS = 500          # getmany wait: how soon a stopped reader notices
@@ -59,6 +60,22 @@ def retry_topic(queue: str) -> str:
 
 def dlq_topic(queue: str) -> str:
     return f'{queue}.dlq'
+
+
+def reading(queue: str, exchange: str | None, group: str) -> list[tuple[list[str], str]]:
+    """The (topics, consumer group) pairs that read *queue*: one consumer per topic.
+
+    One aiokafka consumer keeps one fetch in flight per broker; a fetch for
+    only idle topics (the retry topic, most of the time) is a long poll that
+    some brokers (tansu) hold for ``fetch_max_wait_ms`` even when the queue's
+    own topic has data by then. A consumer (and group) per topic never waits
+    behind another topic's poll.
+
+    >>> reading('mailer', 'mail', 'mailer')
+    [(['mailer'], 'mailer'), (['mailer.retry'], 'mailer.retry'), (['mail'], 'mailer.exchange')]
+    """
+    pairs = [([queue], group), ([retry_topic(queue)], f'{group}.retry')]
+    return pairs + ([([exchange], f'{group}.exchange')] if exchange else [])
 
 
 def header(headers: Any, key: str, default: str = '') -> str:
@@ -135,7 +152,8 @@ class QueueReader:
     >>> await reader.close()     # final commit, leave the group                  # doctest: +SKIP
     """
 
-    def __init__(self, clients: KafkaClients, runner: ConsumerRunner, group: str, window: int = 0) -> None:
+    def __init__(self, clients: KafkaClients, runner: ConsumerRunner, group: str, window: int = 0,
+                 topics: list[str] | None = None) -> None:
         self.clients = clients
         self.window = window if window > 0 else 4 * runner.max_inflight
         self._unsaved = 0                # handled messages whose offsets no successful commit covers yet
@@ -144,13 +162,14 @@ class QueueReader:
         self.queue = runner.queue
         self.name = runner.queue.name
         self.group = group
-        self.topics = [self.name, retry_topic(self.name)] + ([self.queue.exchange] if self.queue.exchange else [])
+        self.topics = topics or reading(self.name, self.queue.exchange, group)[0][0]
         self.consumer: AIOKafkaConsumer | None = None
         self.ready = asyncio.Event()
         self._parts: dict[TopicPartition, PartitionOffsets] = {}
         self._dirty = asyncio.Event()
         self._changed = asyncio.Event()
         self._rebalanced = asyncio.Event()
+        self._expelled = False           # a commit was refused: the group moved on without this member
         session = clients.settings.session_timeout
         self._stall = StallWatch(limit=session / 2, interval=max(0.1, session / 10))
         self._timers: set[asyncio.TimerHandle] = set()
@@ -199,51 +218,32 @@ class QueueReader:
                 self._take(tp, records)
 
     async def _fence(self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]]) -> None:
-        """After a stall: give *batch* back, then go on only as a confirmed member (or after a rebalance)."""
+        """After a stall or a refused commit: give *batch* back and hand nothing out until the group's verdict.
+
+        A refused commit means the group moved on: wait for the rebalance. A
+        stall may or may not have cost the membership: aiokafka's heartbeat,
+        due at once after the stall, tells; a rebalance that does not begin
+        within a few heartbeat intervals means the member is still in. (No
+        commit is used as a probe: aiokafka sends a commit with the generation
+        current when it leaves, so one delayed past a rejoin would be accepted
+        and could move the group's offsets back.)
+        """
         for tp, records in batch.items():
             if records and tp in self._parts:
                 consumer.seek(tp, records[0].offset)
         self._rebalanced.clear()
-        if await self._still_member(consumer):
+        session = self.clients.settings.session_timeout
+        try:
+            async with asyncio.timeout(session if self._expelled else 3 * session / 10):
+                await self._rebalanced.wait()
+        except TimeoutError:
+            if self._expelled:
+                return  # still waiting for the rebalance: the next read fences again
             log.info('kafka %s: the process stalled; still a member of %s, reading on', self.name, self.group)
             self._stall.clear()
             return
-        log.warning('kafka %s: the process stalled and lost its membership of %s; waiting for the rebalance',
-                    self.name, self.group)
-        try:
-            async with asyncio.timeout(self.clients.settings.session_timeout):
-                await self._rebalanced.wait()
-        except TimeoutError:
-            pass  # not rebalanced yet: the next read fences and asks again
-
-    async def _still_member(self, consumer: AIOKafkaConsumer) -> bool:
-        """Re-commit known positions: the coordinator refuses a commit from an expelled member."""
-        offsets = {tp: part.position if part.position is not None else part.committed
-                   for tp, part in self._parts.items()}
-        known = {tp: offset for tp, offset in offsets.items() if offset is not None}
-        try:
-            async with asyncio.timeout(self.clients.settings.request_timeout):
-                if not known:
-                    known = await self._committed_somewhere(consumer)
-                if known:
-                    await consumer.commit(known)
-        except CommitFailedError:
-            return False
-        except (KafkaError, OSError, TimeoutError) as exc:
-            log.warning('kafka %s: cannot confirm membership after a stall: %s', self.name, type(exc).__name__)
-            return False
-        for tp, offset in known.items():
-            if tp in self._parts:
-                self._parts[tp].committed = offset
-        return True
-
-    async def _committed_somewhere(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
-        """One partition's committed offset to probe with; none when the group never committed."""
-        for tp in list(self._parts):
-            offset = await consumer.committed(tp)
-            if offset is not None:
-                return {tp: offset}
-        return {}
+        log.warning('kafka %s: the process stalled or was expelled from %s; rebalanced, reading the new '
+                    'assignment', self.name, self.group)
 
     async def _room(self) -> int:
         """Records the reader may take now: free in-flight slots, within the uncommitted window.
@@ -345,6 +345,7 @@ class QueueReader:
         except CommitFailedError:
             # The group moved on without us: hand nothing more out until the rebalance (see _fence).
             log.warning('kafka %s: commit refused, this member is no longer in the group %s', self.name, self.group)
+            self._expelled = True
             self._stall.mark()
             return False
         except (KafkaError, OSError, TimeoutError) as exc:
@@ -366,6 +367,7 @@ class QueueReader:
         # A new generation reads from the committed offsets: whatever a stall left in the buffer is gone,
         # and what was handled but not committed is the new owners' to handle again.
         self._stall.clear()
+        self._expelled = False
         self._unsaved = 0
         self._saved.set()
         self._rebalanced.set()

@@ -42,7 +42,7 @@ from ..broker import AbstractQueueBroker
 from ..delivery import DeadLetter
 from ..exceptions import BackendError, ConfigurationError
 from ._kafka_client import KafkaClients, KafkaSettings, parse_dsn, security_options, stop_consumer, true_ends
-from ._kafka_consumer import QueueReader, dlq_topic, header, int_header, retry_topic
+from ._kafka_consumer import QueueReader, dlq_topic, header, int_header, reading
 
 __all__ = ['KafkaBroker']
 
@@ -55,9 +55,10 @@ class KafkaBroker(AbstractQueueBroker):
     Options beyond the common ones: ``partitions`` (new topics, 1),
     ``idempotent`` (None: when supported), ``session_timeout`` (seconds, 10),
     ``request_timeout`` (seconds, every network wait, 30), ``linger_ms`` (0),
-    ``max_batch_size`` (bytes, 256 KiB), ``fetch_max_wait_ms`` (100: the
-    longest an idle fetch waits; brokers that do not answer a long poll early,
-    like tansu, add up to that much latency), ``join_timeout`` (how long
+    ``max_batch_size`` (bytes, 256 KiB), ``fetch_max_wait_ms`` (500, Kafka's
+    own default: the longest an idle fetch waits; brokers that do not answer
+    a long poll early, like tansu, add up to that much latency to a message
+    sent to an idle consumer: lower it there), ``join_timeout`` (how long
     ``bind`` waits for the first partition assignment, 30 s), ``commit_window``
     (handled messages a consumer may hold before their offsets are committed,
     default 4 x ``max_inflight``: after a member dies, the group handles again
@@ -71,7 +72,7 @@ class KafkaBroker(AbstractQueueBroker):
 
     def __init__(self, dsn: str = 'kafka://localhost:9092', *, partitions: int = 1,
                  idempotent: bool | None = None, session_timeout: float = 10.0, request_timeout: float = 30.0,
-                 linger_ms: int = 0, max_batch_size: int = 256 * 1024, fetch_max_wait_ms: int = 100,
+                 linger_ms: int = 0, max_batch_size: int = 256 * 1024, fetch_max_wait_ms: int = 500,
                  join_timeout: float = 30.0, commit_window: int = 0,
                  security_protocol: str | None = None, sasl_mechanism: str | None = None,
                  sasl_plain_username: str | None = None, sasl_plain_password: str | None = None,
@@ -93,7 +94,7 @@ class KafkaBroker(AbstractQueueBroker):
         self.join_timeout = join_timeout
         self.commit_window = commit_window
         self._clients = KafkaClients(self.settings)
-        self._queue_readers: dict[str, QueueReader] = {}
+        self._queue_readers: dict[str, list[QueueReader]] = {}
         self._inspectors: dict[str | None, AIOKafkaConsumer] = {}
         self._inspecting = asyncio.Lock()  # the group-less probe is re-assigned by each call
 
@@ -121,34 +122,40 @@ class KafkaBroker(AbstractQueueBroker):
     async def bind(self, name: str) -> None:
         runner = self._runners[name]
         group = str(runner.consumer.options.get('group') or name)
-        reader = QueueReader(self._clients, runner, group, self.commit_window)
-        await reader.start()
-        self._queue_readers[name] = reader
-        self._start_reader(name, reader.read())
+        readers = [QueueReader(self._clients, runner, member, self.commit_window, topics)
+                   for topics, member in reading(name, runner.queue.exchange, group)]
+        self._queue_readers[name] = readers
+        for reader in readers:
+            await reader.start()
+        self._start_reader(name, _read_all(readers))
         try:
-            # Messages sent right after start() must not race the first rebalance.
+            # Messages sent right after start() must not race the first rebalance (retries and the
+            # exchange topic are read from their earliest offset once their groups settle).
             async with asyncio.timeout(self.join_timeout):
-                await reader.ready.wait()
+                await readers[0].ready.wait()
         except TimeoutError:
             log.warning('kafka %s: no partition assignment after %.0fs; consuming once the group settles',
                         name, self.join_timeout)
 
     async def unbind(self, name: str, timeout: float | None = 30.0) -> int:
         """Stop reading *name*, drain its handlers, commit what settled, leave the group."""
-        reader = self._queue_readers.pop(name, None)
+        readers = self._queue_readers.pop(name, [])
         cut = await super().unbind(name, timeout)
-        if reader is not None:
+        for reader in readers:
             await reader.close()
         return cut
 
     # -- inspecting ------------------------------------------------------------
 
     async def queue_length(self, name: str, **options: Any) -> int:
-        """The lag of the queue's group: end offsets minus committed (or earliest) offsets."""
+        """The lag of the queue's groups: end offsets minus committed (or earliest) offsets."""
         group = str(options.get('group') or self._group_of(name))
-        topics = self._topics_of(name)
+        queue = self.catalog.queues.get(name)
+        total = 0
         async with self._inspecting:
-            return await self._lag(name, group, topics)
+            for topics, member in reading(name, queue.exchange if queue is not None else None, group):
+                total += await self._lag(name, member, topics)
+        return total
 
     async def _lag(self, name: str, group: str, topics: list[str]) -> int:
         try:
@@ -214,13 +221,8 @@ class KafkaBroker(AbstractQueueBroker):
         return inspector
 
     def _group_of(self, name: str) -> str:
-        reader = self._queue_readers.get(name)
-        return reader.group if reader is not None else name
-
-    def _topics_of(self, name: str) -> list[str]:
-        queue = self.catalog.queues.get(name)
-        exchange = [queue.exchange] if queue is not None and queue.exchange else []
-        return [name, retry_topic(name), *exchange]
+        readers = self._queue_readers.get(name)
+        return readers[0].group if readers else name
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -236,6 +238,13 @@ class KafkaBroker(AbstractQueueBroker):
         for inspector in inspectors.values():
             await stop_consumer(inspector, self.settings.request_timeout)
         await self._clients.close()
+
+
+async def _read_all(readers: list[QueueReader]) -> None:
+    """The read loops of one queue's readers, side by side, feeding one runner."""
+    async with asyncio.TaskGroup() as group:
+        for reader in readers:
+            group.create_task(reader.read(), name=f'kafka reader {reader.group}')
 
 
 def _key(options: Mapping[str, Any]) -> bytes | None:

@@ -22,6 +22,7 @@ def make_broker(catalog: Catalog, **options: Any) -> AbstractQueueBroker:
     # Imported here: collecting the suite must not need aiokafka.
     from microagent.tools.kafka import KafkaBroker
     options.setdefault('session_timeout', SESSION_TIMEOUT)
+    options.setdefault('fetch_max_wait_ms', 100)  # tansu holds an idle fetch that long: keeps tests quick
     return KafkaBroker(f'kafka://{require_kafka()}', catalog=catalog, **options)
 
 
