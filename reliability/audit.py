@@ -7,8 +7,6 @@
   group that can consume will handle them; see docs/reliability.md for a
   broker whose group coordinator got stuck).
 
->>> await kafka_log_ids('127.0.0.1:9092', 'rel_kafka_ab12')   # doctest: +SKIP
-{'m0', 'm1', ...}
 >>> await kafka_unhandled('127.0.0.1:9092', 'rel_kafka_ab12', 'rel_kafka_ab12', {'m7'})   # doctest: +SKIP
 {'missing': [], 'passed': [], 'owed': ['m7']}
 """
@@ -19,12 +17,7 @@ import json
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-__all__ = ['kafka_log_ids', 'kafka_unhandled']
-
-
-async def kafka_log_ids(bootstrap: str, topic: str, timeout: float = 30.0) -> set[str]:
-    """The ``mid`` of every record in *topic*, read from the start without a consumer group."""
-    return set(await _log_positions(bootstrap, topic, timeout))
+__all__ = ['kafka_unhandled']
 
 
 async def kafka_unhandled(bootstrap: str, topic: str, group: str, ids: set[str],

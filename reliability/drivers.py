@@ -33,6 +33,7 @@ import signal
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -310,10 +311,8 @@ class Run:
 
     async def _handling_since(self, since: float, timeout: float) -> None:
         """Wait until an ordinary message begun after *since* was handled (the group is consuming again)."""
-        async with asyncio.timeout(timeout):
-            while not any(r['k'] == 'end' and r['id'].startswith('m') and r['start'] > since
-                          for r in read_records(self.dir)):
-                await self.pace(0.1)
+        await self._until(lambda rs: any(r['k'] == 'end' and r['id'].startswith('m') and r['start'] > since
+                                         for r in rs), timeout)
 
     async def _wait_handling(self, n: int) -> None:
         self.ledger.fault('warmup', '', recovery=False)
@@ -321,8 +320,13 @@ class Run:
         await self._wait_begun('warmup-0', n)
 
     async def _wait_begun(self, prefix: str, n: int, timeout: float = 60.0) -> None:
+        await self._until(lambda rs: sum(1 for r in rs if r['k'] == 'begin' and r['id'].startswith(prefix)) >= n,
+                          timeout)
+
+    async def _until(self, done: Callable[[Iterator[dict[str, Any]]], bool], timeout: float) -> None:
+        """Poll the ledger until *done* says so; TimeoutError after *timeout*."""
         async with asyncio.timeout(timeout):
-            while sum(1 for r in read_records(self.dir) if r['k'] == 'begin' and r['id'].startswith(prefix)) < n:
+            while not done(read_records(self.dir)):
                 await self.pace(0.1)
 
     async def close(self) -> None:

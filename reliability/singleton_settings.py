@@ -13,16 +13,10 @@ from __future__ import annotations
 import json
 import os
 
-BACKENDS = {
-    'redis': 'microagent.tools.redis.RedisBroker',
-    'amqp': 'microagent.tools.amqp.AMQPBroker',
-    'kafka': 'microagent.tools.kafka.KafkaBroker',
-}
+from . import group_settings
 
-# The agent consumes nothing: its broker only names the backend (and DSN) its lease lives on.
-BROKER = {'default': {'backend': BACKENDS[os.environ.get('REL_BACKEND', 'redis')],
-                      'dsn': os.environ.get('REL_DSN', 'redis://127.0.0.1:6390/0'),
-                      **json.loads(os.environ.get('REL_BROKER_OPTIONS', '{}'))}}
+# The agent consumes nothing: the consumers' broker settings only name the backend and DSN its lease lives on.
+BROKER = group_settings.BROKER
 AGENT = {'ticker': {'backend': 'reliability.singleton.TickAgent', 'broker': 'default',
                     'replicas': int(os.environ.get('REL_TICK_REPLICAS', '3')),
                     'settings': {'lease_prefix': os.environ.get('REL_QUEUE', 'reliability'),

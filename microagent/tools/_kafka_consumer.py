@@ -162,7 +162,8 @@ class QueueReader:
         self.queue = runner.queue
         self.name = runner.queue.name
         self.group = group
-        self.topics = topics or reading(self.name, self.queue.exchange, group)[0][0]
+        self.topics = topics or [self.name]
+        self._retries = retry_topic(self.name)
         self.consumer: AIOKafkaConsumer | None = None
         self.ready = asyncio.Event()
         self._parts: dict[TopicPartition, PartitionOffsets] = {}
@@ -269,15 +270,16 @@ class QueueReader:
         if part is None:  # revoked between the fetch and now: the new owner reads it
             return
         now_ms = time.time() * 1000
+        retries, exchange = tp.topic == self._retries, tp.topic == self.queue.exchange
         for record in records:
             attempt = 1
-            if tp.topic == retry_topic(self.name):
+            if retries:
                 due = int_header(record.headers, 'not_before', 0)
                 if due > now_ms:
                     self._defer(tp, part, record.offset, (due - now_ms) / 1000)
                     return
                 attempt = max(1, int_header(record.headers, 'attempt', 2))
-            if tp.topic == self.queue.exchange and not self.queue.accepts(header(record.headers, 'topic') or None):
+            if exchange and not self.queue.accepts(header(record.headers, 'topic') or None):
                 part.take(record.offset, handled=False)
                 self._settled(part.settle(record.offset, handled=False))
                 continue

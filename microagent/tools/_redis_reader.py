@@ -15,13 +15,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.connection import Connection
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ..delivery import ConsumerRunner, Delivery
 from ..exceptions import BackendError
 from ._redis_conn import close_connection, command, pack
-from ._redis_scripts import ACK, DEAD_LETTER, FETCH, GIVE_BACK, PROMOTE, RELEASE, RETRY, Lua
+from ._redis_scripts import ACK, DEAD_LETTER, FETCH, GIVE_BACK, PROMOTE, RELEASE, RETRY
 
 if TYPE_CHECKING:
     from ._redis_broker import RedisBroker
@@ -223,7 +222,8 @@ class QueueReader:
             if script is None:
                 await self._ack(entry_id)
             else:
-                await self._settle_script(*script)
+                lua, keys, args = script
+                await lua.run(self.broker._ack_lane.execute, keys, args)
         except BaseException:
             self.rescan = True  # still ours and pending: read it again
             raise
@@ -231,18 +231,6 @@ class QueueReader:
             self.inflight.discard(entry_id)
             if self.scanning:
                 self.settled.add(entry_id)
-
-    async def _settle_script(self, lua: Lua, keys: list[Any], args: list[Any]) -> None:
-        """Run a settling script, once more after a connection error.
-
-        After a cut, the first command on a pooled connection can fail; the
-        scripts are idempotent (see _redis_scripts), and a settle that fails
-        would make the handler run again for nothing.
-        """
-        try:
-            await lua.run(self.broker._ack_lane.execute, keys, args)
-        except RedisConnectionError:
-            await lua.run(self.broker._ack_lane.execute, keys, args)
 
     async def _ack(self, entry_id: str) -> None:
         """Acks of handlers finishing in the same loop turn go out as one XACK + XDEL.

@@ -48,7 +48,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
 # The settling scripts (RETRY, DEAD_LETTER, RELEASE) act only while the entry is still pending (XACK
-# returns 1): running one twice, after a reply lost to a connection reset, changes nothing.
+# returns 1): running one twice changes nothing. The ack lane runs a command once more after a connection
+# error (a reply lost to a reset may mean it ran), so this is what keeps a settle from adding a second copy.
 
 # KEYS: stream, delayed zset. ARGV: group, id, delay ms, member ("attempt:id:body").
 # The due time is the server's clock, so producers with skewed clocks agree.
