@@ -34,11 +34,6 @@ class TaskSet:
         task.add_done_callback(self._done)
         return task
 
-    def adopt(self, task: asyncio.Task[Any]) -> None:
-        """Track a task started elsewhere (a client library's callback task) so drains cover it."""
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:

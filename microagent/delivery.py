@@ -139,19 +139,6 @@ class ConsumerRunner:
         self._free -= 1
         self._tasks.spawn(self._run(delivery), name=self._label)
 
-    async def run_here(self, delivery: Delivery) -> None:
-        """Handle *delivery* in the current task, which must be one of its own.
-
-        For client libraries that already start a task per delivered message
-        (aiormq): running the handler there saves a task switch per message.
-        """
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError('run_here needs a running task')
-        self._free -= 1
-        self._tasks.adopt(task)
-        await self._run(delivery)
-
     def backoff(self, attempt: int) -> float:
         """Delay before attempt ``attempt + 1``: exponential, capped, with a little jitter."""
         delay = min(self.retry_delay * 2 ** (attempt - 1), self.broker.max_retry_delay)

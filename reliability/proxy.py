@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import struct
 
 from microagent._tasks import TaskSet
@@ -39,10 +40,13 @@ class FaultProxy:
     40123
     """
 
-    def __init__(self, target: int, port: int = 0, connect_timeout: float = 5.0) -> None:
+    def __init__(self, target: int, port: int = 0, connect_timeout: float = 5.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.target = target
         self.port = port
         self.connect_timeout = connect_timeout
+        # With a server context the proxy terminates TLS: clients speak TLS, the target plain TCP.
+        self.ssl_context = ssl_context
         self.connections = 0
         self.resets = 0
         self._server: asyncio.Server | None = None
@@ -55,7 +59,7 @@ class FaultProxy:
         return f'<FaultProxy {HOST}:{self.port} -> {self.target} blackholed={not self._open.is_set()}>'
 
     async def start(self) -> FaultProxy:
-        self._server = await asyncio.start_server(self._accept, HOST, self.port)
+        self._server = await asyncio.start_server(self._accept, HOST, self.port, ssl=self.ssl_context)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self
 

@@ -57,3 +57,39 @@ async def test_trusted_certificate_passes_the_handshake(tls_port, uid):
     await broker.close()
     # The TLS handshake succeeded; only the AMQP exchange afterwards failed.
     assert 'certificate verify failed' not in str(error.value).lower()
+
+
+async def test_amqps_carries_real_traffic(tmp_path: Path, uid):
+    """Publishes, confirms, deliveries and acks over TLS (a TLS-terminating proxy in front of RabbitMQ)."""
+    from microagent import MicroAgent, consumer
+    from reliability.proxy import FaultProxy
+    from reliability.tls import LocalPKI
+
+    from .amqp_support import require_rabbit
+    from .helpers import Collector
+    require_rabbit()
+    pki = LocalPKI.create(tmp_path / 'pki')
+    proxy = await FaultProxy(5672, ssl_context=pki.server_context()).start()
+    catalog = Catalog()
+    queue = Queue(f'q_{uid}', catalog=catalog)
+    seen = Collector()
+
+    class Agent(MicroAgent):
+        @consumer(queue)
+        async def handle(self, n: int, pad: str) -> None:
+            seen.add(n)
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    broker = AMQPBroker(f'amqps://guest:guest@localhost:{proxy.port}/', catalog=catalog, ssl_context=context,
+                        queue_expires=120)
+    agent = Agent(broker=broker)
+    try:
+        await agent.start()
+        for n in range(50):
+            await getattr(broker, queue.name).send({'n': n, 'pad': 'x' * (n * 5000)})
+        await seen.wait(50, 20)
+        assert sorted(seen.items) == list(range(50))
+        assert proxy.connections == 2  # publishing and consuming, both over TLS
+    finally:
+        await agent.stop(timeout=1)
+        await broker.close()
+        await proxy.close()

@@ -26,7 +26,9 @@ from pamqp.commands import Basic
 from ..broker import AbstractQueueBroker
 from ..delivery import ConsumerRunner, DeadLetter
 from ..exceptions import BackendError, ConfigurationError, DeliveryError
+from ._amqp_confirms import Confirms
 from ._amqp_connection import CONNECTION_ERRORS, RobustConnection, close_channel, wait_closed
+from ._amqp_deliveries import Deliveries
 from ._amqp_delivery import ATTEMPT_HEADER, ERROR_HEADER, AMQPDelivery, ManualAckRunner
 from ._amqp_feed import Feed
 from ._amqp_topology import RETRY_QUEUE_EXPIRES, Topology, retry_queue
@@ -72,7 +74,7 @@ class AMQPBroker(AbstractQueueBroker):
                                                    connect_timeout=connect_timeout,
                                                    max_reconnect_delay=max_reconnect_delay)
         self._topology = Topology(self.catalog, queue_expires)
-        self._channel: aiormq.Channel | None = None
+        self._confirms: Confirms | None = None
         self._ops: aiormq.abc.AbstractChannel | None = None
         self._declared: set[str] = set()
         self._channel_lock = asyncio.Lock()
@@ -111,18 +113,26 @@ class AMQPBroker(AbstractQueueBroker):
                             timeout=kwargs.get('timeout'), headers=kwargs.get('headers'))
 
     async def send_many(self, name: str, messages: Sequence[str | bytes], **kwargs: Any) -> None:
-        """Publish every message, then wait for all the confirms (a pipelined confirm window)."""
+        """Publish every message in one write, then wait for all the confirms (a pipelined confirm window)."""
         timeout = kwargs.get('timeout') or self.publish_timeout
         bodies = [m.encode() if isinstance(m, str) else m for m in messages]
-        channel = await self._ready(name, timeout)
-        results = await asyncio.gather(
-            *(channel.basic_publish(b, routing_key=name, properties=self._properties(None), mandatory=True,
-                                    timeout=timeout, wait=False) for b in bodies), return_exceptions=True)
+        deadline = time.monotonic() + timeout
+        confirms = await self._ready(name, timeout)
+        try:
+            futures = await confirms.publish_many('', name, [(b, self._properties(None)) for b in bodies])
+            async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
+                results = await asyncio.gather(*futures, return_exceptions=True)
+        except TimeoutError:
+            raise BackendError(f'{self!r}: no confirms for {name} within {timeout}s') from None
+        except CONNECTION_ERRORS as exc:
+            self._fatal(exc, name)
+            results = [exc] * len(bodies)
         for body, result in zip(bodies, results, strict=True):
-            if isinstance(result, CONNECTION_ERRORS) and not isinstance(result, aiormq.DeliveryError):
+            if isinstance(result, BaseException):
+                self._fatal(result, name)
                 # Lost with the connection: send again through the robust path (a duplicate at worst).
-                await self._publish(name, body, timeout=timeout)
-            elif isinstance(result, (BaseException, Basic.Nack)):
+                await self._publish(name, body, timeout=max(0.001, deadline - time.monotonic()))
+            else:
                 self._check(result, name)
 
     async def _publish(self, target: str, body: bytes, *, exchange: str = '', key: str | None = None,
@@ -131,93 +141,82 @@ class AMQPBroker(AbstractQueueBroker):
         """Publish to *target* (a queue, or ``exchange:<name>`` with *exchange* and *key*), confirmed."""
         timeout = timeout or self.publish_timeout
         key = target if key is None else key
-        started = time.monotonic()
-        channel = self._channel
-        if channel is None or channel.is_closed or target not in self._declared:
-            channel = await self._ready(target, timeout)
+        deadline = time.monotonic() + timeout
+        confirms = self._confirms
+        if confirms is None or not confirms.is_open or target not in self._declared:
+            confirms = await self._ready(target, timeout)
         try:
-            # wait=False: the confirm comes after the write anyway; waiting for the socket
-            # drain as well costs a task wake-up per message.
-            result: Any = await channel.basic_publish(body, exchange=exchange, routing_key=key, mandatory=True,
-                                                      properties=self._properties(headers, expiration),
-                                                      timeout=timeout, wait=False)
-        except CONNECTION_ERRORS as exc:
-            if isinstance(exc, (aiormq.DeliveryError, *_FATAL)):
-                result = exc
-            else:
-                left = timeout - (time.monotonic() - started)
-                await self._publish_again(target, body, exc, exchange=exchange, key=key, timeout=left,
-                                          headers=headers, expiration=expiration)
-                return
+            async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
+                outcome = await confirms.publish(exchange, key, body, self._properties(headers, expiration))
+                refused = await outcome
         except TimeoutError:
             raise BackendError(f'{self!r}: no confirm for {target} within {timeout}s') from None
-        self._check(result, target)
+        except CONNECTION_ERRORS as exc:
+            self._fatal(exc, target)
+            await self._publish_again(target, body, exc, exchange=exchange, key=key, deadline=deadline,
+                                      headers=headers, expiration=expiration)
+            return
+        self._check(refused, target)
 
     async def _publish_again(self, target: str, body: bytes, first: BaseException, *, exchange: str, key: str,
-                             timeout: float, headers: dict[str, Any] | None, expiration: str | None) -> None:
-        """The channel or connection died under a publish: wait for a new one, within *timeout*."""
+                             deadline: float, headers: dict[str, Any] | None, expiration: str | None) -> None:
+        """The channel or connection died under a publish: wait for a new one, until *deadline*."""
         self.log.debug('%r: publish to %s interrupted (%s), retrying', self, target, type(first).__name__)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         last: BaseException = first
-        while (left := deadline - loop.time()) > 0:
+        while (left := deadline - time.monotonic()) > 0:
             try:
-                channel = await self._ready(target, left)
-                result = await channel.basic_publish(body, exchange=exchange, routing_key=key, mandatory=True,
-                                                     properties=self._properties(headers, expiration), timeout=left,
-                                                     wait=False)
-            except (aiormq.DeliveryError, *_FATAL) as exc:
-                self._check(exc, target)
+                confirms = await self._ready(target, left)
+                async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
+                    outcome = await confirms.publish(exchange, key, body, self._properties(headers, expiration))
+                    refused = await outcome
             except (*CONNECTION_ERRORS, TimeoutError) as exc:
+                self._fatal(exc, target)
                 last = exc
-                await wait_closed(self._channel, deadline - loop.time())
+                await wait_closed(self._confirms.channel if self._confirms else None, deadline - time.monotonic())
                 continue
-            self._check(result, target)
+            self._check(refused, target)
             return
         reason = self.connection.mask(f'{type(last).__name__}: {last}')
-        raise BackendError(f'{self!r}: cannot publish to {target} within {timeout:.1f}s ({reason})')
+        raise BackendError(f'{self!r}: cannot publish to {target} before its deadline ({reason})')
 
-    def _check(self, result: Any, target: str) -> None:
-        if isinstance(result, Basic.Ack):
+    def _check(self, refused: str | None, target: str) -> None:
+        """Raise DeliveryError for a publish the broker returned (unroutable) or nacked."""
+        if refused is None:
             return
-        if isinstance(result, aiormq.exceptions.PublishError):
-            text = getattr(result.frame, 'reply_text', 'unroutable')
+        if refused.startswith('returned'):
+            text = refused.partition(': ')[2] or 'unroutable'
             raise DeliveryError(f'{self!r}: message to {target} was returned by the broker ({text}); '
                                 'no queue is bound for it')
-        if isinstance(result, (aiormq.DeliveryError, Basic.Nack)):
-            raise DeliveryError(f'{self!r}: the broker did not accept the message to {target} (nack)')
-        if isinstance(result, _FATAL):
-            raise BackendError(self.connection.mask(f'{self!r}: {target}: {type(result).__name__}: {result}'))
-        if isinstance(result, BaseException):
-            raise BackendError(self.connection.mask(f'{self!r}: {target}: {type(result).__name__}: {result}'))
+        raise DeliveryError(f'{self!r}: the broker did not accept the message to {target} (nack)')
 
-    async def _ready(self, target: str, timeout: float) -> aiormq.Channel:
+    def _fatal(self, exc: BaseException, target: str) -> None:
+        """Raise BackendError for errors retrying cannot cure (a missing exchange, access refused)."""
+        if isinstance(exc, _FATAL):
+            raise BackendError(self.connection.mask(f'{self!r}: {target}: {type(exc).__name__}: {exc}')) from None
+
+    async def _ready(self, target: str, timeout: float) -> Confirms:
         """The publish channel, with *target* (a queue or ``exchange:<name>``) declared on it."""
         try:
             async with asyncio.timeout(timeout):
-                channel = await self._publish_channel(timeout)
+                confirms = await self._publish_channel(timeout)
                 if target not in self._declared:
-                    await self._topology.declare(channel, target, timeout)
+                    await self._topology.declare(confirms.channel, target, timeout)
                     self._declared.add(target)
         except _FATAL as exc:
             raise BackendError(self.connection.mask(f'{self!r}: cannot declare {target}: {exc}')) from None
         except TimeoutError:
             reason = f': {self.connection.last_error}' if self.connection.last_error else ''
             raise BackendError(f'{self!r}: not connected within {timeout}s ({target}){reason}') from None
-        return channel
+        return confirms
 
-    async def _publish_channel(self, timeout: float) -> aiormq.Channel:
+    async def _publish_channel(self, timeout: float) -> Confirms:
         async with self._channel_lock:
-            channel = self._channel
-            if channel is None or channel.is_closed:
-                connection = await self.connection.get(timeout)
-                opened = await connection.channel(publisher_confirms=True, on_return_raises=True, timeout=timeout)
-                # The concrete class: its basic_publish takes ``wait`` (the abstract one does not say so).
-                if not isinstance(opened, aiormq.Channel):
-                    raise BackendError(f'{self!r}: unexpected channel class {type(opened).__name__}')
-                self._channel = channel = opened
+            confirms = self._confirms
+            if confirms is None or not confirms.is_open:
+                channel, lane = await self.connection.channel(timeout, publisher_confirms=True)
+                self._confirms = confirms = Confirms(channel, lane)
                 self._declared.clear()
-            return channel
+            return confirms
 
     async def publish_retry(self, queue: str, body: bytes, attempt: int, delay: float, error: str) -> None:
         """Publish attempt *attempt* of a failed message; it reaches *queue* after *delay* seconds.
@@ -285,15 +284,17 @@ class AMQPBroker(AbstractQueueBroker):
 
     async def _subscribe(self, name: str, runner: ConsumerRunner) -> tuple[aiormq.abc.AbstractChannel, Feed]:
         timeout = self.connection.connect_timeout
-        connection = await self.consume_connection.get(None)
-        channel = await connection.channel(publisher_confirms=False, timeout=timeout)
+        await self.consume_connection.get(None)
+        channel, lane = await self.consume_connection.channel(timeout)
         try:
             await channel.basic_qos(prefetch_count=runner.max_inflight, timeout=timeout)
             await self._topology.declare(channel, name, timeout)
             feed = Feed(self, name, runner)
             channel.closing.add_done_callback(lambda _: feed.inbox.put_nowait(None))
-            ok = await channel.basic_consume(name, feed.deliver, timeout=timeout)
-            feed.tag = str(ok.consumer_tag)
+            # The tag is known before basic.consume, so the lane takes the very first delivery.
+            feed.tag = f'{name}.{self._ids_prefix}{next(self._ids)}'
+            Deliveries(channel, lane).consumers[feed.tag] = feed.accept
+            await channel.basic_consume(name, feed.fallback, consumer_tag=feed.tag, timeout=timeout)
         except BaseException:
             await close_channel(channel)
             raise
@@ -303,15 +304,15 @@ class AMQPBroker(AbstractQueueBroker):
 
     async def _pump(self, runner: ConsumerRunner, channel: aiormq.abc.AbstractChannel, feed: Feed) -> None:
         while runner.active:
-            message = await feed.inbox.get()
-            if message is None or channel.is_closed:
+            incoming = await feed.inbox.get()
+            if incoming is None or channel.is_closed:
                 return
-            delivery = AMQPDelivery(self, feed.name, message, feed.auto)
+            delivery = AMQPDelivery(self, feed.name, incoming, feed.auto)
             if delivery.redelivered and feed.auto:
                 await feed.count_lost_attempt(delivery)
                 continue
             # Cancelled while it waits for a slot, the held message is given back by unbind.
-            feed.held = message
+            feed.held = incoming
             await runner.wait_slots()
             feed.held = None
             runner.submit(delivery)
@@ -390,9 +391,9 @@ class AMQPBroker(AbstractQueueBroker):
 
     async def close(self) -> None:
         await super().close()
-        for channel in (self._channel, self._ops):
+        for channel in (self._confirms.channel if self._confirms else None, self._ops):
             await close_channel(channel)
-        self._channel = self._ops = None
+        self._confirms = self._ops = None
         self._declared.clear()
         await self.connection.close()
         await self.consume_connection.close()

@@ -10,7 +10,9 @@ Buses with the same DSN in one event loop share a :class:`_Hub`: two robust
 connections (publishing on its own, so RabbitMQ's flow control of a busy
 publisher never stalls deliveries), one publish channel and one consuming channel, whose supervisor
 re-subscribes every bus (a new queue, every channel rebound) after a loss. A
-new bus thus costs a queue, not a connection and its tasks.
+new bus thus costs a queue, not a connection and its tasks. Publishes are
+written and signals received through the connections' lanes (``_amqp_lane``):
+a received signal reaches the bus in the protocol callback.
 """
 from __future__ import annotations
 
@@ -22,14 +24,19 @@ from typing import Any
 
 import aiormq
 import aiormq.abc
+from pamqp.commands import Basic
 
 from .._tasks import TaskSet
 from ..bus import AbstractSignalBus
 from ..exceptions import BackendError
 from ._amqp_connection import CONNECTION_ERRORS, RobustConnection, close_channel, wait_closed
+from ._amqp_deliveries import Deliveries, Incoming
+from ._amqp_lane import Lane, publish_frames
 
 __all__ = ['AMQPSignalBus']
 
+# Signals are at most once: transient, and no message id (nothing maps a return or confirm back).
+_TRANSIENT = Basic.Properties(delivery_mode=1)
 _HUBS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Hub]] = weakref.WeakKeyDictionary()
 
 
@@ -41,41 +48,48 @@ class _Hub:
         self.publish_connection = publish_connection
         self.members: set[AMQPSignalBus] = set()
         self.publisher: aiormq.abc.AbstractChannel | None = None
+        self.lane: Lane | None = None
         self.exchanges: set[str] = set()
         self.sub: aiormq.abc.AbstractChannel | None = None
+        self.deliveries: Deliveries | None = None
         self.subscribed = asyncio.Event()
         self.tasks = TaskSet('amqp bus hub')
         self._lock = asyncio.Lock()
 
     async def publish(self, exchange: str, key: str, body: bytes, timeout: float) -> None:
-        channel = self.publisher
-        if channel is None or channel.is_closed or exchange not in self.exchanges:
-            channel = await self._publish_channel(exchange, timeout)
-        await channel.basic_publish(body, exchange=exchange, routing_key=key, timeout=timeout)
+        channel, lane = self.publisher, self.lane
+        if channel is None or lane is None or channel.is_closed or exchange not in self.exchanges:
+            channel, lane = await self._publish_channel(exchange, timeout)
+        number = channel.number
+        data = publish_frames(number, lane.publish_method(number, exchange, key, mandatory=False), body,
+                              _TRANSIENT, lane.max_content_size)
+        if not lane.write_now(data):
+            async with asyncio.timeout(timeout):
+                await lane.write(data)
 
-    async def _publish_channel(self, exchange: str, timeout: float) -> aiormq.abc.AbstractChannel:
+    async def _publish_channel(self, exchange: str, timeout: float) -> tuple[aiormq.abc.AbstractChannel, Lane]:
         async with self._lock:
-            channel = self.publisher
-            if channel is None or channel.is_closed:
-                connection = await self.publish_connection.get(timeout)
-                channel = self.publisher = await connection.channel(publisher_confirms=False, timeout=timeout)
+            channel, lane = self.publisher, self.lane
+            if channel is None or lane is None or channel.is_closed:
+                channel, lane = await self.publish_connection.channel(timeout)
+                self.publisher, self.lane = channel, lane
                 self.exchanges.clear()
             if exchange not in self.exchanges:
                 await channel.exchange_declare(exchange, exchange_type='topic', durable=True, timeout=timeout)
                 self.exchanges.add(exchange)
-            return channel
+            return channel, lane
 
-    async def subscription(self, timeout: float) -> aiormq.abc.AbstractChannel:
-        """The consuming channel, waiting for it up to *timeout*."""
+    async def subscription(self, timeout: float) -> tuple[aiormq.abc.AbstractChannel, Deliveries]:
+        """The consuming channel and its deliveries, waiting for them up to *timeout*."""
         if not self.tasks:
             self.tasks.spawn(self._supervise(), name='amqp bus hub supervisor')
         try:
             async with asyncio.timeout(max(0.001, timeout)):
                 while True:
                     await self.subscribed.wait()
-                    sub = self.sub
-                    if sub is not None and not sub.is_closed:
-                        return sub
+                    sub, deliveries = self.sub, self.deliveries
+                    if sub is not None and deliveries is not None and not sub.is_closed:
+                        return sub, deliveries
                     self.subscribed.clear()
         except TimeoutError:
             reason = f': {self.connection.last_error}' if self.connection.last_error else ''
@@ -85,8 +99,8 @@ class _Hub:
         delay = self.connection.reconnect_delay
         while True:
             try:
-                connection = await self.connection.get(None)
-                channel = await connection.channel(publisher_confirms=False, timeout=self.connection.connect_timeout)
+                await self.connection.get(None)
+                channel, lane = await self.connection.channel(self.connection.connect_timeout)
             except (*CONNECTION_ERRORS, TimeoutError) as exc:
                 self.connection.log.warning('AMQP bus: cannot open a channel (%s); retrying in %.1fs',
                                             self.connection.mask(f'{type(exc).__name__}: {exc}'), delay)
@@ -94,20 +108,21 @@ class _Hub:
                 delay = min(delay * 2, self.connection.max_reconnect_delay)
                 continue
             delay = self.connection.reconnect_delay
+            deliveries = Deliveries(channel, lane)
             for bus in tuple(self.members):
                 if bus.listening:
-                    await self._attach(bus, channel)
-            self.sub = channel
+                    await self._attach(bus, channel, deliveries)
+            self.sub, self.deliveries = channel, deliveries
             self.subscribed.set()
             await asyncio.wait([channel.closing])
             self.subscribed.clear()
-            self.sub = None
+            self.sub = self.deliveries = None
             self.connection.log.warning('AMQP bus: consuming channel closed; re-subscribing %d buses',
                                         len(self.members))
 
-    async def _attach(self, bus: AMQPSignalBus, channel: aiormq.abc.AbstractChannel) -> None:
+    async def _attach(self, bus: AMQPSignalBus, channel: aiormq.abc.AbstractChannel, deliveries: Deliveries) -> None:
         try:
-            await bus.attach(channel)
+            await bus.attach(channel, deliveries)
         except (*CONNECTION_ERRORS, TimeoutError) as exc:
             # The channel is failing: its closing starts the next round, which attaches again.
             self.connection.log.warning('AMQP bus: cannot re-subscribe %r (%s)', bus,
@@ -117,7 +132,7 @@ class _Hub:
         await self.tasks.cancel()
         for channel in (self.sub, self.publisher):
             await close_channel(channel)
-        self.sub = self.publisher = None
+        self.sub = self.publisher = self.deliveries = self.lane = None
         await self.connection.close()
         await self.publish_connection.close()
 
@@ -188,9 +203,9 @@ class AMQPSignalBus(AbstractSignalBus):
         deadline = loop.time() + hub.connection.connect_timeout * 2
         while True:
             hub = self._hub()
-            sub = await hub.subscription(deadline - loop.time())
+            sub, deliveries = await hub.subscription(deadline - loop.time())
             try:
-                queue = await self.attach(sub)
+                queue = await self.attach(sub, deliveries)
                 await sub.queue_bind(queue, self.exchange, routing_key=channel,
                                      timeout=max(0.001, deadline - loop.time()))
                 return
@@ -200,7 +215,7 @@ class AMQPSignalBus(AbstractSignalBus):
                 # The hub re-subscribes every bus and rebinds its channels, this one included.
                 await wait_closed(sub, deadline - loop.time())
 
-    async def attach(self, channel: aiormq.abc.AbstractChannel) -> str:
+    async def attach(self, channel: aiormq.abc.AbstractChannel, deliveries: Deliveries) -> str:
         """Declare this bus's queue on *channel*, bind every bound channel, consume; the queue name."""
         async with self._attach_lock:
             if self._attached is not None and self._attached[0] is channel:
@@ -211,14 +226,20 @@ class AMQPSignalBus(AbstractSignalBus):
             queue = str(ok.queue)
             for bound in tuple(self._bound):
                 await channel.queue_bind(queue, self.exchange, routing_key=bound, timeout=timeout)
-            consume = await channel.basic_consume(queue, self._on_message, no_ack=True, timeout=timeout)
-            self._attached = (channel, queue, str(consume.consumer_tag))
+            tag = f'bus.{queue}'
+            # Registered before basic.consume: the lane hands over the very first signal.
+            deliveries.consumers[tag] = self._on_incoming
+            await channel.basic_consume(queue, self._on_message, no_ack=True, consumer_tag=tag, timeout=timeout)
+            self._attached = (channel, queue, tag)
             return queue
 
+    def _on_incoming(self, incoming: Incoming) -> None:
+        if incoming.routing_key:
+            self.receiver(incoming.routing_key, incoming.body)
+
     async def _on_message(self, message: aiormq.abc.DeliveredMessage) -> None:
-        key = message.routing_key
-        if key:
-            self.receiver(key, message.body)
+        """aiormq's consumer callback, for a signal that did not come through the lane."""
+        self._on_incoming(Incoming.of(message))
 
     def _error(self, what: str, exc: BaseException) -> BackendError:
         return BackendError(self.connection.mask(f'{self!r}: {what}: {type(exc).__name__}: {exc}'))

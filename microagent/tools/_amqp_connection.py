@@ -11,9 +11,12 @@ consumer) notices its channel closed and opens a new one on the next
 connection, re-declaring what it needs. This keeps the recovery logic next to
 the state it restores.
 
+Every connection runs over a :class:`~._amqp_lane.Lane`, the hot path for
+publishes, confirms, deliveries and acks; :meth:`RobustConnection.channel`
+opens a channel and returns it with its connection's lane.
+
     conn = RobustConnection('amqp://guest:guest@localhost/', log=log)
-    connection = await conn.get(timeout=10)
-    channel = await connection.channel(publisher_confirms=True)
+    channel, lane = await conn.channel(timeout=10, publisher_confirms=True)
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import weakref
 
 import aiormq
 import aiormq.abc
@@ -28,6 +32,7 @@ import aiormq.abc
 from .._dsn import mask_dsn, mask_text, password_of, scheme_of
 from .._tasks import TaskSet
 from ..exceptions import BackendError, ConfigurationError
+from ._amqp_lane import Lane, LaneTransport
 
 __all__ = ['CONNECTION_ERRORS', 'RobustConnection', 'close_channel', 'wait_closed']
 
@@ -62,6 +67,7 @@ class RobustConnection:
         self.last_error = ''
         self.connects = 0
         self._connection: aiormq.abc.AbstractConnection | None = None
+        self._lanes: weakref.WeakKeyDictionary[aiormq.abc.AbstractConnection, Lane] = weakref.WeakKeyDictionary()
         self._ready: asyncio.Event | None = None
         self._tasks = TaskSet('amqp connection')
 
@@ -94,6 +100,13 @@ class RobustConnection:
         except TimeoutError:
             reason = f': {self.last_error}' if self.last_error else ''
             raise BackendError(f'{mask_dsn(self._dsn)}: not connected within {timeout}s{reason}') from None
+
+    async def channel(self, timeout: float | None, *, publisher_confirms: bool = False
+                      ) -> tuple[aiormq.abc.AbstractChannel, Lane]:
+        """A new channel on the open connection (waiting up to *timeout* for one), and its lane."""
+        connection = await self.get(timeout)
+        channel = await connection.channel(publisher_confirms=publisher_confirms, timeout=timeout)
+        return channel, self._lanes[connection]
 
     async def close(self) -> None:
         """Stop reconnecting and close the connection; :meth:`get` opens it again later."""
@@ -131,10 +144,12 @@ class RobustConnection:
             self.log.warning('AMQP connection to %s lost (%s); reconnecting', mask_dsn(self._dsn), self.last_error)
 
     async def _connect(self) -> aiormq.abc.AbstractConnection | None:
-        connection = aiormq.Connection(self._dsn, context=self.ssl_context)
+        lane = Lane(self.log)
+        connection = aiormq.Connection(self._dsn, context=self.ssl_context, transport_factory=LaneTransport(lane))
         try:
             async with asyncio.timeout(self.connect_timeout):
                 await connection.connect()
+            lane.bind(connection)
         except Exception as exc:  # noqa: BLE001 - whatever fails, the supervisor retries forever
             self.last_error = self.mask(f'{type(exc).__name__}: {exc}')
             self.log.warning('AMQP connect to %s failed: %s', mask_dsn(self._dsn), self.last_error)
@@ -142,6 +157,7 @@ class RobustConnection:
                 async with asyncio.timeout(1):
                     await connection.close()
             return None
+        self._lanes[connection] = lane
         self.log.info('AMQP connected to %s', mask_dsn(self._dsn))
         return connection
 

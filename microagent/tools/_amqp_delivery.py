@@ -24,10 +24,9 @@ from typing import TYPE_CHECKING, Any
 from ..delivery import ConsumerRunner, Delivery
 
 if TYPE_CHECKING:
-    import aiormq.abc
-
     from ..broker import Consumer
     from ._amqp_broker import AMQPBroker
+    from ._amqp_deliveries import Incoming
 
 __all__ = ['ATTEMPT_HEADER', 'ERROR_HEADER', 'AMQPMessage', 'ManualAckRunner', 'attempt_of']
 
@@ -84,32 +83,32 @@ class AMQPMessage:
 class AMQPDelivery(Delivery):
     """A message read from an AMQP queue on one consumer channel."""
 
-    __slots__ = ('auto', 'broker', 'channel', 'delivery_tag', 'headers', 'queue', 'redelivered', 'settled')
+    __slots__ = ('auto', 'broker', 'channel', 'delivery_tag', 'headers', 'incoming', 'queue', 'redelivered',
+                 'settled')
 
-    def __init__(self, broker: AMQPBroker, queue: str, message: aiormq.abc.DeliveredMessage,
-                 auto: bool = True) -> None:
-        headers = message.header.properties.headers or {}
-        tag = message.delivery_tag or 0
-        super().__init__(message.body, attempt_of(headers), str(tag))
+    def __init__(self, broker: AMQPBroker, queue: str, incoming: Incoming, auto: bool = True) -> None:
+        headers = incoming.properties.headers or {}
+        super().__init__(incoming.body, attempt_of(headers), str(incoming.delivery_tag))
         self.broker = broker
         self.queue = queue
-        self.channel = message.channel
-        self.delivery_tag = tag
+        self.incoming = incoming
+        self.channel = incoming.channel
+        self.delivery_tag = incoming.delivery_tag
         self.headers = headers
-        self.redelivered = bool(message.redelivered)
+        self.redelivered = incoming.redelivered
         self.auto = auto
         self.settled = False
 
     async def settle_ack(self) -> None:
         if not self.settled:
             self.settled = True
-            # Not waiting for the socket write: an ack lost with the connection means a redelivery.
-            await self.channel.basic_ack(self.delivery_tag, wait=False)
+            # Written at once, not awaited to the socket: an ack lost with the connection means a redelivery.
+            await self.incoming.ack()
 
     async def settle_nack(self, requeue: bool) -> None:
         if not self.settled:
             self.settled = True
-            await self.channel.basic_nack(self.delivery_tag, requeue=requeue)
+            await self.incoming.nack(requeue)
 
     async def ack(self) -> None:
         # autoack=False: the handler acks itself (or leaves it for redelivery).

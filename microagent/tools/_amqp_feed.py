@@ -1,9 +1,9 @@
 """The deliveries of one AMQP consumer channel on their way to the runner, and the crash count.
 
-A delivery goes straight to the runner when a slot is free and nothing is
-queued before it (no task switch on the hot path); otherwise it waits in
-``inbox`` for the broker's reader loop. ``None`` in the inbox: the channel
-closed.
+The lane hands each delivery to :meth:`Feed.accept` as it arrives: it goes
+straight to the runner (a task of its own) when a slot is free and nothing is
+queued before it; otherwise it waits in ``inbox`` for the broker's pump task.
+``None`` in the inbox: the channel closed.
 
 Crash count. RabbitMQ redelivers a message whose consumer died without
 settling it, flagged ``redelivered``, and counts nothing: a message whose
@@ -19,7 +19,7 @@ quorum queue's delivery limit would. ``autoack=False`` consumers settle
 their messages themselves and see ``amqp.redelivered``; nothing is counted
 for them.
 
->>> channel.basic_consume(queue, Feed(broker, queue, runner).deliver)   # doctest: +SKIP
+>>> deliveries.consumers[tag] = Feed(broker, queue, runner).accept   # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from ._amqp_connection import CONNECTION_ERRORS
+from ._amqp_deliveries import Incoming
 from ._amqp_delivery import AMQPDelivery, ManualAckRunner
 
 if TYPE_CHECKING:
@@ -54,22 +55,23 @@ class Feed:
         self.name = name
         self.runner = runner
         self.auto = not isinstance(runner, ManualAckRunner)
-        self.inbox: asyncio.Queue[aiormq.abc.DeliveredMessage | None] = asyncio.Queue()
-        # The message the reader loop took from the inbox and waits to submit.
-        self.held: aiormq.abc.DeliveredMessage | None = None
+        self.inbox: asyncio.Queue[Incoming | None] = asyncio.Queue()
+        # The message the pump took from the inbox and waits to submit.
+        self.held: Incoming | None = None
         self.tag = ''
 
-    async def deliver(self, message: aiormq.abc.DeliveredMessage) -> None:
-        """aiormq's consumer callback (it runs each in a task of its own: the handler runs right here)."""
+    def accept(self, incoming: Incoming) -> None:
+        """The lane's callback: start the handler now, or queue the message for the pump."""
         runner = self.runner
-        if runner.active and runner.free_slots > 0 and self.held is None and self.inbox.empty():
-            delivery = AMQPDelivery(self.broker, self.name, message, self.auto)
-            if delivery.redelivered and self.auto:
-                await self.count_lost_attempt(delivery)
-            else:
-                await runner.run_here(delivery)
+        if (runner.active and runner.free_slots > 0 and self.held is None and self.inbox.empty()
+                and not (incoming.redelivered and self.auto)):
+            runner.submit(AMQPDelivery(self.broker, self.name, incoming, self.auto))
         else:
-            self.inbox.put_nowait(message)
+            self.inbox.put_nowait(incoming)
+
+    async def fallback(self, message: aiormq.abc.DeliveredMessage) -> None:
+        """aiormq's consumer callback, for a delivery that did not come through the lane."""
+        self.accept(Incoming.of(message))
 
     async def count_lost_attempt(self, delivery: AMQPDelivery) -> None:
         """A redelivered message: its last attempt never finished; retry it later or dead-letter it."""

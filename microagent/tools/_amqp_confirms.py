@@ -1,0 +1,159 @@
+"""Publishing on a confirm-mode channel through the lane, confirms and returns read off it.
+
+Contract. :meth:`Confirms.publish` writes one ``basic.publish`` (mandatory) and
+returns a future: ``None`` once the broker confirmed the message (it is routed
+and, persistent to durable queues, safe), or the reason it refused it:
+``'returned: <text>'`` (no queue is bound for it: RabbitMQ sends the
+``basic.return`` before the confirm) or ``'nack'``. If the channel closes
+first, the future fails with the channel's error. A publish is numbered (its
+delivery tag) when its frames are written, so numbers and wire order agree
+even when a write has to wait for aiormq's queue. Every publish on the channel
+must go through here.
+
+>>> confirms = Confirms(channel, lane)                         # doctest: +SKIP
+>>> outcome = await (await confirms.publish('', 'mailer', b'{}', properties))   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import TYPE_CHECKING, Any
+
+import aiormq
+from pamqp.commands import Basic
+
+from . import _amqp_wire as wire
+from ._amqp_lane import publish_frames
+
+if TYPE_CHECKING:
+    from ._amqp_lane import Lane
+
+__all__ = ['Confirms']
+
+
+class Confirms:
+    """The publishes awaiting a confirm on one channel; see the module docstring."""
+
+    def __init__(self, channel: aiormq.abc.AbstractChannel, lane: Lane) -> None:
+        self.channel = channel
+        self.lane = lane
+        self.number = channel.number
+        self._tag = 0
+        self._pending: dict[int, tuple[asyncio.Future[str | None], str]] = {}
+        self._ids: dict[str, int] = {}
+        self._returned: dict[int, str] = {}
+        # While a basic.return's content is read: its reply text, and body bytes still due.
+        self._returning: str | None = None
+        self._left = 0
+        self._lock = asyncio.Lock()
+        lane.attach(self.number, self)
+        channel.closing.add_done_callback(self._closed)
+
+    @property
+    def is_open(self) -> bool:
+        return not self.channel.is_closed
+
+    async def publish(self, exchange: str, key: str, body: bytes,
+                      properties: Basic.Properties) -> asyncio.Future[str | None]:
+        """Write one publish; the future of its outcome (see the module docstring)."""
+        if self.channel.is_closed:
+            raise aiormq.ChannelInvalidStateError(f'AMQP channel {self.number} is closed')
+        data = publish_frames(self.number, self.lane.publish_method(self.number, exchange, key), body,
+                              properties, self.lane.max_content_size)
+        if not self._lock.locked() and self.lane.write_now(data):
+            return self._register(str(properties.message_id))
+        async with self._lock:
+            # Nobody else numbers a publish while this one waits to be queued.
+            future = self._register(str(properties.message_id))
+            try:
+                await self.lane.write(data)
+            except BaseException:
+                self._unregister(self._tag)
+                self._tag -= 1
+                raise
+            return future
+
+    async def publish_many(self, exchange: str, key: str, items: list[tuple[bytes, Basic.Properties]]
+                           ) -> list[asyncio.Future[str | None]]:
+        """Write many publishes in one go (a pipelined confirm window); their futures in order."""
+        if self.channel.is_closed:
+            raise aiormq.ChannelInvalidStateError(f'AMQP channel {self.number} is closed')
+        method = self.lane.publish_method(self.number, exchange, key)
+        size = self.lane.max_content_size
+        data = b''.join(publish_frames(self.number, method, body, props, size) for body, props in items)
+        async with self._lock:
+            first = self._tag
+            futures = [self._register(str(props.message_id)) for _, props in items]
+            try:
+                await self.lane.write(data)
+            except BaseException:
+                for tag in range(first + 1, self._tag + 1):
+                    self._unregister(tag)
+                self._tag = first
+                raise
+            return futures
+
+    def _register(self, message_id: str) -> asyncio.Future[str | None]:
+        self._tag += 1
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._pending[self._tag] = (future, message_id)
+        self._ids[message_id] = self._tag
+        return future
+
+    def _unregister(self, tag: int) -> tuple[asyncio.Future[str | None], str] | None:
+        entry = self._pending.pop(tag, None)
+        if entry is not None:
+            self._ids.pop(entry[1], None)
+        return entry
+
+    # -- frames from the lane ----------------------------------------------------------
+
+    def take(self, kind: int, payload: bytes) -> bool:
+        if kind == wire.METHOD:
+            method = wire.method_id(payload)
+            if method in (wire.ACK, wire.NACK):
+                tag, multiple = wire.ack(payload)
+                self._settle(tag, multiple, None if method == wire.ACK else 'nack')
+            elif method == wire.RETURN:
+                frame = wire.method(payload)
+                self._returning = f'returned: {frame.reply_text or frame.reply_code}'
+            else:
+                return False
+        elif self._returning is not None:
+            self._read_return(kind, payload)
+        else:
+            return False
+        return True
+
+    def _read_return(self, kind: int, payload: bytes) -> None:
+        if kind == wire.HEADER:
+            content = wire.header(payload)
+            tag = self._ids.get(str(content.properties.message_id))
+            if tag is not None and self._returning is not None:
+                self._returned[tag] = self._returning
+            self._left = content.body_size
+        else:
+            self._left -= len(payload)
+        if self._left <= 0:
+            self._returning = None
+
+    def _settle(self, tag: int, multiple: bool, refused: str | None) -> None:
+        tags = list(itertools.takewhile(lambda t: t <= tag, self._pending)) if multiple else [tag]
+        for done in tags:
+            entry = self._unregister(done)
+            reason = self._returned.pop(done, None) or refused
+            if entry is not None and not entry[0].done():
+                entry[0].set_result(reason)
+
+    def _closed(self, closing: asyncio.Future[Any]) -> None:
+        self.lane.detach(self.number, self)
+        error: BaseException | None = None
+        if not closing.cancelled():
+            error = closing.exception()
+        if not isinstance(error, Exception):
+            error = aiormq.ChannelInvalidStateError(f'AMQP channel {self.number} closed')
+        pending, self._pending = self._pending, {}
+        self._ids.clear()
+        for future, _ in pending.values():
+            if not future.done():
+                future.set_exception(error)
