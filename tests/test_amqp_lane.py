@@ -4,6 +4,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiormq
@@ -14,7 +16,7 @@ from pamqp.commands import Basic
 from pamqp.commands import Queue as QueueMethods
 from pamqp.header import ContentHeader
 
-from microagent import MicroAgent, Queue, consumer
+from microagent import Catalog, MicroAgent, Queue, consumer
 from microagent.tools import _amqp_wire as wire
 from microagent.tools._amqp_confirms import Confirms
 from microagent.tools._amqp_deliveries import Deliveries, Incoming
@@ -270,41 +272,39 @@ async def test_deliveries_assemble_bodies_and_leave_other_consumers_to_aiormq() 
 # -- against RabbitMQ ---------------------------------------------------------------------------
 
 
-async def test_messages_larger_than_a_frame_cross_intact(catalog, uid):
+@asynccontextmanager
+async def consuming(catalog: Catalog, queue: Queue, dsn: str = DSN, *, max_attempts: int = 5,
+                    **options: Any) -> AsyncIterator[tuple[AMQPBroker, Collector]]:
+    """A broker with an agent consuming *queue*; yields it and the collected messages."""
     require_rabbit()
-    queue = Queue(f'big_{uid}', catalog=catalog)
     seen = Collector()
 
     class Agent(MicroAgent):
-        @consumer(queue)
-        async def handle(self, text: str) -> None:
-            seen.add(text)
-    broker = AMQPBroker(DSN, catalog=catalog, queue_expires=120)
+        @consumer(queue, max_attempts=max_attempts)
+        async def handle(self, **message: Any) -> None:
+            seen.add(message)
+    broker = AMQPBroker(dsn, catalog=catalog, queue_expires=120, **options)
     agent = Agent(broker=broker)
     await agent.start()
     try:
-        texts = [''.join(random.choice('abcdefgh') for _ in range(size)) for size in (300_000, 131_064, 10)]
-        await getattr(broker, queue.name).send({'text': texts[0]})
-        await broker.send_many(queue.name, [queue.serialize({'text': t}) for t in texts[1:]])
-        await seen.wait(3, 20)
-        assert sorted(seen.items, key=len) == sorted(texts, key=len)
+        yield broker, seen
     finally:
         await agent.stop(timeout=1)
         await broker.close()
 
 
-async def test_a_failing_frame_handler_costs_a_reconnect_not_a_message(catalog, uid, monkeypatch):
-    require_rabbit()
-    queue = Queue(f'q_{uid}', catalog=catalog)
-    seen = Collector()
+async def test_messages_larger_than_a_frame_cross_intact(catalog, uid):
+    queue = Queue(f'big_{uid}', catalog=catalog)
+    async with consuming(catalog, queue) as (broker, seen):
+        texts = [''.join(random.choice('abcdefgh') for _ in range(size)) for size in (300_000, 131_064, 10)]
+        await getattr(broker, queue.name).send({'text': texts[0]})
+        await broker.send_many(queue.name, [queue.serialize({'text': t}) for t in texts[1:]])
+        await seen.wait(3, 20)
+        assert sorted(m['text'] for m in seen.items) == sorted(texts)
 
-    class Agent(MicroAgent):
-        @consumer(queue, max_attempts=3)
-        async def handle(self, n: int) -> None:
-            seen.add(n)
-    broker = AMQPBroker(DSN, catalog=catalog, queue_expires=120, retry_delay=0.05)
-    agent = Agent(broker=broker)
-    await agent.start()
+
+async def test_a_failing_frame_handler_costs_a_reconnect_not_a_message(catalog, uid, monkeypatch):
+    queue = Queue(f'q_{uid}', catalog=catalog)
     original = Deliveries._complete
     failures = iter([True])
 
@@ -313,31 +313,17 @@ async def test_a_failing_frame_handler_costs_a_reconnect_not_a_message(catalog, 
             raise RuntimeError('a bug in a frame handler')
         original(self)
     monkeypatch.setattr(Deliveries, '_complete', once_broken)
-    try:
+    async with consuming(catalog, queue, max_attempts=3, retry_delay=0.05) as (broker, seen):
         await getattr(broker, queue.name).send({'n': 1})
         await seen.wait(1, 20)
         assert broker.consume_connection.connects == 2
-    finally:
-        await agent.stop(timeout=1)
-        await broker.close()
 
 
 async def test_aiormq_heartbeat_watch_survives_a_lane_that_takes_every_frame(catalog, uid):
     """aiormq drops a connection it reads nothing from for 3 heartbeats; the lane keeps it reading."""
-    require_rabbit()
     queue = Queue(f'q_{uid}', catalog=catalog)
-    seen = Collector()
-
-    class Agent(MicroAgent):
-        @consumer(queue)
-        async def handle(self, n: int) -> None:
-            seen.add(n)
-    dsn = f'{DSN}?heartbeat=1'
-    broker = AMQPBroker(dsn, catalog=catalog, queue_expires=120)
-    agent = Agent(broker=broker)
-    await agent.start()
-    bound = getattr(broker, queue.name)
-    try:
+    async with consuming(catalog, queue, f'{DSN}?heartbeat=1') as (broker, seen):
+        bound = getattr(broker, queue.name)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 7  # more than aiormq's 6 s grace at heartbeat=1
         n = 0
@@ -347,9 +333,6 @@ async def test_aiormq_heartbeat_watch_survives_a_lane_that_takes_every_frame(cat
         await seen.wait(n, 20)
         assert broker.connection.connects == 1
         assert broker.consume_connection.connects == 1
-    finally:
-        await agent.stop(timeout=1)
-        await broker.close()
 
 
 async def test_signals_and_rpc_through_the_lane(catalog, uid):
