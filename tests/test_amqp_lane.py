@@ -11,6 +11,7 @@ from typing import Any
 import aiormq
 import pamqp.frame
 import pytest
+from aiormq.abc import DeliveredMessage
 from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.commands import Queue as QueueMethods
@@ -84,6 +85,12 @@ class FakeChannel:
     @property
     def is_closed(self) -> bool:
         return self.closing.done()
+
+    async def basic_ack(self, tag: int, wait: bool = True) -> None:
+        self.settled = ('ack', tag)
+
+    async def basic_nack(self, tag: int, requeue: bool = True, wait: bool = True) -> None:
+        self.settled = ('nack', tag, requeue)
 
 
 def wired_lane() -> tuple[Lane, FakeTransport, asyncio.Queue[Any]]:
@@ -267,6 +274,20 @@ async def test_deliveries_assemble_bodies_and_leave_other_consumers_to_aiormq() 
     assert 4 not in lane.sinks
     with pytest.raises(aiormq.ChannelInvalidStateError):
         await got[0].ack()
+
+
+async def test_a_delivery_aiormq_made_settles_through_aiormq() -> None:
+    channel = FakeChannel()
+    header = ContentHeader(0, 2, Basic.Properties(headers={'x-attempt': 2}))
+    message = DeliveredMessage(delivery=Basic.Deliver('t', 3, True, 'ex', 'rk'), header=header, body=b'{}',
+                               channel=channel)  # type: ignore[arg-type]
+    incoming = Incoming.of(message)
+    assert (incoming.delivery_tag, incoming.redelivered, incoming.routing_key, incoming.headers) == (
+        3, True, 'rk', {'x-attempt': 2})
+    await incoming.ack()
+    assert channel.settled == ('ack', 3)
+    await incoming.nack(requeue=False)
+    assert channel.settled == ('nack', 3, False)
 
 
 # -- against RabbitMQ ---------------------------------------------------------------------------
