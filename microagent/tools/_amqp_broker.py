@@ -88,8 +88,8 @@ class AMQPBroker(AbstractQueueBroker):
     # -- publishing --------------------------------------------------------------
 
     def _properties(self, headers: dict[str, Any] | None, expiration: str | None = None) -> Basic.Properties:
-        # Persistent, with a message id unique per broker: aiormq maps a basic.return
-        # back to its publish by message id (and would draw a random UUID otherwise).
+        # Persistent, with a message id unique per broker: a basic.return names the
+        # message it returns by its id (Confirms maps it back to its publish).
         return Basic.Properties(delivery_mode=2, headers=headers, expiration=expiration,
                                 message_id=f'{self._ids_prefix}{next(self._ids)}')
 
@@ -119,8 +119,8 @@ class AMQPBroker(AbstractQueueBroker):
         deadline = time.monotonic() + timeout
         confirms = await self._ready(name, timeout)
         try:
-            futures = await confirms.publish_many('', name, [(b, self._properties(None)) for b in bodies])
             async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
+                futures = await confirms.publish_many('', name, [(b, self._properties(None)) for b in bodies])
                 results = await asyncio.gather(*futures, return_exceptions=True)
         except TimeoutError:
             raise BackendError(f'{self!r}: no confirms for {name} within {timeout}s') from None

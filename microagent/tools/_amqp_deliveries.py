@@ -17,6 +17,7 @@ Settling writes ``basic.ack``/``basic.nack`` straight to the socket (see
 """
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,11 @@ from . import _amqp_wire as wire
 if TYPE_CHECKING:
     from ._amqp_lane import Lane
 
-__all__ = ['Deliveries', 'Incoming']
+__all__ = ['SETTLE_TIMEOUT', 'Deliveries', 'Incoming']
+
+# An ack or nack that cannot even be queued for the socket this long gives up: the message stays
+# unsettled and the broker redelivers it once the (evidently dead) connection goes.
+SETTLE_TIMEOUT = 30.0
 
 
 class Incoming:
@@ -64,7 +69,8 @@ class Incoming:
             return
         data = wire.ack_frame(channel.number, self.delivery_tag)
         if not lane.write_now(data):
-            await lane.write(data)
+            async with asyncio.timeout(SETTLE_TIMEOUT):
+                await lane.write(data)
 
     async def nack(self, requeue: bool) -> None:
         """``basic.nack`` this message: back to its queue, or to the queue's dead-letter exchange."""
@@ -72,7 +78,8 @@ class Incoming:
         if self.lane is None:
             await channel.basic_nack(self.delivery_tag, requeue=requeue, wait=False)
             return
-        await self.lane.write(wire.nack_frame(channel.number, self.delivery_tag, requeue))
+        async with asyncio.timeout(SETTLE_TIMEOUT):
+            await self.lane.write(wire.nack_frame(channel.number, self.delivery_tag, requeue))
 
     def _open_channel(self) -> aiormq.abc.AbstractChannel:
         if self.channel.is_closed:
