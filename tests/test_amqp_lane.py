@@ -166,8 +166,11 @@ async def test_a_failing_sink_drops_the_connection() -> None:
         def take(self, kind: int, payload: bytes) -> bool:
             raise RuntimeError('bug')
     lane.attach(1, Broken())
-    lane.receive(method(Basic.Ack(delivery_tag=1)), lambda data: None)
+    passed: list[bytes] = []
+    lane.receive(method(Basic.Ack(delivery_tag=1)) + method(Basic.Qos(prefetch_count=1), 2), passed.append)
     assert transport.aborted
+    lane.receive(method(Basic.Qos(prefetch_count=1), 2), passed.append)
+    assert passed == []  # the connection is going: nothing more reaches anyone
 
 
 async def test_writes_never_overtake_aiormq_queued_frames() -> None:

@@ -90,6 +90,8 @@ class Lane:
         self.max_content_size = 131_072 - 8
         self._buffer = bytearray()
         self._raw = False
+        # After a sink failed: the connection is being aborted, nothing more is read.
+        self._dropped = False
         self._passed = 0.0
         self._transport: asyncio.Transport | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -153,8 +155,9 @@ class Lane:
 
     def receive(self, data: bytes, passthrough: Any) -> None:
         """Split *data* into frames; sinks take theirs, ``passthrough(bytes)`` gets the rest in order."""
-        if self._raw:
-            passthrough(data)
+        if self._raw or self._dropped:
+            if not self._dropped:
+                passthrough(data)
             return
         buffer = self._buffer
         buffer += data
@@ -179,6 +182,8 @@ class Lane:
             else:
                 taken = True
             pos = end
+            if self._dropped:
+                return
         del buffer[:pos]
         self._pass(passed, taken, passthrough)
 
@@ -188,6 +193,8 @@ class Lane:
         except Exception:
             # A sink that fails may have lost track of a message: reconnecting is the safe way on.
             self.log.exception('AMQP fast lane: a frame handler failed; dropping the connection')
+            self._dropped = True
+            self._buffer.clear()
             if self._transport is not None:
                 self._transport.abort()
             return True
