@@ -142,13 +142,9 @@ class AMQPBroker(AbstractQueueBroker):
         timeout = timeout or self.publish_timeout
         key = target if key is None else key
         deadline = time.monotonic() + timeout
-        confirms = self._confirms
-        if confirms is None or not confirms.is_open or target not in self._declared:
-            confirms = await self._ready(target, timeout)
         try:
-            async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
-                outcome = await confirms.publish(exchange, key, body, self._properties(headers, expiration))
-                refused = await outcome
+            refused = await self._publish_once(target, body, exchange=exchange, key=key, deadline=deadline,
+                                               headers=headers, expiration=expiration)
         except TimeoutError:
             raise BackendError(f'{self!r}: no confirm for {target} within {timeout}s') from None
         except CONNECTION_ERRORS as exc:
@@ -158,17 +154,25 @@ class AMQPBroker(AbstractQueueBroker):
             return
         self._check(refused, target)
 
+    async def _publish_once(self, target: str, body: bytes, *, exchange: str, key: str, deadline: float,
+                            headers: dict[str, Any] | None, expiration: str | None) -> str | None:
+        """One confirmed publish on the current channel (declaring *target* first if needed); its outcome."""
+        confirms = self._confirms
+        if confirms is None or not confirms.is_open or target not in self._declared:
+            confirms = await self._ready(target, max(0.001, deadline - time.monotonic()))
+        async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
+            outcome = await confirms.publish(exchange, key, body, self._properties(headers, expiration))
+            return await outcome
+
     async def _publish_again(self, target: str, body: bytes, first: BaseException, *, exchange: str, key: str,
                              deadline: float, headers: dict[str, Any] | None, expiration: str | None) -> None:
         """The channel or connection died under a publish: wait for a new one, until *deadline*."""
         self.log.debug('%r: publish to %s interrupted (%s), retrying', self, target, type(first).__name__)
         last: BaseException = first
-        while (left := deadline - time.monotonic()) > 0:
+        while deadline > time.monotonic():
             try:
-                confirms = await self._ready(target, left)
-                async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
-                    outcome = await confirms.publish(exchange, key, body, self._properties(headers, expiration))
-                    refused = await outcome
+                refused = await self._publish_once(target, body, exchange=exchange, key=key, deadline=deadline,
+                                                   headers=headers, expiration=expiration)
             except (*CONNECTION_ERRORS, TimeoutError) as exc:
                 self._fatal(exc, target)
                 last = exc

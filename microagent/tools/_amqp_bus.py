@@ -63,9 +63,7 @@ class _Hub:
         number = channel.number
         data = publish_frames(number, lane.publish_method(number, exchange, key, mandatory=False), body,
                               _TRANSIENT, lane.max_content_size)
-        if not lane.write_now(data):
-            async with asyncio.timeout(timeout):
-                await lane.write(data)
+        await lane.send(data, timeout)
 
     async def _publish_channel(self, exchange: str, timeout: float) -> tuple[aiormq.abc.AbstractChannel, Lane]:
         async with self._lock:

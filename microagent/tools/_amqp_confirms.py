@@ -56,37 +56,34 @@ class Confirms:
     async def publish(self, exchange: str, key: str, body: bytes,
                       properties: Basic.Properties) -> asyncio.Future[str | None]:
         """Write one publish; the future of its outcome (see the module docstring)."""
-        if self.channel.is_closed:
-            raise aiormq.ChannelInvalidStateError(f'AMQP channel {self.number} is closed')
-        data = publish_frames(self.number, self.lane.publish_method(self.number, exchange, key), body,
-                              properties, self.lane.max_content_size)
+        data = self._frames(exchange, key, [(body, properties)])
         if not self._lock.locked() and self.lane.write_now(data):
             return self._register(str(properties.message_id))
-        async with self._lock:
-            # Nobody else numbers a publish while this one waits to be queued.
-            future = self._register(str(properties.message_id))
-            try:
-                await self.lane.write(data)
-            except BaseException:
-                self._unregister(self._tag)
-                self._tag -= 1
-                raise
-            return future
+        return (await self._write_numbered(data, [str(properties.message_id)]))[0]
 
     async def publish_many(self, exchange: str, key: str, items: list[tuple[bytes, Basic.Properties]]
                            ) -> list[asyncio.Future[str | None]]:
         """Write many publishes in one go (a pipelined confirm window); their futures in order."""
+        data = self._frames(exchange, key, items)
+        return await self._write_numbered(data, [str(props.message_id) for _, props in items])
+
+    def _frames(self, exchange: str, key: str, items: list[tuple[bytes, Basic.Properties]]) -> bytes:
         if self.channel.is_closed:
             raise aiormq.ChannelInvalidStateError(f'AMQP channel {self.number} is closed')
         method = self.lane.publish_method(self.number, exchange, key)
         size = self.lane.max_content_size
-        data = b''.join(publish_frames(self.number, method, body, props, size) for body, props in items)
+        return b''.join(publish_frames(self.number, method, body, props, size) for body, props in items)
+
+    async def _write_numbered(self, data: bytes, message_ids: list[str]) -> list[asyncio.Future[str | None]]:
+        """Number the publishes in *data* and write it, maybe after aiormq's queued frames."""
         async with self._lock:
+            # Nobody else numbers a publish while these wait to be queued.
             first = self._tag
-            futures = [self._register(str(props.message_id)) for _, props in items]
+            futures = [self._register(message_id) for message_id in message_ids]
             try:
                 await self.lane.write(data)
             except BaseException:
+                # Never written: the broker never numbered them, so the next publish reuses the numbers.
                 for tag in range(first + 1, self._tag + 1):
                     self._unregister(tag)
                 self._tag = first
@@ -154,6 +151,7 @@ class Confirms:
             error = aiormq.ChannelInvalidStateError(f'AMQP channel {self.number} closed')
         pending, self._pending = self._pending, {}
         self._ids.clear()
+        self._returned.clear()
         for future, _ in pending.values():
             if not future.done():
                 future.set_exception(error)

@@ -17,7 +17,6 @@ Settling writes ``basic.ack``/``basic.nack`` straight to the socket (see
 """
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -67,10 +66,7 @@ class Incoming:
         if lane is None:
             await channel.basic_ack(self.delivery_tag, wait=False)
             return
-        data = wire.ack_frame(channel.number, self.delivery_tag)
-        if not lane.write_now(data):
-            async with asyncio.timeout(SETTLE_TIMEOUT):
-                await lane.write(data)
+        await lane.send(wire.ack_frame(channel.number, self.delivery_tag), SETTLE_TIMEOUT)
 
     async def nack(self, requeue: bool) -> None:
         """``basic.nack`` this message: back to its queue, or to the queue's dead-letter exchange."""
@@ -78,8 +74,7 @@ class Incoming:
         if self.lane is None:
             await channel.basic_nack(self.delivery_tag, requeue=requeue, wait=False)
             return
-        async with asyncio.timeout(SETTLE_TIMEOUT):
-            await self.lane.write(wire.nack_frame(channel.number, self.delivery_tag, requeue))
+        await self.lane.send(wire.nack_frame(channel.number, self.delivery_tag, requeue), SETTLE_TIMEOUT)
 
     def _open_channel(self) -> aiormq.abc.AbstractChannel:
         if self.channel.is_closed:

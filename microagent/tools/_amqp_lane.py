@@ -129,6 +129,12 @@ class Lane:
         transport.write(data)
         return True
 
+    async def send(self, data: bytes, timeout: float) -> None:
+        """Write *data* at once if it can go now, else wait for room, at most *timeout* seconds."""
+        if not self.write_now(data):
+            async with asyncio.timeout(timeout):
+                await self.write(data)
+
     async def write(self, data: bytes) -> None:
         """Write *data* after whatever aiormq queued; waits while the socket is backed up."""
         transport, writer, queue = self._transport, self._writer, self._queue
