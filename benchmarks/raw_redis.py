@@ -119,7 +119,7 @@ async def signals(ctx: Ctx) -> dict[str, Any]:
             await seen.quiet(ctx.timeout, idle=2.0)
         finally:
             await tasks.cancel()
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis-py 8.2
     return {'count': seen.count, 'loss': ctx.n - seen.count, 'duplicates': seen.duplicates,
             'send_rate': rate(ctx.n, sent - started), 'rate': rate(seen.count, max(seen.last, sent) - started)}
 
@@ -170,7 +170,7 @@ async def rpc(ctx: Ctx) -> dict[str, Any]:
         finally:
             await tasks.cancel()
             for sub in subs:
-                await sub.aclose()  # type: ignore[no-untyped-call]
+                await sub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis-py 8.2
 
 
 async def round_trips(ctx: Ctx, call: Any) -> dict[str, Any]:

@@ -1,29 +1,53 @@
-"""Pick a backend class from a DSN scheme.
+"""Pick a backend class from a DSN scheme: one table for buses, brokers and singleton leases.
 
->>> bus_class('redis://localhost/7').__name__        # doctest: +SKIP
-'RedisSignalBus'
->>> broker = make_broker('memory://')                # doctest: +SKIP
+>>> bus_class('memory://').__name__
+'MemorySignalBus'
+>>> make_broker('memory://')
+<MemoryBroker memory://>
+>>> lease_class('memory://').__name__
+'MemoryLease'
 """
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ._dsn import scheme_of
-from .broker import AbstractQueueBroker
-from .bus import AbstractSignalBus
 from .exceptions import BackendNotInstalled, ConfigurationError
 
-__all__ = ['broker_class', 'bus_class', 'import_backend', 'make_broker', 'make_bus']
+if TYPE_CHECKING:
+    from .broker import AbstractQueueBroker
+    from .bus import AbstractSignalBus
+    from .lease import Lease
 
-# scheme -> (module, bus class or None, broker class, pip extra)
-SCHEMES: dict[str, tuple[str, str | None, str, str]] = {
-    'memory': ('microagent.tools.memory', 'MemorySignalBus', 'MemoryBroker', ''),
-    'redis': ('microagent.tools.redis', 'RedisSignalBus', 'RedisBroker', 'redis'),
-    'rediss': ('microagent.tools.redis', 'RedisSignalBus', 'RedisBroker', 'redis'),
-    'amqp': ('microagent.tools.amqp', 'AMQPSignalBus', 'AMQPBroker', 'amqp'),
-    'amqps': ('microagent.tools.amqp', 'AMQPSignalBus', 'AMQPBroker', 'amqp'),
-    'kafka': ('microagent.tools.kafka', None, 'KafkaBroker', 'kafka'),
+__all__ = ['SCHEMES', 'Backend', 'broker_class', 'bus_class', 'import_backend', 'lease_class', 'make_broker',
+           'make_bus']
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a DSN scheme's classes live: ``module`` holds the bus (None: none), broker and lease classes."""
+
+    module: str
+    bus: str | None
+    broker: str
+    lease: str
+    extra: str = ''
+
+
+_MEMORY = Backend('microagent.tools.memory', 'MemorySignalBus', 'MemoryBroker', 'MemoryLease')
+_REDIS = Backend('microagent.tools.redis', 'RedisSignalBus', 'RedisBroker', 'RedisLease', 'redis')
+_AMQP = Backend('microagent.tools.amqp', 'AMQPSignalBus', 'AMQPBroker', 'AMQPLease', 'amqp')
+_KAFKA = Backend('microagent.tools.kafka', None, 'KafkaBroker', 'KafkaLease', 'kafka')
+
+SCHEMES: dict[str, Backend] = {
+    'memory': _MEMORY,
+    'redis': _REDIS,
+    'rediss': _REDIS,
+    'amqp': _AMQP,
+    'amqps': _AMQP,
+    'kafka': _KAFKA,
 }
 
 
@@ -35,8 +59,8 @@ def import_backend(path: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        extra = next((e for m, _, _, e in SCHEMES.values() if m == module_name and e), None)
-        if extra and exc.name != module_name:
+        extra = next((b.extra for b in SCHEMES.values() if module_name.startswith(b.module) and b.extra), None)
+        if extra and exc.name is not None and not module_name.startswith(exc.name):
             raise BackendNotInstalled(f'{path} needs {exc.name!r}: pip install "microagent[{extra}]"') from exc
         raise ConfigurationError(f'backend {path!r}: cannot import {module_name!r} ({exc})') from exc
     try:
@@ -45,7 +69,7 @@ def import_backend(path: str) -> Any:
         raise ConfigurationError(f'backend {path!r}: {module_name!r} has no {attr!r}') from None
 
 
-def _entry(dsn: str) -> tuple[str, str | None, str, str]:
+def _entry(dsn: str) -> Backend:
     scheme = scheme_of(dsn)
     if scheme not in SCHEMES:
         raise ConfigurationError(f'unknown DSN scheme {scheme!r}, expected one of {sorted(SCHEMES)}')
@@ -54,17 +78,28 @@ def _entry(dsn: str) -> tuple[str, str | None, str, str]:
 
 def bus_class(dsn: str) -> type[AbstractSignalBus]:
     """The signal bus class serving *dsn*."""
-    module, bus, _, _ = _entry(dsn)
-    if bus is None:
-        raise ConfigurationError(f'no signal bus for {scheme_of(dsn)}:// (use redis, amqp or memory)')
-    cls: type[AbstractSignalBus] = import_backend(f'{module}.{bus}')
+    entry = _entry(dsn)
+    if entry.bus is None:
+        buses = sorted({s for s, b in SCHEMES.items() if b.bus})
+        raise ConfigurationError(f'no signal bus for {scheme_of(dsn)}:// (use one of {buses})')
+    cls: type[AbstractSignalBus] = import_backend(f'{entry.module}.{entry.bus}')
     return cls
 
 
 def broker_class(dsn: str) -> type[AbstractQueueBroker]:
     """The queue broker class serving *dsn*."""
-    module, _, broker, _ = _entry(dsn)
-    cls: type[AbstractQueueBroker] = import_backend(f'{module}.{broker}')
+    entry = _entry(dsn)
+    cls: type[AbstractQueueBroker] = import_backend(f'{entry.module}.{entry.broker}')
+    return cls
+
+
+def lease_class(dsn: str) -> type[Lease]:
+    """The singleton lease class serving *dsn* (see :mod:`microagent.lease`)."""
+    scheme = scheme_of(dsn)
+    if scheme not in SCHEMES:
+        raise ConfigurationError(f'singleton schedules: no lease for {scheme}:// backends')
+    entry = SCHEMES[scheme]
+    cls: type[Lease] = import_backend(f'{entry.module}.{entry.lease}')
     return cls
 
 

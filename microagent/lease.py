@@ -12,14 +12,15 @@ holder dies the next one takes over within ``ttl`` plus one renewal interval.
 Backends (chosen by the DSN scheme of the agent's broker or bus, see
 :func:`lease_for`):
 
-* ``memory://``: :class:`MemoryLease`, an in-process lock shared per DSN and
-  event loop (like the memory hubs): exact, one process only.
+* ``memory://``: ``MemoryLease``, an in-process lock shared per DSN and
+  event loop (like the memory hubs): exact, one process only
+  (``microagent.tools.memory._lease``).
 * ``redis://``: ``SET NX PX`` with a fencing token, renewed by a compare-and-
   expire script; each tick is also claimed on the server, so a tick runs at
-  most once even if clocks misbehave (``microagent.tools._redis_lease``).
-* ``amqp://``: a single-active-consumer queue (``microagent.tools._amqp_lease``).
+  most once even if clocks misbehave (``microagent.tools.redis._lease``).
+* ``amqp://``: a single-active-consumer queue (``microagent.tools.amqp._lease``).
 * ``kafka://``: group membership of a one-partition topic
-  (``microagent.tools._kafka_lease``).
+  (``microagent.tools.kafka._lease``).
 
 >>> lease = lease_for('redis://localhost/7', 'Agent.report', ttl=5)   # doctest: +SKIP
 >>> await lease.start()                                               # doctest: +SKIP
@@ -33,15 +34,15 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any
 
-from ._dsn import mask_dsn, mask_text, password_of, scheme_of
+from ._dsn import mask_dsn, mask_text, password_of
 from ._tasks import TaskSet
+from .backends import lease_class
 from .exceptions import ConfigurationError
 
-__all__ = ['Lease', 'MemoryLease', 'lease_for']
+__all__ = ['Lease', 'lease_for']
 
 log = logging.getLogger('microagent.lease')
 
@@ -169,64 +170,13 @@ class Lease(abc.ABC):
         """Close the lease's own connections."""
 
 
-class _Lock:
-    __slots__ = ('expires', 'owner', 'token')
-
-    def __init__(self) -> None:
-        self.owner: object | None = None
-        self.expires = 0.0
-        self.token = 0
-
-
-_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], _Lock]] = \
-    weakref.WeakKeyDictionary()
-
-
-class MemoryLease(Lease):
-    """An in-process lock shared by the leases with the same DSN and name in one event loop.
-
-    Guarantee: exact within the process (no clocks, no network); nothing is
-    shared across processes, like the memory bus and broker.
-
-    >>> lease = MemoryLease('memory://', 'Agent.job', ttl=1)   # doctest: +SKIP
-    """
-
-    def _lock(self) -> _Lock:
-        locks = _LOCKS.setdefault(asyncio.get_running_loop(), {})
-        return locks.setdefault((self.dsn, self.name), _Lock())
-
-    async def _attempt(self) -> bool:
-        lock, now = self._lock(), time.monotonic()
-        if lock.owner is not self and lock.owner is not None and lock.expires > now:
-            return False
-        if lock.owner is not self:
-            lock.token += 1
-            self.token = lock.token
-        lock.owner, lock.expires = self, now + self.ttl
-        return True
-
-    async def _release(self, was_held: bool) -> None:
-        lock = self._lock()
-        if lock.owner is self:
-            lock.owner, lock.expires = None, 0.0
-
-
 def lease_for(dsn: str, name: str, ttl: float, **options: Any) -> Lease:
     """The lease for *name* on the backend serving *dsn* (its own connections, made lazily).
 
-    >>> lease_for('memory://', 'Agent.job', ttl=2)             # doctest: +SKIP
+    The backend is found through the same scheme table as buses and brokers
+    (:data:`microagent.backends.SCHEMES`).
+
+    >>> lease_for('memory://', 'Agent.job', ttl=2)
     <MemoryLease Agent.job memory://>
     """
-    scheme = scheme_of(dsn)
-    if scheme == 'memory':
-        return MemoryLease(dsn, name, ttl, **options)
-    if scheme in ('redis', 'rediss'):
-        from .tools._redis_lease import RedisLease
-        return RedisLease(dsn, name, ttl, **options)
-    if scheme in ('amqp', 'amqps'):
-        from .tools._amqp_lease import AMQPLease
-        return AMQPLease(dsn, name, ttl, **options)
-    if scheme == 'kafka':
-        from .tools._kafka_lease import KafkaLease
-        return KafkaLease(dsn, name, ttl, **options)
-    raise ConfigurationError(f'singleton schedules: no lease for {scheme}:// backends')
+    return lease_class(dsn)(dsn, name, ttl, **options)

@@ -10,8 +10,8 @@ import aiormq
 import pytest
 
 from microagent import BackendError, Catalog, ConfigurationError, DeliveryError, MicroAgent, Queue, consumer
-from microagent.tools._amqp_topology import RETRY_QUEUE_EXPIRES, retry_queue
 from microagent.tools.amqp import AMQPBroker, AMQPMessage, AMQPSignalBus
+from microagent.tools.amqp._topology import RETRY_QUEUE_EXPIRES, retry_queue
 
 from .amqp_support import DSN, require_rabbit
 from .helpers import Collector, eventually

@@ -18,11 +18,11 @@ from pamqp.commands import Queue as QueueMethods
 from pamqp.header import ContentHeader
 
 from microagent import Catalog, MicroAgent, Queue, consumer
-from microagent.tools import _amqp_wire as wire
-from microagent.tools._amqp_confirms import Confirms
-from microagent.tools._amqp_deliveries import Deliveries, Incoming
-from microagent.tools._amqp_lane import Lane
 from microagent.tools.amqp import AMQPBroker, AMQPSignalBus
+from microagent.tools.amqp import _wire as wire
+from microagent.tools.amqp._confirms import Confirms
+from microagent.tools.amqp._deliveries import Deliveries, Incoming
+from microagent.tools.amqp._lane import Lane
 
 from .amqp_support import DSN, require_rabbit
 from .helpers import Collector

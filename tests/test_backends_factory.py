@@ -32,7 +32,7 @@ def test_missing_client_library_names_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, 'redis', None)
     monkeypatch.setitem(sys.modules, 'redis.asyncio', None)
     monkeypatch.delitem(sys.modules, 'microagent.tools.redis', raising=False)
-    for name in [m for m in sys.modules if m.startswith('microagent.tools._redis')]:
+    for name in [m for m in sys.modules if m.startswith('microagent.tools.redis')]:
         monkeypatch.delitem(sys.modules, name)
     with pytest.raises(BackendNotInstalled, match=r'pip install "microagent\[redis\]"'):
         make_broker('redis://localhost/7')

@@ -10,8 +10,8 @@ import pytest
 pytest.importorskip('aiokafka')
 
 from microagent import Catalog, ConfigurationError, DeliveryError, MicroAgent, Queue, consumer
-from microagent.tools._kafka_client import parse_dsn
-from microagent.tools._kafka_offsets import PartitionOffsets
+from microagent.tools.kafka._client import parse_dsn
+from microagent.tools.kafka._offsets import PartitionOffsets
 
 from .backends.kafka import BACKEND, make_broker
 from .helpers import Collector, eventually
@@ -76,7 +76,7 @@ def test_offsets_commit_only_a_settled_prefix():
 
 
 def test_garbled_headers_fall_back_to_defaults():
-    from microagent.tools._kafka_consumer import header, int_header
+    from microagent.tools.kafka._consumer import header, int_header
     headers = [('attempt', b'x7'), ('not_before', None), ('topic', b'push.ios')]
     assert int_header(headers, 'attempt', 2) == 2
     assert int_header(headers, 'not_before', 0) == 0

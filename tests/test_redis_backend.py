@@ -255,7 +255,7 @@ def test_bus_usable_in_a_second_event_loop_without_close(uid):
 
 async def test_settling_scripts_run_twice_change_nothing(admin, prefix):
     """After a reply lost to a connection reset the settle runs again: no second retry copy or dead letter."""
-    from microagent.tools._redis_scripts import DEAD_LETTER, RETRY
+    from microagent.tools.redis._scripts import DEAD_LETTER, RETRY
     stream, delayed, dlq = f'{prefix}:s', f'{prefix}:s.delayed', f'{prefix}:s.dlq'
     await admin.xgroup_create(stream, 'g', id='0', mkstream=True)
     first = await admin.xadd(stream, {'b': 'one'})

@@ -240,7 +240,7 @@ def test_singleton_needs_a_backend_with_a_dsn() -> None:
 
 
 async def test_singleton_tasks_share_the_epoch_grid_and_only_the_holder_runs(loops: TaskSet, uid: str) -> None:
-    from microagent.lease import MemoryLease
+    from microagent.tools.memory import MemoryLease
 
     clock, runs_a, runs_b = FakeClock(START + 3.3), [], []
     tasks = [make(clock, recorder(clock, runs), period=10, singleton=True,

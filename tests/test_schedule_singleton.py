@@ -9,8 +9,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from microagent import MicroAgent, periodic
-from microagent.lease import MemoryLease, lease_for
-from microagent.tools.memory import MemoryBroker
+from microagent.lease import lease_for
+from microagent.tools.memory import MemoryBroker, MemoryLease
 
 from .helpers import eventually
 from .schedule_replicas import Replicas

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import aiormq.abc
 
-    from ..catalog import Catalog
+    from ...catalog import Catalog
 
 __all__ = ['RETRY_QUEUE_EXPIRES', 'Topology', 'retry_queue']
 

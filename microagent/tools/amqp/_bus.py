@@ -11,7 +11,7 @@ connections (publishing on its own, so RabbitMQ's flow control of a busy
 publisher never stalls deliveries), one publish channel and one consuming channel, whose supervisor
 re-subscribes every bus (a new queue, every channel rebound) after a loss. A
 new bus thus costs a queue, not a connection and its tasks. Publishes are
-written and signals received through the connections' lanes (``_amqp_lane``):
+written and signals received through the connections' lanes (``amqp._lane``):
 a received signal reaches the bus in the protocol callback.
 """
 from __future__ import annotations
@@ -26,12 +26,12 @@ import aiormq
 import aiormq.abc
 from pamqp.commands import Basic
 
-from .._tasks import TaskSet
-from ..bus import AbstractSignalBus
-from ..exceptions import BackendError
-from ._amqp_connection import CONNECTION_ERRORS, RobustConnection, close_channel, wait_closed
-from ._amqp_deliveries import Deliveries, Incoming
-from ._amqp_lane import Lane, publish_frames
+from ..._tasks import TaskSet
+from ...bus import AbstractSignalBus
+from ...exceptions import BackendError
+from ._connection import CONNECTION_ERRORS, RobustConnection, close_channel, wait_closed
+from ._deliveries import Deliveries, Incoming
+from ._lane import Lane, publish_frames
 
 __all__ = ['AMQPSignalBus']
 

@@ -26,7 +26,7 @@ from typing import Any
 import aiormq
 from pamqp.commands import Basic
 
-from ..lease import Lease
+from ...lease import Lease
 
 __all__ = ['AMQPLease']
 

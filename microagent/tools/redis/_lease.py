@@ -19,7 +19,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from ..lease import Lease
+from ...lease import Lease
 
 __all__ = ['RedisLease']
 

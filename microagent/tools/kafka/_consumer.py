@@ -37,11 +37,11 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from .._tasks import TaskSet
-from ..delivery import ConsumerRunner, Delivery
-from ._kafka_client import KafkaClients, stop_consumer
-from ._kafka_offsets import PartitionOffsets
-from ._kafka_stall import StallWatch
+from ..._tasks import TaskSet
+from ...delivery import ConsumerRunner, Delivery
+from ._client import KafkaClients, stop_consumer
+from ._offsets import PartitionOffsets
+from ._stall import StallWatch
 
 if TYPE_CHECKING:
     from aiokafka.structs import ConsumerRecord

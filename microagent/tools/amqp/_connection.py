@@ -11,7 +11,7 @@ consumer) notices its channel closed and opens a new one on the next
 connection, re-declaring what it needs. This keeps the recovery logic next to
 the state it restores.
 
-Every connection runs over a :class:`~._amqp_lane.Lane`, the hot path for
+Every connection runs over a :class:`~._lane.Lane`, the hot path for
 publishes, confirms, deliveries and acks; :meth:`RobustConnection.channel`
 opens a channel and returns it with its connection's lane.
 
@@ -29,10 +29,10 @@ import weakref
 import aiormq
 import aiormq.abc
 
-from .._dsn import mask_dsn, mask_text, password_of, scheme_of
-from .._tasks import TaskSet
-from ..exceptions import BackendError, ConfigurationError
-from ._amqp_lane import Lane, LaneTransport
+from ..._dsn import mask_dsn, mask_text, password_of, scheme_of
+from ..._tasks import TaskSet
+from ...exceptions import BackendError, ConfigurationError
+from ._lane import Lane, LaneTransport
 
 __all__ = ['CONNECTION_ERRORS', 'RobustConnection', 'close_channel', 'wait_closed']
 

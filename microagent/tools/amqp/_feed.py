@@ -27,15 +27,15 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
-from ._amqp_connection import CONNECTION_ERRORS
-from ._amqp_deliveries import Incoming
-from ._amqp_delivery import AMQPDelivery, ManualAckRunner
+from ._connection import CONNECTION_ERRORS
+from ._deliveries import Incoming
+from ._delivery import AMQPDelivery, ManualAckRunner
 
 if TYPE_CHECKING:
     import aiormq.abc
 
-    from ..delivery import ConsumerRunner
-    from ._amqp_broker import AMQPBroker
+    from ...delivery import ConsumerRunner
+    from ._broker import AMQPBroker
 
 __all__ = ['LOST_ATTEMPT', 'Feed']
 

@@ -19,8 +19,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError, RedisError, ResponseError, TimeoutError  # noqa: A004
 
-from .._dsn import mask_dsn, mask_text, password_of
-from ..exceptions import BackendError, ConfigurationError
+from ..._dsn import mask_dsn, mask_text, password_of
+from ...exceptions import BackendError, ConfigurationError
 
 __all__ = ['Lane', 'RedisConnector', 'close_connection', 'command', 'pack', 'pack_args']
 

@@ -5,7 +5,7 @@ retry publishes a new copy (``attempt + 1`` in the ``x-attempt`` header) to a
 retry queue with confirm, then acks this one: a crash in between gives a
 duplicate, never a loss. ``release()`` (shutdown) republishes the message
 unchanged and acks it: requeued, it would come back flagged ``redelivered``,
-which counts as an attempt that died (see ``_amqp_feed``).
+which counts as an attempt that died (see ``amqp._feed``).
 
 With ``@consumer(queue, autoack=False)`` the handler acks itself, as in the
 reference implementation: it gets the message as the ``amqp`` keyword::
@@ -21,12 +21,12 @@ import contextlib
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from ..delivery import ConsumerRunner, Delivery
+from ...delivery import ConsumerRunner, Delivery
 
 if TYPE_CHECKING:
-    from ..broker import Consumer
-    from ._amqp_broker import AMQPBroker
-    from ._amqp_deliveries import Incoming
+    from ...broker import Consumer
+    from ._broker import AMQPBroker
+    from ._deliveries import Incoming
 
 __all__ = ['ATTEMPT_HEADER', 'ERROR_HEADER', 'AMQPMessage', 'ManualAckRunner', 'attempt_of']
 

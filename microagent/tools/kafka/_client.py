@@ -17,8 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
-from .._dsn import mask_text
-from ..exceptions import BackendError, ConfigurationError, DeliveryError
+from ..._dsn import mask_text
+from ...exceptions import BackendError, ConfigurationError, DeliveryError
 
 __all__ = ['KafkaClients', 'KafkaSettings', 'parse_dsn']
 

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 import aiormq
 from pamqp.commands import Basic
 
-from . import _amqp_wire as wire
-from ._amqp_lane import publish_frames
+from . import _wire as wire
+from ._lane import publish_frames
 
 if TYPE_CHECKING:
-    from ._amqp_lane import Lane
+    from ._lane import Lane
 
 __all__ = ['Confirms']
 

@@ -18,9 +18,10 @@ reconnect forever with capped backoff, re-declare and re-consume.
 """
 from __future__ import annotations
 
-from ._amqp_broker import AMQPBroker
-from ._amqp_bus import AMQPSignalBus
-from ._amqp_connection import RobustConnection
-from ._amqp_delivery import AMQPMessage
+from ._broker import AMQPBroker
+from ._bus import AMQPSignalBus
+from ._connection import RobustConnection
+from ._delivery import AMQPMessage
+from ._lease import AMQPLease
 
-__all__ = ['AMQPBroker', 'AMQPMessage', 'AMQPSignalBus', 'RobustConnection']
+__all__ = ['AMQPBroker', 'AMQPLease', 'AMQPMessage', 'AMQPSignalBus', 'RobustConnection']

@@ -1,33 +1,4 @@
-"""Kafka queue broker on aiokafka: consumer groups, commits after processing, acks=all.
-
-    broker = KafkaBroker('kafka://127.0.0.1:9092,127.0.0.2:9092', partitions=3)
-    await broker.mailer.send({'to': 'a@b.c'})       # returns once the broker acknowledged it
-
-Topology (topics are created the first time they are used):
-
-* queue ``q`` -> topic ``q``; its consumers form the group ``q`` (or
-  ``@consumer(q, group='name')``), so replicas share the partitions and each
-  message is handled once per group. A new group starts at the earliest
-  offset: nothing sent before the first consumer is lost.
-* delayed retries -> ``q.retry`` (read by the same group, not-before header);
-  dead letters -> ``q.dlq`` (``attempts`` and ``error`` headers).
-* exchange ``ex`` -> topic ``ex``; every bound queue reads it with its own
-  group (fan-out) and keeps the records whose ``topic`` header matches its
-  patterns (topic routing). Direct sends to a bound queue still go to ``q``.
-
-``partitions`` defaults to 1: one partition keeps the FIFO order every other
-backend gives a queue; use ``partitions=N`` to spread a queue over N replicas
-(order then holds per partition). Offsets are committed per partition, in
-order, only up to the lowest message still in flight.
-
-The producer is idempotent when the broker supports it (``idempotent=None``,
-the default, falls back to plain ``acks='all'`` with a warning when the
-broker refuses InitProducerId, as tansu does; ``True`` makes that an error).
-SASL/SSL: ``kafka://user:password@host:9092`` (SASL PLAIN) or the explicit
-``security_protocol``, ``sasl_mechanism``, ``sasl_plain_username``,
-``sasl_plain_password``, ``ssl_context`` and any other aiokafka client option
-in ``client_options``.
-"""
+"""The Kafka queue broker: topics per queue, consumer groups, commits after processing."""
 from __future__ import annotations
 
 import asyncio
@@ -38,11 +9,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
-from ..broker import AbstractQueueBroker
-from ..delivery import DeadLetter
-from ..exceptions import BackendError, ConfigurationError
-from ._kafka_client import KafkaClients, KafkaSettings, parse_dsn, security_options, stop_consumer, true_ends
-from ._kafka_consumer import QueueReader, dlq_topic, header, int_header, reading
+from ...broker import AbstractQueueBroker
+from ...delivery import DeadLetter
+from ...exceptions import BackendError, ConfigurationError
+from ._client import KafkaClients, KafkaSettings, parse_dsn, security_options, stop_consumer, true_ends
+from ._consumer import QueueReader, dlq_topic, header, int_header, reading
 
 __all__ = ['KafkaBroker']
 

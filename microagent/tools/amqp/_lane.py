@@ -60,7 +60,7 @@ _MAX_FRAME = 1 << 28  # far above any frame_max a broker grants: a bigger length
 
 
 class Sink(Protocol):
-    """What takes frames of one channel off the lane (see ``_amqp_wire`` for reading them)."""
+    """What takes frames of one channel off the lane (see ``amqp._wire`` for reading them)."""
 
     def take(self, kind: int, payload: bytes) -> bool:
         """Handle a frame (*kind* 1 method, 2 content header, 3 body) or return False to leave it to aiormq.

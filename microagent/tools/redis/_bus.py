@@ -16,9 +16,9 @@ from typing import Any
 from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError
 
-from ..bus import AbstractSignalBus
-from ..exceptions import BackendError, ConfigurationError
-from ._redis_conn import Lane, RedisConnector, close_connection
+from ...bus import AbstractSignalBus
+from ...exceptions import BackendError, ConfigurationError
+from ._connection import Lane, RedisConnector, close_connection
 
 __all__ = ['RedisSignalBus']
 

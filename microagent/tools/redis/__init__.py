@@ -7,12 +7,13 @@ certificates verified). Nothing connects until first use::
     broker = RedisBroker('redis://localhost/7')
     await broker.user_created.send({'user_id': 1})
 
-See :mod:`microagent.tools._redis_bus` and :mod:`microagent.tools._redis_broker`
+See :mod:`microagent.tools.redis._bus` and :mod:`microagent.tools.redis._broker`
 for how signals, queues, retries, dead letters and reclaiming work.
 """
 from __future__ import annotations
 
-from ._redis_broker import RedisBroker
-from ._redis_bus import RedisSignalBus
+from ._broker import RedisBroker
+from ._bus import RedisSignalBus
+from ._lease import RedisLease
 
-__all__ = ['RedisBroker', 'RedisSignalBus']
+__all__ = ['RedisBroker', 'RedisLease', 'RedisSignalBus']

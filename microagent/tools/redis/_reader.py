@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio.connection import Connection
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from ..delivery import ConsumerRunner, Delivery
-from ..exceptions import BackendError
-from ._redis_conn import close_connection, command, pack
-from ._redis_scripts import ACK, DEAD_LETTER, FETCH, GIVE_BACK, PROMOTE, RELEASE, RETRY
+from ...delivery import ConsumerRunner, Delivery
+from ...exceptions import BackendError
+from ._connection import close_connection, command, pack
+from ._scripts import ACK, DEAD_LETTER, FETCH, GIVE_BACK, PROMOTE, RELEASE, RETRY
 
 if TYPE_CHECKING:
-    from ._redis_broker import RedisBroker
+    from ._broker import RedisBroker
 
 __all__ = ['QueueReader']
 

@@ -8,7 +8,7 @@ for other consumer tags reach aiormq as usual. Register the tag before
 ``basic.consume`` so that the first delivery already comes this way.
 
 Settling writes ``basic.ack``/``basic.nack`` straight to the socket (see
-``_amqp_lane``); a message whose channel has closed cannot be settled any more
+``amqp._lane``); a message whose channel has closed cannot be settled any more
 (the broker requeues it, flagged ``redelivered``).
 
 >>> deliveries = Deliveries(channel, lane)                   # doctest: +SKIP
@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 import aiormq
 from pamqp.commands import Basic
 
-from . import _amqp_wire as wire
+from . import _wire as wire
 
 if TYPE_CHECKING:
-    from ._amqp_lane import Lane
+    from ._lane import Lane
 
 __all__ = ['SETTLE_TIMEOUT', 'Deliveries', 'Incoming']
 

@@ -30,8 +30,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import OffsetAndMetadata
 
-from ..exceptions import ConfigurationError
-from ..lease import Lease
+from ...exceptions import ConfigurationError
+from ...lease import Lease
 
 __all__ = ['KafkaLease']
 

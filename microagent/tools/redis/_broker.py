@@ -19,13 +19,13 @@ from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
-from .._tasks import cancel_task
-from ..broker import AbstractQueueBroker
-from ..delivery import DeadLetter
-from ..exceptions import ConfigurationError
-from ._redis_conn import Lane, RedisConnector, pack_args
-from ._redis_reader import QueueReader
-from ._redis_scripts import ADD_MANY, CLAIM_DEAD, QUEUE_LENGTH
+from ..._tasks import cancel_task
+from ...broker import AbstractQueueBroker
+from ...delivery import DeadLetter
+from ...exceptions import ConfigurationError
+from ._connection import Lane, RedisConnector, pack_args
+from ._reader import QueueReader
+from ._scripts import ADD_MANY, CLAIM_DEAD, QUEUE_LENGTH
 
 __all__ = ['RedisBroker']
 

@@ -23,15 +23,15 @@ import aiormq
 import aiormq.abc
 from pamqp.commands import Basic
 
-from ..broker import AbstractQueueBroker
-from ..delivery import ConsumerRunner, DeadLetter
-from ..exceptions import BackendError, ConfigurationError, DeliveryError
-from ._amqp_confirms import Confirms
-from ._amqp_connection import CONNECTION_ERRORS, RobustConnection, close_channel, wait_closed
-from ._amqp_deliveries import Deliveries
-from ._amqp_delivery import ATTEMPT_HEADER, ERROR_HEADER, AMQPDelivery, ManualAckRunner
-from ._amqp_feed import Feed
-from ._amqp_topology import RETRY_QUEUE_EXPIRES, Topology, retry_queue
+from ...broker import AbstractQueueBroker
+from ...delivery import ConsumerRunner, DeadLetter
+from ...exceptions import BackendError, ConfigurationError, DeliveryError
+from ._confirms import Confirms
+from ._connection import CONNECTION_ERRORS, RobustConnection, close_channel, wait_closed
+from ._deliveries import Deliveries
+from ._delivery import ATTEMPT_HEADER, ERROR_HEADER, AMQPDelivery, ManualAckRunner
+from ._feed import Feed
+from ._topology import RETRY_QUEUE_EXPIRES, Topology, retry_queue
 
 __all__ = ['AMQPBroker']
 
@@ -51,7 +51,7 @@ class AMQPBroker(AbstractQueueBroker):
     ``max_retry_delay`` must stay under 3000 s (retry queues expire an hour
     after their last use). A message RabbitMQ redelivers (its consumer died
     or lost its connection before settling it) counts as a failed attempt, so
-    a message that kills every consumer ends in the DLQ (``_amqp_feed``).
+    a message that kills every consumer ends in the DLQ (``amqp._feed``).
 
     >>> broker = AMQPBroker('amqp://guest:guest@localhost:5672/')  # doctest: +SKIP
     >>> await broker.user_created.send({'user_id': 1})             # doctest: +SKIP

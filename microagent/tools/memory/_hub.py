@@ -1,0 +1,92 @@
+"""The in-process hub shared by memory buses and brokers with the same DSN in one event loop."""
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import weakref
+from typing import TYPE_CHECKING
+
+from ...delivery import DeadLetter
+from ...exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from ._bus import MemorySignalBus
+
+__all__ = ['Hub', 'MemoryQueue', 'Message', 'hub_for']
+
+_HUBS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Hub]] = weakref.WeakKeyDictionary()
+
+
+class Message:
+    __slots__ = ('attempt', 'body', 'id')
+
+    def __init__(self, id: str, body: str, attempt: int = 1) -> None:  # noqa: A002
+        self.id, self.body, self.attempt = id, body, attempt
+
+
+class MemoryQueue:
+    """Ready messages, delayed retries and dead letters of one queue."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.ready: collections.deque[Message] = collections.deque()
+        self.delayed: dict[str, asyncio.TimerHandle] = {}
+        self.dlq: list[DeadLetter] = []
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def put(self, message: Message, *, front: bool = False) -> None:
+        if front:
+            self.ready.appendleft(message)
+        else:
+            self.ready.append(message)
+        self.wake()
+
+    def put_later(self, delay: float, message: Message) -> None:
+        def due() -> None:
+            self.delayed.pop(message.id, None)
+            self.put(message)
+        self.delayed[message.id] = self.loop.call_later(delay, due)
+
+    def wake(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def wait_ready(self) -> None:
+        while not self.ready:
+            waiter = self.loop.create_future()
+            self.waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self.wake()  # pass the wake-up on: we were woken but leave
+                raise
+
+
+class Hub:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queues: dict[str, MemoryQueue] = {}
+        self.channels: dict[str, set[MemorySignalBus]] = {}
+        self.ids = itertools.count(1)
+
+    def queue(self, name: str) -> MemoryQueue:
+        queue = self.queues.get(name)
+        if queue is None:
+            queue = self.queues[name] = MemoryQueue(self.loop)
+        return queue
+
+
+def hub_for(dsn: str) -> Hub:
+    if not dsn.startswith('memory://'):
+        raise ConfigurationError(f'memory backend needs a memory:// DSN, got {dsn.split(":", 1)[0]}://')
+    loop = asyncio.get_running_loop()
+    hubs = _HUBS.setdefault(loop, {})
+    hub = hubs.get(dsn)
+    if hub is None:
+        hub = hubs[dsn] = Hub(loop)
+    return hub
