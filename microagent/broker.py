@@ -15,24 +15,57 @@ Delivery contract, the same for every backend (the shared contract suite in
 * **Ordering.** FIFO per queue (per partition for Kafka) for first
   deliveries; retries and concurrency (``max_inflight > 1``) may reorder.
 * **Idempotency.** Duplicates are possible after crashes: handlers should be
-  idempotent.
+  idempotent (the stable message id below tells duplicates apart).
 * **Exchanges.** ``broker.<exchange>.send(msg, topic=None)`` reaches every
   queue bound to the exchange whose topic patterns match (no patterns: all).
+* **Message id.** Every message gets an id when it is sent: 32 hex digits of
+  a random UUID, or the caller's ``message_id=`` (a str of at most 255
+  bytes). It is the same on every retry, in the dead-letter queue
+  (``DeadLetter.message_id``) and on every queue an exchange send reaches;
+  consumers see it as ``Delivery.message_id`` (``Delivery.copy_id`` is the
+  broker's id of one copy). ``send_many`` gives each message its own id
+  (or takes ``message_ids=``, one per message).
+* **Headers.** ``send``, ``send_many`` and exchange sends take
+  ``headers={'name': 'value'}``, a ``str -> str`` mapping carried with the
+  message on every backend, kept across retries and into the dead-letter
+  queue, and seen by consumers as ``Delivery.headers``. The names the
+  backends use themselves (``microagent._message.RESERVED_HEADERS``:
+  ``x-attempt``, ``x-error``... ) are refused.
+* **Send options.** Each backend names the extra options it takes
+  (``AbstractQueueBroker.send_options``: AMQP ``timeout``, Kafka ``key``);
+  any other option is an :class:`UnsupportedOption` error naming the backend
+  and the option, never silently dropped.
+* **Wire compatibility.** A message written before ids and headers existed
+  still decodes: its id is its first copy's ``copy_id``, its headers empty.
+
+>>> from microagent import Catalog, Queue
+>>> from microagent.tools.memory import MemoryBroker
+>>> catalog = Catalog()
+>>> mailer = Queue('mailer', catalog=catalog)
+>>> broker = MemoryBroker('memory://', catalog=catalog)
+>>> await broker.mailer.send({'to': 'a@b.c'}, headers={'tenant': 'acme'}, message_id='m-1')
+>>> await broker.mailer.length()
+1
+>>> await broker.mailer.send({'to': 'a@b.c'}, key='a')
+Traceback (most recent call last):
+...
+microagent.exceptions.UnsupportedOption: MemoryBroker.send: unsupported option 'key' (supported: headers, message_id)
 """
 from __future__ import annotations
 
 import abc
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._dsn import mask_dsn
+from ._message import check_message_id, message_ids_for, new_message_id
 from ._tasks import TaskSet, cancel_task
 from .catalog import DEFAULT_CATALOG, Catalog
 from .delivery import ConsumerRunner, DeadLetter
-from .exceptions import ConfigurationError, DeliveryError, QueueNotFound
+from .exceptions import ConfigurationError, DeliveryError, QueueNotFound, UnsupportedOption
 from .queue import Queue
 
 if TYPE_CHECKING:
@@ -68,16 +101,30 @@ class BoundQueue:
     def __repr__(self) -> str:
         return f'<BoundQueue {self.queue.name} of {self.broker!r}>'
 
-    async def send(self, message: dict[str, Any], **options: Any) -> None:
-        """Serialize *message* (SerializingError: nothing is sent) and write it to the queue."""
-        await self.broker.send(self.queue.name, self.queue.serialize(message), **options)
+    async def send(self, message: dict[str, Any], *, headers: Mapping[str, str] | None = None,
+                   message_id: str | None = None, **options: Any) -> None:
+        """Serialize *message* (SerializingError: nothing is sent) and write it to the queue.
+
+        ``headers`` and ``message_id`` as in the module docstring; other
+        options are the backend's (:attr:`AbstractQueueBroker.send_options`).
+        """
+        if options:
+            self.broker.check_options('send', options)
+        await self.broker.send(self.queue.name, self.queue.serialize(message), headers=headers,
+                               message_id=message_id, **options)
 
     __call__ = send
 
-    async def send_many(self, messages: Sequence[dict[str, Any]], **options: Any) -> None:
-        """Send several messages in one batch or pipeline, where the backend has one."""
+    async def send_many(self, messages: Sequence[dict[str, Any]], *, headers: Mapping[str, str] | None = None,
+                        message_ids: Sequence[str] | None = None, **options: Any) -> None:
+        """Send several messages in one batch or pipeline, where the backend has one.
+
+        Every message gets *headers* and an id of its own (or its entry of *message_ids*).
+        """
+        if options:
+            self.broker.check_options('send_many', options)
         raw = [self.queue.serialize(m) for m in messages]
-        await self.broker.send_many(self.queue.name, raw, **options)
+        await self.broker.send_many(self.queue.name, raw, headers=headers, message_ids=message_ids, **options)
 
     async def length(self) -> int:
         """Messages waiting in the queue."""
@@ -96,13 +143,21 @@ class BoundExchange:
     def __repr__(self) -> str:
         return f'<BoundExchange {self.name} of {self.broker!r}>'
 
-    async def send(self, message: dict[str, Any], topic: str | None = None, **options: Any) -> None:
-        """Send *message* to every queue bound to the exchange whose patterns match *topic*."""
+    async def send(self, message: dict[str, Any], topic: str | None = None, *,
+                   headers: Mapping[str, str] | None = None, message_id: str | None = None,
+                   **options: Any) -> None:
+        """Send *message* to every queue bound to the exchange whose patterns match *topic*.
+
+        Every queue reached gets the same message id and *headers*.
+        """
+        if options:
+            self.broker.check_options('publish', options)
         routed = self.broker.catalog.route(self.name, topic)
         if not routed:
             # Never a silent drop: the same answer as AMQP's mandatory flag, on every backend.
             raise DeliveryError(f'exchange {self.name!r}: no bound queue accepts topic {topic!r}')
-        await self.broker.publish(self.name, routed[0].serialize(message), topic=topic, **options)
+        await self.broker.publish(self.name, routed[0].serialize(message), topic=topic, headers=headers,
+                                  message_id=message_id, **options)
 
     __call__ = send
 
@@ -116,9 +171,20 @@ class AbstractQueueBroker(abc.ABC):
     (first backoff, 1 s), ``max_retry_delay`` (60 s), ``max_message_size``
     (bytes, 1 MiB; larger messages are dead-lettered before parsing).
 
-    >>> broker = RedisBroker('redis://localhost/7')     # doctest: +SKIP
-    >>> await broker.user_created.send({'user_id': 1})  # doctest: +SKIP
+    ``send_options`` names the send options a backend takes besides
+    ``headers`` and ``message_id`` (see the module docstring).
+
+    >>> from microagent import Catalog, Queue
+    >>> from microagent.tools.memory import MemoryBroker
+    >>> catalog = Catalog()
+    >>> user_created = Queue('user_created', catalog=catalog)
+    >>> broker = MemoryBroker('memory://', catalog=catalog)
+    >>> await broker.user_created.send({'user_id': 1})
+    >>> await broker.user_created.length()
+    1
     """
+
+    send_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, dsn: str, *, uid: str | None = None, log: logging.Logger | None = None,
                  catalog: Catalog | None = None, max_attempts: int = 5, max_inflight: int = 32,
@@ -162,9 +228,22 @@ class AbstractQueueBroker(abc.ABC):
 
     # -- the backend interface ------------------------------------------------
 
+    def check_options(self, method: str, options: Mapping[str, Any]) -> None:
+        """Raise :class:`UnsupportedOption` for an option of *method* this backend does not know."""
+        for name in options:
+            if name not in self.send_options:
+                known = ', '.join(sorted({'headers', 'message_id', *self.send_options}))
+                raise UnsupportedOption(f'{type(self).__name__}.{method}: unsupported option {name!r} '
+                                        f'(supported: {known})')
+
     @abc.abstractmethod
-    async def send(self, name: str, message: str, **kwargs: Any) -> None:
-        """Write a raw (serialized) message to queue *name*; returns once the broker has it."""
+    async def send(self, name: str, message: str, *, headers: Mapping[str, str] | None = None,
+                   message_id: str | None = None) -> None:
+        """Write a raw (serialized) message to queue *name*; returns once the broker has it.
+
+        The message gets *message_id* (a new id when None) and *headers*
+        (checked: :func:`microagent._message.check_headers`).
+        """
 
     @abc.abstractmethod
     async def bind(self, name: str) -> None:
@@ -183,19 +262,22 @@ class AbstractQueueBroker(abc.ABC):
     async def dead_letters(self, name: str, limit: int = 100) -> list[DeadLetter]:
         """Up to *limit* messages in ``<name>.dlq``, oldest first, without removing them."""
 
-    async def publish(self, exchange: str, message: str, topic: str | None = None, **kwargs: Any) -> None:
-        """Send *message* to every queue bound to *exchange* that accepts *topic*.
+    async def publish(self, exchange: str, message: str, topic: str | None = None, *,
+                      headers: Mapping[str, str] | None = None, message_id: str | None = None) -> None:
+        """Send *message* to every queue bound to *exchange* that accepts *topic*, with one id.
 
         The default routes with the catalog and sends to each queue; backends
         with native exchanges override it.
         """
+        message_id = check_message_id(message_id) if message_id is not None else new_message_id()
         for queue in self.catalog.route(exchange, topic):
-            await self.send(queue.name, message, **kwargs)
+            await self.send(queue.name, message, headers=headers, message_id=message_id)
 
-    async def send_many(self, name: str, messages: Sequence[str], **kwargs: Any) -> None:
+    async def send_many(self, name: str, messages: Sequence[str], *, headers: Mapping[str, str] | None = None,
+                        message_ids: Sequence[str] | None = None) -> None:
         """Write several raw messages; backends override with a pipeline or batch."""
-        for message in messages:
-            await self.send(name, message, **kwargs)
+        for message, message_id in zip(messages, message_ids_for(messages, message_ids), strict=True):
+            await self.send(name, message, headers=headers, message_id=message_id)
 
     async def close(self) -> None:
         """Stop every consumer (releasing unfinished messages) and close connections.

@@ -7,22 +7,30 @@ first one, ``{'<Class>.<method>': value}``; ``bus.<signal>.waiter(...)`` yields
 each until the caller stops or the timeout passes.
 
 Wire format (JSON, the signal's codec): ``{"s": sender, "a": {args}}`` plus,
-for RPC, ``"c"`` (correlation id) and ``"r"`` (reply channel). A response is
-``{"c": id, "r": {"Class.method": value}}``.
+for RPC, ``"c"`` (correlation id) and ``"r"`` (reply channel), and, when the
+sender gave ``headers={...}`` (a ``str -> str`` mapping, as on queues),
+``"h"``. A response is ``{"c": id, "r": {"Class.method": value}}``. Receivers
+ignore envelope keys they do not know, so older ones read newer envelopes.
+A receiver reads the headers of the signal it handles with
+:func:`signal_headers` (a context variable set for each handler call).
+``headers`` is taken as a signal argument when the signal declares one by
+that name.
 """
 from __future__ import annotations
 
 import abc
 import asyncio
 import contextlib
+import contextvars
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._dsn import mask_dsn
 from ._jsonlib import get_codec
+from ._message import NO_HEADERS, check_headers, user_headers
 from ._tasks import TaskSet
 from .catalog import DEFAULT_CATALOG, Catalog
 from .exceptions import SerializingError, SignalNotFound
@@ -31,7 +39,20 @@ from .signal import Signal
 if TYPE_CHECKING:
     from .agent import MicroAgent
 
-__all__ = ['AbstractSignalBus', 'BoundSignal', 'Receiver']
+__all__ = ['AbstractSignalBus', 'BoundSignal', 'Receiver', 'signal_headers']
+
+# The headers of the signal a receiver is handling: each handler call runs in a task of its own.
+_HEADERS: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar('microagent_signal_headers',
+                                                                             default=NO_HEADERS)
+
+
+def signal_headers() -> Mapping[str, str]:
+    """The headers of the signal whose receiver is running (empty elsewhere, or when it had none).
+
+    >>> dict(signal_headers())
+    {}
+    """
+    return _HEADERS.get()
 
 
 @dataclass(eq=False)
@@ -62,9 +83,22 @@ class BoundSignal:
         return f'<BoundSignal {self.signal.name} of {self.bus!r}>'
 
     async def send(self, sender: str, **kwargs: Any) -> None:
-        """Check the arguments (SignalArgumentsError: nothing sent) and publish the signal."""
+        """Check the arguments (SignalArgumentsError: nothing sent) and publish the signal.
+
+        ``headers={...}`` travels in the envelope (see the module docstring).
+        """
+        envelope = self._envelope(sender, kwargs)
+        await self.bus.send(self.bus.channel(self.signal.name), self.signal.serialize(envelope))
+
+    def _envelope(self, sender: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        headers = None
+        if 'headers' in kwargs and 'headers' not in self.signal.providing_args:
+            headers = check_headers(kwargs.pop('headers'))
         self.signal.check(kwargs)
-        await self.bus.send(self.bus.channel(self.signal.name), self.signal.serialize({'s': sender, 'a': kwargs}))
+        envelope = {'s': sender, 'a': kwargs}
+        if headers:
+            envelope['h'] = headers
+        return envelope
 
     __call__ = send
 
@@ -84,7 +118,7 @@ class BoundSignal:
         ...     async for response in responses:
         ...         print(response)
         """
-        self.signal.check(kwargs)
+        envelope = self._envelope(sender, kwargs)
         inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         corr = uuid.uuid4().hex
         # The deadline covers the request too: a publish stuck on a dead route must not outlive the call.
@@ -93,7 +127,7 @@ class BoundSignal:
             reply = await self.bus.response_channel()
         self.bus._pending[corr] = inbox
         try:
-            message = self.signal.serialize({'s': sender, 'a': kwargs, 'c': corr, 'r': reply})
+            message = self.signal.serialize({**envelope, 'c': corr, 'r': reply})
             async with asyncio.timeout_at(deadline):
                 await self.bus.send(self.bus.channel(self.signal.name), message)
             yield _until(inbox, deadline)
@@ -223,6 +257,9 @@ class AbstractSignalBus(abc.ABC):
         return envelope
 
     async def _handle(self, receiver: Receiver, envelope: dict[str, Any]) -> None:
+        headers = envelope.get('h')
+        if headers:
+            _HEADERS.set(user_headers(headers) if isinstance(headers, dict) else NO_HEADERS)
         try:
             async with asyncio.timeout(receiver.timeout):
                 result = await receiver.handler(signal=receiver.signal, sender=envelope.get('s'), **envelope['a'])

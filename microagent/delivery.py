@@ -5,17 +5,33 @@ the :class:`ConsumerRunner` of the queue. The runner owns everything else:
 decoding, the DTO, the handler call with its timeout, retries with backoff,
 dead-lettering and the in-flight limit. Each delivery is settled exactly once:
 ``ack``, ``retry``, ``dead_letter`` or, on shutdown, ``release``.
+
+What a delivery carries besides its body (the contract of every backend, see
+``microagent.broker``): ``message_id``, the message's stable id, and
+``headers``, the sender's ``str -> str`` mapping. A retry's new copy and a
+dead letter keep both unchanged; only ``attempt`` grows. ``copy_id`` is the
+broker's id of this one copy (a stream entry id, a delivery tag, a
+topic/partition/offset), different on each delivery. Inside a handler,
+:func:`current_delivery` is the delivery being handled::
+
+    @consumer(queues.mailer)
+    async def send_email(self, **message):
+        delivery = current_delivery()
+        log.info('mail %s, trace %s', delivery.message_id, delivery.headers.get('traceparent'))
 """
 from __future__ import annotations
 
 import abc
 import asyncio
+import contextvars
 import inspect
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._message import NO_HEADERS
 from ._tasks import TaskSet
 from ._watchdog import Watchdog
 from .exceptions import SerializingError
@@ -23,23 +39,42 @@ from .exceptions import SerializingError
 if TYPE_CHECKING:
     from .broker import AbstractQueueBroker, Consumer
 
-__all__ = ['ConsumerRunner', 'ConsumerStats', 'DeadLetter', 'Delivery']
+__all__ = ['ConsumerRunner', 'ConsumerStats', 'DeadLetter', 'Delivery', 'current_delivery']
+
+# The delivery a handler is running for: each delivery is handled in a task of its own, so the
+# variable is that handler's alone (documented in the module docstring; nothing else is global).
+_CURRENT: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar('microagent_delivery', default=None)
+
+
+def current_delivery() -> Delivery | None:
+    """The delivery whose handler is running (its ``message_id``, ``headers``, ``attempt``); None elsewhere.
+
+    >>> current_delivery() is None
+    True
+    """
+    return _CURRENT.get()
 
 
 class Delivery(abc.ABC):
     """One message read from a queue, waiting to be settled.
 
     ``attempt`` starts at 1 and travels with the message across retries.
-    ``message_id`` is the broker's id of this copy (stream id, delivery tag,
-    partition/offset), for logs.
+    ``message_id`` is the message's stable id, given at send and kept across
+    retries and into the dead-letter queue; ``headers`` the sender's headers,
+    kept the same way. ``copy_id`` is the broker's id of this copy (stream
+    id, delivery tag, partition/offset), for logs. A message sent before ids
+    existed has none: the id of its first copy serves, and its retries carry it.
     """
 
-    __slots__ = ('attempt', 'body', 'message_id')
+    __slots__ = ('attempt', 'body', 'copy_id', 'headers', 'message_id')
 
-    def __init__(self, body: bytes | str, attempt: int = 1, message_id: str = '') -> None:
+    def __init__(self, body: bytes | str, attempt: int = 1, copy_id: str = '', message_id: str = '',
+                 headers: Mapping[str, str] = NO_HEADERS) -> None:
         self.body = body
         self.attempt = attempt
-        self.message_id = message_id
+        self.copy_id = copy_id
+        self.message_id = message_id or copy_id
+        self.headers = headers
 
     @abc.abstractmethod
     async def ack(self) -> None:
@@ -66,11 +101,20 @@ class Delivery(abc.ABC):
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """A message in a dead-letter queue, as ``broker.dead_letters(name)`` returns it."""
+    """A message in a dead-letter queue, as ``broker.dead_letters(name)`` returns it.
+
+    ``message_id`` and ``headers`` are the ones it was sent with ('' and
+    empty for messages dead-lettered before ids and headers existed).
+
+    >>> DeadLetter('{"n": 1}', 'ValueError: poison', 5, 'c0ffee', {'k': 'v'}).headers
+    {'k': 'v'}
+    """
 
     body: str
     error: str
     attempts: int
+    message_id: str = ''
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -153,6 +197,7 @@ class ConsumerRunner:
         return cut
 
     async def _run(self, delivery: Delivery) -> None:
+        _CURRENT.set(delivery)
         try:
             await self._process(delivery)
         except asyncio.CancelledError:

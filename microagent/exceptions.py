@@ -25,6 +25,7 @@ __all__ = [
     'SignalArgumentsError',
     'SignalException',
     'SignalNotFound',
+    'UnsupportedOption',
 ]
 
 
@@ -39,6 +40,16 @@ class ConfigurationError(MicroAgentError, ValueError):
     Traceback (most recent call last):
     ...
     microagent.exceptions.ConfigurationError: queue "Mailer": name must match [a-z_][a-z0-9_]*
+    """
+
+
+class UnsupportedOption(ConfigurationError, TypeError):
+    """An option the backend does not support (a send option, say); it names the backend and the option.
+
+    >>> raise UnsupportedOption("RedisBroker.send: unsupported option 'key' (supported: headers, message_id)")
+    Traceback (most recent call last):
+    ...
+    microagent.exceptions.UnsupportedOption: RedisBroker.send: unsupported option 'key' (supported: headers, message_id)
     """
 
 

@@ -41,3 +41,22 @@ async def eventually(predicate: Callable[[], Any], timeout: float = 10.0, interv
         if loop.time() > deadline:
             raise AssertionError(f'condition not met within {timeout}s')
         await asyncio.sleep(interval)
+
+
+def recording_agent(queue: Any, seen: Collector, fails: Callable[[int, int], bool] = lambda n, attempt: False,
+                    **options: Any) -> Any:
+    """An agent class consuming *queue* (messages ``{'n': int}``) that records, per delivery,
+    ``(n, attempt, message_id, headers)``; it raises when ``fails(n, attempt)``."""
+    from microagent import MicroAgent, consumer
+    from microagent.delivery import current_delivery
+
+    class Recorder(MicroAgent):
+        @consumer(queue, **options)
+        async def handle(self, n: int) -> None:
+            delivery = current_delivery()
+            if delivery is None:
+                raise AssertionError('no current delivery inside a handler')
+            seen.add((n, delivery.attempt, delivery.message_id, dict(delivery.headers)))
+            if fails(n, delivery.attempt):
+                raise RuntimeError(f'attempt {delivery.attempt} of {n} fails')
+    return Recorder

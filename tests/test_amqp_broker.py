@@ -14,7 +14,7 @@ from microagent.tools.amqp import AMQPBroker, AMQPMessage, AMQPSignalBus
 from microagent.tools.amqp._topology import RETRY_QUEUE_EXPIRES, retry_queue
 
 from .amqp_support import DSN, require_rabbit
-from .helpers import Collector, eventually
+from .helpers import Collector, eventually, recording_agent
 
 
 @pytest.fixture
@@ -236,11 +236,11 @@ async def test_failed_retry_publish_gives_the_message_back(brokers, catalog, uid
     real = broker.publish_retry
     failures = []
 
-    async def broken_once(*args: Any) -> None:
+    async def broken_once(*args: Any, **kwargs: Any) -> None:
         if not failures:
             failures.append(args)
             raise BackendError('publish connection down')
-        await real(*args)
+        await real(*args, **kwargs)
     broker.publish_retry = broken_once  # type: ignore[method-assign]
     agent = Agent(broker=broker)
     await agent.start()
@@ -268,7 +268,7 @@ async def test_queue_length_counts_copies_waiting_for_a_retry(brokers, catalog, 
     await eventually(lambda: _length_is(broker, queue.name, 2), 10)
     assert (await raw_queue(f'{queue.name}.retry.1')).message_count == 2
     # A copy for a later attempt waits one retry queue further; every one is counted.
-    await broker.publish_retry(queue.name, b'{"n": 3}', 3, 60, 'RuntimeError: always')
+    await broker.publish_retry(queue.name, b'{"n": 3}', 3, 60, 'RuntimeError: always', message_id='m3', headers={})
     await getattr(broker, queue.name).send({'n': 4})
     assert await broker.queue_length(queue.name) == 4
     assert await broker.queue_length(f'missing_{uid}') == 0
@@ -302,3 +302,39 @@ async def test_stop_gives_messages_back_unflagged_and_uncounted(brokers, catalog
     await watching.start()
     assert sorted(await seen.wait(4, 20)) == [(n, False, 1) for n in range(4)]
     await watching.stop(timeout=1)
+
+
+async def test_messages_published_before_ids_and_headers_still_decode(brokers, catalog, uid):
+    """A message without a message-id property (another client, an older version) is handled; its id is stable."""
+    queue = Queue(f'q_{uid}', catalog=catalog)
+    seen = Collector()
+    Agent = recording_agent(queue, seen, lambda n, attempt: attempt == 1)
+    broker = make(brokers, catalog, retry_delay=0.01)
+    agent = Agent(broker=broker)
+    await agent.start()
+    async with aiormq.connect(DSN) as connection:
+        channel = await connection.channel()
+        await channel.basic_publish(b'{"n": 1}', routing_key=queue.name,
+                                    properties=aiormq.spec.Basic.Properties(delivery_mode=2))
+        await channel.basic_publish(b'{"n": 2}', routing_key=queue.name, properties=aiormq.spec.Basic.Properties(
+            delivery_mode=2, message_id='older.7', headers={'x-attempt': 2, 'other': 5, 'k': 'v'}))
+    items = await seen.wait(3, 20)
+    await agent.stop(timeout=1)
+    by_key = {(n, attempt): (mid, headers) for n, attempt, mid, headers in items}
+    assert by_key[(1, 1)][0] == by_key[(1, 2)][0] != ''   # the first copy's id, carried by its retry
+    assert by_key[(2, 2)] == ('older.7', {'k': 'v'})
+
+
+async def test_one_message_id_twice_in_flight_each_publish_gets_its_own_outcome(brokers, catalog, uid):
+    """A basic.return names its message by id: publishes sharing an id are confirmed one after the other."""
+    queue = Queue(f'q_{uid}', exchange=f'ex_{uid}', topics=['only.this'], catalog=catalog)
+    broker = make(brokers, catalog)
+    await getattr(broker, queue.name).send({'n': 0})  # declares the queue, its exchange and binding
+    for _ in range(3):
+        results = await asyncio.gather(
+            broker.publish(f'ex_{uid}', '{"n": 1}', topic='no.match', message_id=f'twin-{uid}'),
+            broker.send(queue.name, '{"n": 2}', message_id=f'twin-{uid}'),
+            broker.send_many(queue.name, ['{"n": 3}', '{"n": 4}'], message_ids=[f'twin-{uid}'] * 2),
+            return_exceptions=True)
+        assert isinstance(results[0], DeliveryError) and results[1:] == [None, None]
+    assert await broker.queue_length(queue.name) == 10

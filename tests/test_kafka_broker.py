@@ -14,7 +14,7 @@ from microagent.tools.kafka._client import parse_dsn
 from microagent.tools.kafka._offsets import PartitionOffsets
 
 from .backends.kafka import BACKEND, make_broker
-from .helpers import Collector, eventually
+from .helpers import Collector, eventually, recording_agent
 
 SLOW = BACKEND.slow_factor
 
@@ -76,12 +76,15 @@ def test_offsets_commit_only_a_settled_prefix():
 
 
 def test_garbled_headers_fall_back_to_defaults():
-    from microagent.tools.kafka._consumer import header, int_header
-    headers = [('attempt', b'x7'), ('not_before', None), ('topic', b'push.ios')]
-    assert int_header(headers, 'attempt', 2) == 2
-    assert int_header(headers, 'not_before', 0) == 0
-    assert int_header(None, 'attempt', 1) == 1
-    assert header(headers, 'topic') == 'push.ios'
+    from microagent.tools.kafka._wire import RecordHeaders
+    older = RecordHeaders([('attempt', b'x7'), ('not_before', None), ('topic', b'push.ios')])
+    assert older.number('x-attempt', 2) == 2
+    assert older.number('x-not-before', 0) == 0
+    assert RecordHeaders(None).number('x-attempt', 1) == 1
+    assert older.text('x-topic') == 'push.ios'
+    newer = RecordHeaders([('x-message-id', b'id1'), ('x-attempt', b'x7'), ('topic', b'mine'), ('k', None)])
+    assert newer.number('x-attempt', 2) == 2
+    assert (newer.message_id, newer.text('x-topic'), dict(newer.headers)) == ('id1', '', {'topic': 'mine', 'k': ''})
 
 
 # -- against tansu -----------------------------------------------------------------
@@ -290,3 +293,30 @@ async def test_key_keeps_order_across_partitions(brokers, uid):
         assert [n for u, n in seen.items if u == user] == list(range(10))
     with pytest.raises(ConfigurationError):
         await getattr(broker, queue.name).send({'n': 1}, key=5)
+
+
+async def test_records_written_before_ids_and_headers_still_decode(brokers, uid):
+    """Records of the older layout (no x-message-id, unprefixed headers) are handled; their id is stable."""
+    from microagent.tools.kafka._consumer import retry_topic
+    catalog = Catalog()
+    queue = Queue(f'kq_{uid}', catalog=catalog)
+    broker = brokers(catalog, retry_delay=0.01)
+    seen = Collector()
+    Agent = recording_agent(queue, seen, lambda n, attempt: n == 1 and attempt == 1, max_attempts=5)
+    from aiokafka import AIOKafkaProducer
+
+    from .kafka_server import require_kafka
+    await broker.queue_length(queue.name)  # creates the queue's topics
+    producer = AIOKafkaProducer(bootstrap_servers=require_kafka())
+    await producer.start()
+    try:
+        await producer.send_and_wait(queue.name, b'{"n": 1}')
+        await producer.send_and_wait(retry_topic(queue.name), b'{"n": 2}', headers=[
+            ('attempt', b'3'), ('not_before', b'0'), ('error', b'older')])
+    finally:
+        await producer.stop()
+    await start(brokers, Agent(broker=broker))
+    items = await seen.wait(3, 20 * SLOW)
+    by_key = {(n, attempt): (mid, headers) for n, attempt, mid, headers in items}
+    assert by_key[(1, 1)] == (f'{queue.name}/0/0', {}) == by_key[(1, 2)]  # the first copy's id, carried on
+    assert by_key[(2, 3)] == (f'{retry_topic(queue.name)}/0/0', {})

@@ -11,7 +11,7 @@ from microagent.backends import make_broker, make_bus
 from microagent.tools.redis import RedisBroker, RedisSignalBus
 
 from . import redis_helpers
-from .helpers import Collector, eventually
+from .helpers import Collector, eventually, recording_agent
 from .redis_helpers import DSN, client_ids
 from .services import require_port
 
@@ -263,7 +263,34 @@ async def test_settling_scripts_run_twice_change_nothing(admin, prefix):
     await admin.xreadgroup('g', 'c', {stream: '>'}, count=2)
     for _ in range(2):
         await RETRY.run(admin.execute_command, [stream, delayed], ['g', first, 1000, b'2:' + first + b':one'])
-        await DEAD_LETTER.run(admin.execute_command, [stream, dlq], ['g', second, 'two', 'boom', 3])
+        await DEAD_LETTER.run(admin.execute_command, [stream, dlq], ['g', second, 'two', 'boom', 3, 'mid', ''])
     assert await admin.zcard(delayed) == 1
     assert await admin.xlen(dlq) == 1
     assert await admin.xlen(stream) == 0
+
+
+async def test_entries_written_before_ids_and_headers_still_decode(admin, prefix, uid):
+    """Entries, delayed retries and dead letters of the older layout (no ``i``/``h``) go through unchanged."""
+    catalog = Catalog()
+    queue = Queue(f'q_{uid}', catalog=catalog)
+    stream = f'{prefix}:{queue.name}'
+    await admin.xgroup_create(stream, queue.name, id='0', mkstream=True)
+    plain = (await admin.xadd(stream, {'b': '{"n": 1}'})).decode()
+    await admin.xadd(stream, {'b': '{"n": 2}', 'a': '2'})
+    await admin.zadd(f'{stream}.delayed', {b'2:1-1:{"n": 3}': 0})  # an older retry member, due
+    await admin.xadd(f'{stream}.dlq', {'b': '{"n": 9}', 'e': 'old', 'a': '5'})
+    seen = Collector()
+    Agent = recording_agent(queue, seen, lambda n, attempt: n == 1 and attempt == 1, max_attempts=5)
+    broker = RedisBroker(DSN, catalog=catalog, prefix=prefix, retry_delay=0.01)
+    agent = Agent(broker=broker)
+    await agent.start()
+    try:
+        items = await seen.wait(4, 20)
+    finally:
+        await agent.stop(timeout=1)
+    by_n = {(n, attempt): (mid, headers) for n, attempt, mid, headers in items}
+    # The first copy's entry id is the message's id from then on: its retry carries it.
+    assert by_n[(1, 1)] == (plain, {}) and by_n[(1, 2)] == (plain, {})
+    assert by_n[(2, 2)][1] == {} and by_n[(3, 2)] == ('1-1', {})
+    letters = await broker.dead_letters(queue.name)
+    assert (letters[0].body, letters[0].error, letters[0].attempts, letters[0].message_id) == ('{"n": 9}', 'old', 5, '')

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 
 from microagent import DeliveryError, MicroAgent, Queue, QueueNotFound, SerializingError, consumer
+from microagent.delivery import current_delivery
+from microagent.exceptions import UnsupportedOption
 
-from ..helpers import Collector, eventually
+from ..helpers import Collector, eventually, recording_agent
 
 
 def make_agent(queue: Queue, handler: Any, **options: Any) -> type[MicroAgent]:
@@ -354,3 +356,97 @@ async def test_bad_input_is_a_clear_error(harness, catalog, uid):
     assert not hasattr(broker, 'no_such_queue')
     with pytest.raises(QueueNotFound, match='no_such_queue'):
         broker.no_such_queue
+
+
+# -- message ids and headers: given at send, kept across retries, into the DLQ and through exchanges --------
+
+
+async def test_headers_and_message_id_reach_the_handler(harness, catalog, uid):
+    queue = Queue(f'q_{uid}', catalog=catalog)
+    seen = Collector()
+    broker = harness.broker()
+    bound = getattr(broker, queue.name)
+    await bound.send({'n': 1}, headers={'traceparent': '00-abc-01', 'tenant': 'acme'}, message_id=f'm1-{uid}')
+    await bound.send({'n': 2})
+    await bound.send_many([{'n': 3}, {'n': 4}], headers={'batch': 'yes'}, message_ids=[f'm3-{uid}', f'm4-{uid}'])
+    await bound.send_many([{'n': 5}, {'n': 6}])
+    await harness.start(recording_agent(queue, seen)(broker=broker))
+    by_n = {n: (mid, headers) for n, _, mid, headers in await seen.wait(6, harness.wait(20))}
+    assert by_n[1] == (f'm1-{uid}', {'traceparent': '00-abc-01', 'tenant': 'acme'})
+    assert by_n[3] == (f'm3-{uid}', {'batch': 'yes'})
+    assert by_n[4] == (f'm4-{uid}', {'batch': 'yes'})
+    for n in (2, 5, 6):
+        assert len(by_n[n][0]) == 32 and int(by_n[n][0], 16) >= 0
+        assert by_n[n][1] == {}
+    assert len({by_n[n][0] for n in by_n}) == 6
+
+
+async def test_headers_and_message_id_survive_retries_and_dead_lettering(harness, catalog, uid):
+    queue = Queue(f'q_{uid}', catalog=catalog)
+    seen = Collector()
+    broker = harness.broker(retry_delay=0.05)
+    await harness.start(recording_agent(queue, seen, lambda n, attempt: True, max_attempts=3)(broker=broker))
+    await getattr(broker, queue.name).send({'n': 1}, headers={'k': 'v'}, message_id=f'keep-{uid}')
+    items = await seen.wait(3, harness.wait(30))
+    assert [(mid, headers, attempt) for _, attempt, mid, headers in items] == [
+        (f'keep-{uid}', {'k': 'v'}, 1), (f'keep-{uid}', {'k': 'v'}, 2), (f'keep-{uid}', {'k': 'v'}, 3)]
+    letters = await eventually(lambda: broker.dead_letters(queue.name), harness.wait(20))
+    assert (letters[0].message_id, dict(letters[0].headers), letters[0].attempts) == (f'keep-{uid}', {'k': 'v'}, 3)
+
+
+async def test_undecodable_dead_letter_keeps_id_and_headers(harness, catalog, uid):
+    queue = Queue(f'q_{uid}', catalog=catalog)
+    broker = harness.broker()
+    await harness.start(recording_agent(queue, Collector())(broker=broker))
+    await broker.send(queue.name, '{not json', headers={'k': 'v'}, message_id=f'bad-{uid}')
+    letters = await eventually(lambda: broker.dead_letters(queue.name), harness.wait(20))
+    assert (letters[0].message_id, dict(letters[0].headers)) == (f'bad-{uid}', {'k': 'v'})
+
+
+async def test_exchange_fanout_keeps_headers_and_message_id(harness, catalog, uid):
+    exchange = f'ex_{uid}'
+    first = Queue(f'a_{uid}', exchange=exchange, catalog=catalog)
+    second = Queue(f'b_{uid}', exchange=exchange, topics=['t.#'], catalog=catalog)
+    seen = Collector()
+
+    class Agent(MicroAgent):
+        @consumer(first)
+        async def on_first(self, n: int) -> None:
+            delivery = current_delivery()
+            seen.add(('a', delivery.message_id, dict(delivery.headers)))
+
+        @consumer(second)
+        async def on_second(self, n: int) -> None:
+            delivery = current_delivery()
+            seen.add(('b', delivery.message_id, dict(delivery.headers)))
+    broker = harness.broker()
+    await harness.start(Agent(broker=broker))
+    await getattr(broker, exchange).send({'n': 1}, topic='t.x', headers={'k': 'v'}, message_id=f'fan-{uid}')
+    await getattr(broker, exchange).send({'n': 2}, topic='t.y')
+    items = await seen.wait(4, harness.wait(20))
+    assert ('a', f'fan-{uid}', {'k': 'v'}) in items
+    assert ('b', f'fan-{uid}', {'k': 'v'}) in items
+    generated = [mid for _, mid, headers in items if mid != f'fan-{uid}']
+    assert len(generated) == 2 and generated[0] == generated[1]
+
+
+async def test_send_options_are_checked(harness, catalog, uid):
+    queue = Queue(f'q_{uid}', catalog=catalog)
+    Queue(f'e_{uid}', exchange=f'ex_{uid}', catalog=catalog)
+    broker = harness.broker()
+    bound = getattr(broker, queue.name)
+    with pytest.raises(UnsupportedOption, match=rf"{type(broker).__name__}\.send: unsupported option 'nope'"):
+        await bound.send({'n': 1}, nope=1)
+    with pytest.raises(UnsupportedOption, match='send_many'):
+        await bound.send_many([{'n': 1}], nope=1)
+    with pytest.raises(UnsupportedOption, match='publish'):
+        await getattr(broker, f'ex_{uid}').send({'n': 1}, nope=1)
+    with pytest.raises(SerializingError, match='value must be a str'):
+        await bound.send({'n': 1}, headers={'k': 1})
+    with pytest.raises(SerializingError, match='reserved'):
+        await bound.send({'n': 1}, headers={'x-attempt': '3'})
+    with pytest.raises(SerializingError, match='message_id'):
+        await bound.send({'n': 1}, message_id='')
+    with pytest.raises(SerializingError, match='one id per message'):
+        await bound.send_many([{'n': 1}, {'n': 2}], message_ids=['only-one'])
+    assert await bound.length() == 0

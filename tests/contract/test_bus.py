@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from microagent import MicroAgent, Signal, SignalArgumentsError, SignalNotFound, receiver
+from microagent.bus import signal_headers
 
 from ..helpers import Collector
 
@@ -110,3 +111,29 @@ async def test_many_rpc_calls_leave_nothing_behind(harness, catalog, uid):
     assert caller._pending == {}
     await asyncio.sleep(0.05)
     assert len(asyncio.all_tasks()) <= tasks_before + 1
+
+
+async def test_signal_headers_travel_in_the_envelope(harness, catalog, uid):
+    plain = Signal(f'traced_{uid}', ['user_id'], catalog=catalog)
+    own = Signal(f'own_headers_{uid}', ['headers'], catalog=catalog)
+    seen = Collector()
+
+    class Listener(MicroAgent):
+        @receiver(plain, own)
+        async def handle(self, signal: Signal, sender: str, **kwargs: Any) -> str:
+            seen.add((signal.name, kwargs, dict(signal_headers())))
+            return signal_headers().get('k', '-')
+    await harness.start(Listener(bus=harness.bus()))
+    sender = harness.bus()
+    await getattr(sender, plain.name).send('t', user_id=1, headers={'k': 'v'})
+    await getattr(sender, plain.name).send('t', user_id=2)
+    # A signal declaring an argument named "headers" keeps it as an argument.
+    await getattr(sender, own.name).send('t', headers={'arg': 1})
+    # An envelope key a receiver does not know is ignored (what older receivers do with "h").
+    await sender.send(sender.channel(plain.name), plain.serialize({'s': 't', 'a': {'user_id': 3}, 'z': 1}))
+    items = await seen.wait(4, harness.wait(10))
+    assert sorted(items, key=repr) == sorted([
+        (plain.name, {'user_id': 1}, {'k': 'v'}), (plain.name, {'user_id': 2}, {}),
+        (own.name, {'headers': {'arg': 1}}, {}), (plain.name, {'user_id': 3}, {})], key=repr)
+    assert await getattr(sender, plain.name).call('t', user_id=4, headers={'k': 'rpc'}, timeout=harness.wait(10)) \
+        == {'Listener.handle': 'rpc'}

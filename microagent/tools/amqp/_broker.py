@@ -16,20 +16,21 @@ import asyncio
 import itertools
 import ssl
 import time
-from collections.abc import Coroutine, Sequence
-from typing import Any
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any, ClassVar
 
 import aiormq
 import aiormq.abc
 from pamqp.commands import Basic
 
+from ..._message import check_headers, check_message_id, message_ids_for, new_message_id, user_headers
 from ...broker import AbstractQueueBroker
 from ...delivery import ConsumerRunner, DeadLetter
 from ...exceptions import BackendError, ConfigurationError, DeliveryError
 from ._confirms import Confirms
 from ._connection import CONNECTION_ERRORS, RobustConnection, close_channel, wait_closed
 from ._deliveries import Deliveries
-from ._delivery import ATTEMPT_HEADER, ERROR_HEADER, AMQPDelivery, ManualAckRunner
+from ._delivery import ATTEMPT_HEADER, ATTEMPTS_HEADER, ERROR_HEADER, AMQPDelivery, ManualAckRunner
 from ._feed import Feed
 from ._topology import RETRY_QUEUE_EXPIRES, Topology, retry_queue
 
@@ -57,6 +58,8 @@ class AMQPBroker(AbstractQueueBroker):
     >>> await broker.user_created.send({'user_id': 1})             # doctest: +SKIP
     >>> await broker.push.send({'text': 'hi'}, topic='push.ios')   # doctest: +SKIP
     """
+
+    send_options: ClassVar[frozenset[str]] = frozenset({'timeout'})
 
     def __init__(self, dsn: str, *, publish_timeout: float = 30.0, connect_timeout: float = 10.0,
                  max_reconnect_delay: float = 2.0, ssl_context: ssl.SSLContext | None = None,
@@ -87,92 +90,96 @@ class AMQPBroker(AbstractQueueBroker):
 
     # -- publishing --------------------------------------------------------------
 
-    def _properties(self, headers: dict[str, Any] | None, expiration: str | None = None) -> Basic.Properties:
-        # Persistent, with a message id unique per broker: a basic.return names the
-        # message it returns by its id (Confirms maps it back to its publish).
-        return Basic.Properties(delivery_mode=2, headers=headers, expiration=expiration,
-                                message_id=f'{self._ids_prefix}{next(self._ids)}')
-
-    def send(self, name: str, message: str | bytes, **kwargs: Any) -> Coroutine[Any, Any, None]:
+    def send(self, name: str, message: str | bytes, *, headers: Mapping[str, str] | None = None,
+             message_id: str | None = None, timeout: float | None = None) -> Coroutine[Any, Any, None]:
         """Publish to queue *name* and wait for the broker's confirm; DeliveryError if unroutable.
 
         ``timeout`` (seconds, default ``publish_timeout``) bounds the whole call,
-        the wait for a lost connection included. ``headers`` adds AMQP headers.
+        the wait for a lost connection included. *headers* become AMQP headers,
+        *message_id* the ``message_id`` property.
 
         >>> await broker.send('mailer', '{"to": "a@b.c"}')   # doctest: +SKIP
         """
         # Not a coroutine of its own: it returns _publish's, one frame less on the hot path.
         body = message.encode() if isinstance(message, str) else message
-        return self._publish(name, body, timeout=kwargs.get('timeout'), headers=kwargs.get('headers'))
+        properties = _properties(check_message_id(message_id) if message_id is not None else new_message_id(),
+                                 check_headers(headers) or None)
+        return self._publish(name, body, properties, timeout=timeout)
 
-    async def publish(self, exchange: str, message: str | bytes, topic: str | None = None, **kwargs: Any) -> None:
+    async def publish(self, exchange: str, message: str | bytes, topic: str | None = None, *,
+                      headers: Mapping[str, str] | None = None, message_id: str | None = None,
+                      timeout: float | None = None) -> None:
         """Publish once to *exchange* with routing key *topic*; every bound queue that matches gets it."""
         self.catalog.route(exchange, topic)  # QueueNotFound for an undeclared exchange
         body = message.encode() if isinstance(message, str) else message
-        await self._publish(f'exchange:{exchange}', body, exchange=exchange, key=topic or '',
-                            timeout=kwargs.get('timeout'), headers=kwargs.get('headers'))
+        properties = _properties(check_message_id(message_id) if message_id is not None else new_message_id(),
+                                 check_headers(headers) or None)
+        await self._publish(f'exchange:{exchange}', body, properties, exchange=exchange, key=topic or '',
+                            timeout=timeout)
 
-    async def send_many(self, name: str, messages: Sequence[str | bytes], **kwargs: Any) -> None:
+    async def send_many(self, name: str, messages: Sequence[str | bytes], *,
+                        headers: Mapping[str, str] | None = None, message_ids: Sequence[str] | None = None,
+                        timeout: float | None = None) -> None:
         """Publish every message in one write, then wait for all the confirms (a pipelined confirm window)."""
-        timeout = kwargs.get('timeout') or self.publish_timeout
-        bodies = [m.encode() if isinstance(m, str) else m for m in messages]
+        timeout = timeout or self.publish_timeout
+        checked = check_headers(headers) or None
+        items = [(m.encode() if isinstance(m, str) else m, _properties(message_id, checked))
+                 for m, message_id in zip(messages, message_ids_for(messages, message_ids), strict=True)]
         deadline = time.monotonic() + timeout
         confirms = await self._ready(name, timeout)
         try:
             async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
-                futures = await confirms.publish_many('', name, [(b, self._properties(None)) for b in bodies])
+                futures = await confirms.publish_many('', name, items)
                 results = await asyncio.gather(*futures, return_exceptions=True)
         except TimeoutError:
             raise BackendError(f'{self!r}: no confirms for {name} within {timeout}s') from None
         except CONNECTION_ERRORS as exc:
             self._fatal(exc, name)
-            results = [exc] * len(bodies)
-        for body, result in zip(bodies, results, strict=True):
+            results = [exc] * len(items)
+        for (body, properties), result in zip(items, results, strict=True):
             if isinstance(result, BaseException):
                 self._fatal(result, name)
                 # Lost with the connection: send again through the robust path (a duplicate at worst).
-                await self._publish(name, body, timeout=max(0.001, deadline - time.monotonic()))
+                await self._publish(name, body, properties, timeout=max(0.001, deadline - time.monotonic()))
             else:
                 self._check(result, name)
 
-    async def _publish(self, target: str, body: bytes, *, exchange: str = '', key: str | None = None,
-                       timeout: float | None = None, headers: dict[str, Any] | None = None,
-                       expiration: str | None = None) -> None:
+    async def _publish(self, target: str, body: bytes, properties: Basic.Properties, *, exchange: str = '',
+                       key: str | None = None, timeout: float | None = None) -> None:
         """Publish to *target* (a queue, or ``exchange:<name>`` with *exchange* and *key*), confirmed."""
         timeout = timeout or self.publish_timeout
         key = target if key is None else key
         deadline = time.monotonic() + timeout
         try:
-            refused = await self._publish_once(target, body, exchange=exchange, key=key, deadline=deadline,
-                                               headers=headers, expiration=expiration)
+            refused = await self._publish_once(target, body, properties, exchange=exchange, key=key,
+                                               deadline=deadline)
         except TimeoutError:
             raise BackendError(f'{self!r}: no confirm for {target} within {timeout}s') from None
         except CONNECTION_ERRORS as exc:
             self._fatal(exc, target)
-            await self._publish_again(target, body, exc, exchange=exchange, key=key, deadline=deadline,
-                                      headers=headers, expiration=expiration)
+            await self._publish_again(target, body, properties, exc, exchange=exchange, key=key, deadline=deadline)
             return
         self._check(refused, target)
 
-    async def _publish_once(self, target: str, body: bytes, *, exchange: str, key: str, deadline: float,
-                            headers: dict[str, Any] | None, expiration: str | None) -> str | None:
+    async def _publish_once(self, target: str, body: bytes, properties: Basic.Properties, *, exchange: str,
+                            key: str, deadline: float) -> str | None:
         """One confirmed publish on the current channel (declaring *target* first if needed); its outcome."""
         confirms = self._confirms
         if confirms is None or not confirms.is_open or target not in self._declared:
             confirms = await self._ready(target, max(0.001, deadline - time.monotonic()))
         async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
-            outcome = await confirms.publish(exchange, key, body, self._properties(headers, expiration))
+            outcome = await confirms.publish(exchange, key, body, properties)
             return await outcome
 
-    async def _publish_again(self, target: str, body: bytes, first: BaseException, *, exchange: str, key: str,
-                             deadline: float, headers: dict[str, Any] | None, expiration: str | None) -> None:
+    async def _publish_again(self, target: str, body: bytes, properties: Basic.Properties, first: BaseException, *,
+                             exchange: str, key: str, deadline: float) -> None:
         """The channel or connection died under a publish: wait for a new one, until *deadline*."""
         self.log.debug('%r: publish to %s interrupted (%s), retrying', self, target, type(first).__name__)
         last: BaseException = first
         while deadline > time.monotonic():
             try:
-                refused = await self._publish_once(target, body, exchange=exchange, key=key, deadline=deadline,
-                                                   headers=headers, expiration=expiration)
+                refused = await self._publish_once(target, body, properties, exchange=exchange, key=key,
+                                                   deadline=deadline)
             except (*CONNECTION_ERRORS, TimeoutError) as exc:
                 self._fatal(exc, target)
                 last = exc
@@ -222,33 +229,35 @@ class AMQPBroker(AbstractQueueBroker):
                 self._declared.clear()
             return confirms
 
-    async def publish_retry(self, queue: str, body: bytes, attempt: int, delay: float, error: str) -> None:
+    async def publish_retry(self, queue: str, body: bytes, attempt: int, delay: float, error: str, *,
+                            message_id: str, headers: Mapping[str, str]) -> None:
         """Publish attempt *attempt* of a failed message; it reaches *queue* after *delay* seconds.
 
-        >>> await broker.publish_retry('mailer', b'{}', 2, 1.0, 'ValueError: x')   # doctest: +SKIP
+        >>> await broker.publish_retry('mailer', b'{}', 2, 1.0, 'x', message_id='c0', headers={})  # doctest: +SKIP
         """
         ms = round(delay * 1000)
-        headers = {ATTEMPT_HEADER: attempt, ERROR_HEADER: error[:1000]}
+        table = {**headers, ATTEMPT_HEADER: attempt, ERROR_HEADER: error[:1000]}
         if ms <= 0:
-            await self._publish(queue, body, headers=headers)
+            await self._publish(queue, body, _properties(message_id, table))
             return
         target = retry_queue(queue, max(1, attempt - 1))
         # Declared before every use: that renews its x-expires, so it never expires with messages inside.
         self._declared.discard(target)
-        await self._publish(target, body, headers=headers, expiration=str(ms))
+        await self._publish(target, body, _properties(message_id, table, str(ms)))
 
-    async def publish_back(self, queue: str, body: bytes, headers: dict[str, Any]) -> None:
+    async def publish_back(self, queue: str, body: bytes, message_id: str, headers: Mapping[str, Any]) -> None:
         """Give a message back to *queue* unchanged (shutdown; a short wait: the process is stopping).
 
-        >>> await broker.publish_back('mailer', b'{}', {'x-attempt': 2})   # doctest: +SKIP
+        >>> await broker.publish_back('mailer', b'{}', 'c0ffee', {'x-attempt': 2})   # doctest: +SKIP
         """
-        await self._publish(queue, body, headers=headers or None, timeout=min(self.publish_timeout, 5.0))
+        await self._publish(queue, body, _properties(message_id, dict(headers) or None),
+                            timeout=min(self.publish_timeout, 5.0))
 
-    async def publish_dead_letter(self, queue: str, body: bytes, error: str, attempts: int) -> None:
+    async def publish_dead_letter(self, queue: str, body: bytes, error: str, attempts: int, *, message_id: str,
+                                  headers: Mapping[str, str]) -> None:
         """Publish a message to ``<queue>.dlq`` with its error and attempt count."""
-        target = f'{queue}.dlq'
-        headers = {ERROR_HEADER: error[:4000], 'x-attempts': attempts}
-        await self._publish(target, body, headers=headers)
+        table = {**headers, ERROR_HEADER: error[:4000], ATTEMPTS_HEADER: attempts}
+        await self._publish(f'{queue}.dlq', body, _properties(message_id, table))
 
     # -- consuming -----------------------------------------------------------------
 
@@ -403,18 +412,26 @@ class AMQPBroker(AbstractQueueBroker):
         await self.consume_connection.close()
 
 
+def _properties(message_id: str, headers: dict[str, Any] | None, expiration: str | None = None) -> Basic.Properties:
+    # Persistent, with the message's id: a basic.return names the message it returns by its id
+    # (Confirms maps it back to its publish).
+    return Basic.Properties(delivery_mode=2, headers=headers, expiration=expiration, message_id=message_id)
+
+
 def _text(value: Any) -> str:
     return value.decode(errors='replace') if isinstance(value, bytes) else str(value)
 
 
 def _dead_letter(message: aiormq.abc.DeliveredMessage) -> DeadLetter:
-    headers: dict[str, Any] = dict(message.header.properties.headers or {})
+    properties = message.header.properties
+    headers: dict[str, Any] = dict(properties.headers or {})
     error = headers.get(ERROR_HEADER)
     if error is None:
         deaths: Any = headers.get('x-death') or [{}]
         error = f'dead-lettered by the broker: {_text(deaths[0].get("reason", "rejected"))}'
     try:
-        attempts = int(headers.get('x-attempts', headers.get(ATTEMPT_HEADER, 1)))
+        attempts = int(headers.get(ATTEMPTS_HEADER, headers.get(ATTEMPT_HEADER, 1)))
     except (TypeError, ValueError):
         attempts = 1
-    return DeadLetter(message.body.decode(errors='replace'), _text(error), attempts)
+    return DeadLetter(message.body.decode(errors='replace'), _text(error), attempts,
+                      str(properties.message_id or ''), user_headers(headers))

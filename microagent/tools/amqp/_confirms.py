@@ -56,16 +56,36 @@ class Confirms:
     async def publish(self, exchange: str, key: str, body: bytes,
                       properties: Basic.Properties) -> asyncio.Future[str | None]:
         """Write one publish; the future of its outcome (see the module docstring)."""
-        data = self._frames(exchange, key, [(body, properties)])
-        if not self._lock.locked() and self.lane.write_now(data):
-            return self._register(str(properties.message_id))
-        return (await self._write_numbered(data, [str(properties.message_id)]))[0]
+        message_id = str(properties.message_id)
+        while True:
+            await self._after_twin(message_id)
+            data = self._frames(exchange, key, [(body, properties)])
+            if not self._lock.locked() and self.lane.write_now(data):
+                return self._register(message_id)
+            futures = await self._write_numbered(data, [message_id])
+            if futures is not None:
+                return futures[0]
 
     async def publish_many(self, exchange: str, key: str, items: list[tuple[bytes, Basic.Properties]]
                            ) -> list[asyncio.Future[str | None]]:
         """Write many publishes in one go (a pipelined confirm window); their futures in order."""
-        data = self._frames(exchange, key, items)
-        return await self._write_numbered(data, [str(props.message_id) for _, props in items])
+        message_ids = [str(props.message_id) for _, props in items]
+        if len(set(message_ids)) == len(message_ids):
+            futures = await self._write_numbered(self._frames(exchange, key, items), message_ids)
+            if futures is not None:
+                return futures
+        # An id twice in the batch, or already in flight: one at a time (see _after_twin).
+        return [await self.publish(exchange, key, body, props) for body, props in items]
+
+    async def _after_twin(self, message_id: str) -> None:
+        """Wait while a publish with the same message id is unconfirmed.
+
+        A ``basic.return`` names its message by id only: two of them in flight
+        with one id could not be told apart. Callers rarely reuse an id
+        (their own ``message_id=`` sent again), so waiting costs nothing else.
+        """
+        while (tag := self._ids.get(message_id)) is not None:
+            await asyncio.wait([self._pending[tag][0]])
 
     def _frames(self, exchange: str, key: str, items: list[tuple[bytes, Basic.Properties]]) -> bytes:
         if self.channel.is_closed:
@@ -74,9 +94,14 @@ class Confirms:
         size = self.lane.max_content_size
         return b''.join(publish_frames(self.number, method, body, props, size) for body, props in items)
 
-    async def _write_numbered(self, data: bytes, message_ids: list[str]) -> list[asyncio.Future[str | None]]:
-        """Number the publishes in *data* and write it, maybe after aiormq's queued frames."""
+    async def _write_numbered(self, data: bytes, message_ids: list[str]) -> list[asyncio.Future[str | None]] | None:
+        """Number the publishes in *data* and write it, maybe after aiormq's queued frames.
+
+        None, with nothing written, when one of *message_ids* is in flight by then (see ``_after_twin``).
+        """
         async with self._lock:
+            if any(message_id in self._ids for message_id in message_ids):
+                return None
             # Nobody else numbers a publish while these wait to be queued.
             first = self._tag
             futures = [self._register(message_id) for message_id in message_ids]

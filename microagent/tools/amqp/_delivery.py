@@ -21,6 +21,7 @@ import contextlib
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ..._message import NO_HEADERS, user_headers
 from ...delivery import ConsumerRunner, Delivery
 
 if TYPE_CHECKING:
@@ -28,9 +29,10 @@ if TYPE_CHECKING:
     from ._broker import AMQPBroker
     from ._deliveries import Incoming
 
-__all__ = ['ATTEMPT_HEADER', 'ERROR_HEADER', 'AMQPMessage', 'ManualAckRunner', 'attempt_of']
+__all__ = ['ATTEMPTS_HEADER', 'ATTEMPT_HEADER', 'ERROR_HEADER', 'AMQPMessage', 'ManualAckRunner', 'attempt_of']
 
-ATTEMPT_HEADER = 'x-attempt'
+ATTEMPT_HEADER = 'x-attempt'    # the attempt a copy is for (retries)
+ATTEMPTS_HEADER = 'x-attempts'  # the attempts a dead letter had
 ERROR_HEADER = 'x-error'
 
 
@@ -60,7 +62,7 @@ class AMQPMessage:
         self.channel = delivery.channel
         self.delivery_tag = delivery.delivery_tag
         self.body = delivery.body
-        self.headers = delivery.headers
+        self.headers = delivery.amqp_headers  # the whole AMQP table, as the reference API gave it
         self.redelivered = delivery.redelivered
 
     def __repr__(self) -> str:
@@ -83,18 +85,20 @@ class AMQPMessage:
 class AMQPDelivery(Delivery):
     """A message read from an AMQP queue on one consumer channel."""
 
-    __slots__ = ('auto', 'broker', 'channel', 'delivery_tag', 'headers', 'incoming', 'queue', 'redelivered',
+    __slots__ = ('amqp_headers', 'auto', 'broker', 'channel', 'delivery_tag', 'incoming', 'queue', 'redelivered',
                  'settled')
 
     def __init__(self, broker: AMQPBroker, queue: str, incoming: Incoming, auto: bool = True) -> None:
-        headers = incoming.properties.headers or {}
-        super().__init__(incoming.body, attempt_of(headers), str(incoming.delivery_tag))
+        properties = incoming.properties
+        headers = properties.headers or {}
+        super().__init__(incoming.body, attempt_of(headers), str(incoming.delivery_tag),
+                         str(properties.message_id or ''), user_headers(headers) if headers else NO_HEADERS)
         self.broker = broker
         self.queue = queue
         self.incoming = incoming
         self.channel = incoming.channel
         self.delivery_tag = incoming.delivery_tag
-        self.headers = headers
+        self.amqp_headers = headers
         self.redelivered = incoming.redelivered
         self.auto = auto
         self.settled = False
@@ -116,10 +120,12 @@ class AMQPDelivery(Delivery):
             await self.settle_ack()
 
     async def retry(self, delay: float, error: str) -> None:
-        await self._move(self.broker.publish_retry(self.queue, self._bytes(), self.attempt + 1, delay, error))
+        await self._move(self.broker.publish_retry(self.queue, self._bytes(), self.attempt + 1, delay, error,
+                                                   message_id=self.message_id, headers=self.headers))
 
     async def dead_letter(self, error: str) -> None:
-        await self._move(self.broker.publish_dead_letter(self.queue, self._bytes(), error, self.attempt))
+        await self._move(self.broker.publish_dead_letter(self.queue, self._bytes(), error, self.attempt,
+                                                         message_id=self.message_id, headers=self.headers))
 
     async def _move(self, publish: Coroutine[Any, Any, None]) -> None:
         try:
@@ -137,7 +143,7 @@ class AMQPDelivery(Delivery):
             # Requeued as it is: its handler acks it (autoack=False), or its lost attempt is still to count.
             await self.settle_nack(requeue=True)
             return
-        await self._move(self.broker.publish_back(self.queue, self._bytes(), self.headers))
+        await self._move(self.broker.publish_back(self.queue, self._bytes(), self.message_id, self.amqp_headers))
 
     def _bytes(self) -> bytes:
         return self.body if isinstance(self.body, bytes) else self.body.encode()

@@ -4,16 +4,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
+from ..._message import check_headers, check_message_id, message_ids_for, new_message_id
 from ...broker import AbstractQueueBroker
 from ...delivery import DeadLetter
 from ...exceptions import BackendError, ConfigurationError
 from ._client import KafkaClients, KafkaSettings, parse_dsn, security_options, stop_consumer, true_ends
-from ._consumer import QueueReader, dlq_topic, header, int_header, reading
+from ._consumer import QueueReader, dlq_topic, reading
+from ._wire import RecordHeaders, outgoing
 
 __all__ = ['KafkaBroker']
 
@@ -40,6 +42,8 @@ class KafkaBroker(AbstractQueueBroker):
     >>> await broker.mailer.length()                                   # doctest: +SKIP
     0
     """
+
+    send_options: ClassVar[frozenset[str]] = frozenset({'key'})
 
     def __init__(self, dsn: str = 'kafka://localhost:9092', *, partitions: int = 1,
                  idempotent: bool | None = None, session_timeout: float = 10.0, request_timeout: float = 30.0,
@@ -71,22 +75,33 @@ class KafkaBroker(AbstractQueueBroker):
 
     # -- sending ---------------------------------------------------------------
 
-    async def send(self, name: str, message: str, **kwargs: Any) -> None:
+    async def send(self, name: str, message: str, *, headers: Mapping[str, str] | None = None,
+                   message_id: str | None = None, key: str | bytes | None = None) -> None:
         """Write *message* to topic *name*; returns once acknowledged by all in-sync replicas.
 
         ``key=`` (str or bytes) picks the partition: messages with one key keep their order.
         """
-        await self._clients.produce(name, message.encode(), key=_key(kwargs))
+        message_id = check_message_id(message_id) if message_id is not None else new_message_id()
+        await self._clients.produce(name, message.encode(), outgoing(message_id, check_headers(headers)),
+                                    key=_key(key))
 
-    async def send_many(self, name: str, messages: Sequence[str], **kwargs: Any) -> None:
+    async def send_many(self, name: str, messages: Sequence[str], *, headers: Mapping[str, str] | None = None,
+                        message_ids: Sequence[str] | None = None, key: str | bytes | None = None) -> None:
         """Enqueue all messages (the producer batches them), then wait for every ack."""
-        await self._clients.produce_many(name, [m.encode() for m in messages], key=_key(kwargs))
+        checked = check_headers(headers)
+        records = [(m.encode(), outgoing(message_id, checked))
+                   for m, message_id in zip(messages, message_ids_for(messages, message_ids), strict=True)]
+        await self._clients.produce_many(name, records, key=_key(key))
 
-    async def publish(self, exchange: str, message: str, topic: str | None = None, **kwargs: Any) -> None:
+    async def publish(self, exchange: str, message: str, topic: str | None = None, *,
+                      headers: Mapping[str, str] | None = None, message_id: str | None = None,
+                      key: str | bytes | None = None) -> None:
         """One record on the exchange's topic; each bound queue's group filters by *topic*."""
         self.catalog.route(exchange, topic)  # QueueNotFound for an undeclared exchange
-        headers = [('topic', topic.encode())] if topic else []
-        await self._clients.produce(exchange, message.encode(), headers, key=_key(kwargs))
+        message_id = check_message_id(message_id) if message_id is not None else new_message_id()
+        own = {'x_topic': topic} if topic else {}
+        await self._clients.produce(exchange, message.encode(), outgoing(message_id, check_headers(headers), **own),
+                                    key=_key(key))
 
     # -- consuming -------------------------------------------------------------
 
@@ -159,8 +174,7 @@ class KafkaBroker(AbstractQueueBroker):
         finally:
             await stop_consumer(reader, self.settings.request_timeout)
         records.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
-        return [DeadLetter(bytes(r.value or b'').decode('utf-8', 'replace'), header(r.headers, 'error'),
-                           int_header(r.headers, 'attempts', 1)) for r in records[:limit]]
+        return [_dead_letter(r) for r in records[:limit]]
 
     async def _read_all(self, reader: AIOKafkaConsumer, topic: str, limit: int) -> list[Any]:
         partitions = await self._clients.partitions(reader, [topic])
@@ -218,8 +232,13 @@ async def _read_all(readers: list[QueueReader]) -> None:
             group.create_task(reader.read(), name=f'kafka reader {reader.group}')
 
 
-def _key(options: Mapping[str, Any]) -> bytes | None:
-    key = options.get('key')
+def _dead_letter(record: Any) -> DeadLetter:
+    headers = RecordHeaders(record.headers)
+    return DeadLetter(bytes(record.value or b'').decode('utf-8', 'replace'), headers.text('x-error'),
+                      headers.number('x-attempts', 1), headers.message_id, dict(headers.headers))
+
+
+def _key(key: Any) -> bytes | None:
     if key is None or isinstance(key, bytes):
         return key
     if isinstance(key, str):

@@ -158,15 +158,15 @@ class KafkaClients:
         except (KafkaError, OSError, TimeoutError) as exc:
             raise self._send_failed(topic, exc) from None
 
-    async def produce_many(self, topic: str, values: Iterable[bytes],
-                           headers: Sequence[tuple[str, bytes]] = (), key: bytes | None = None) -> None:
-        """Enqueue every record (they batch), then wait for every acknowledgement."""
+    async def produce_many(self, topic: str, records: Iterable[tuple[bytes, Sequence[tuple[str, bytes]]]],
+                           key: bytes | None = None) -> None:
+        """Enqueue every record (value, headers) (they batch), then wait for every acknowledgement."""
         try:
             await self.ensure_topics([topic])
             producer = await self.producer()
             async with asyncio.timeout(self.settings.request_timeout):
                 futures = [await producer.send(topic, value, key=key, headers=list(headers) or None)
-                           for value in values]
+                           for value, headers in records]
                 await asyncio.gather(*futures)
         except (KafkaError, OSError, TimeoutError) as exc:
             raise self._send_failed(topic, exc) from None

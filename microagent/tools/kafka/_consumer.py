@@ -13,8 +13,9 @@ message is handled once per group.
   messages wait for their commit: past that, reading waits for the commit, so
   a member that dies makes the group handle again at most ``max_inflight``
   running plus ``window`` handled messages.
-* A retry is a new record in ``q.retry`` with ``attempt`` and ``not_before``
-  headers, acknowledged by the broker before the old offset counts as done.
+* A retry is a new record in ``q.retry`` with ``x-attempt`` and
+  ``x-not-before`` headers (``kafka._wire``), acknowledged by the broker
+  before the old offset counts as done.
   A retry record that is not due pauses only its ``q.retry`` partition until
   it is (seek back, pause, resume on a timer): ``q`` itself never waits.
 * On a rebalance the revoked partitions get a bounded wait for their
@@ -42,11 +43,12 @@ from ...delivery import ConsumerRunner, Delivery
 from ._client import KafkaClients, stop_consumer
 from ._offsets import PartitionOffsets
 from ._stall import StallWatch
+from ._wire import RecordHeaders, outgoing
 
 if TYPE_CHECKING:
     from aiokafka.structs import ConsumerRecord
 
-__all__ = ['QueueReader', 'dlq_topic', 'header', 'int_header', 'reading', 'retry_topic']
+__all__ = ['QueueReader', 'dlq_topic', 'reading', 'retry_topic']
 
 log = logging.getLogger('microagent.kafka')
 FETCH_WAIT_MS = 500          # getmany wait: how soon a stopped reader notices
@@ -78,30 +80,15 @@ def reading(queue: str, exchange: str | None, group: str) -> list[tuple[list[str
     return pairs + ([([exchange], f'{group}.exchange')] if exchange else [])
 
 
-def header(headers: Any, key: str, default: str = '') -> str:
-    """The value of header *key* of a record, decoded."""
-    for name, value in headers or ():
-        if name == key and value is not None:
-            return bytes(value).decode('utf-8', 'replace')
-    return default
-
-
-def int_header(headers: Any, key: str, default: int) -> int:
-    """An integer header; a missing or garbled one is *default* (a bad header must not stop the reader)."""
-    try:
-        return int(header(headers, key) or default)
-    except ValueError:
-        return default
-
-
 class KafkaDelivery(Delivery):
     """A record of a partition; settling it lets the partition's commit position move."""
 
     __slots__ = ('_part', '_reader', '_record')
 
     def __init__(self, reader: QueueReader, part: PartitionOffsets, record: ConsumerRecord[Any, Any],
-                 attempt: int) -> None:
-        super().__init__(record.value or b'', attempt, f'{record.topic}/{record.partition}/{record.offset}')
+                 attempt: int, headers: RecordHeaders) -> None:
+        super().__init__(record.value or b'', attempt, f'{record.topic}/{record.partition}/{record.offset}',
+                         headers.message_id, headers.headers)
         self._reader = reader
         self._part = part
         self._record = record
@@ -111,15 +98,15 @@ class KafkaDelivery(Delivery):
 
     async def retry(self, delay: float, error: str) -> None:
         due = int((time.time() + delay) * 1000)
-        headers = [('attempt', str(self.attempt + 1).encode()), ('not_before', str(due).encode()),
-                   ('error', error.encode('utf-8', 'replace')[:1000])]
+        headers = outgoing(self.message_id, self.headers, x_attempt=self.attempt + 1, x_not_before=due,
+                           x_error=error[:1000])
         await self._reader.clients.produce(retry_topic(self._reader.name), self.body_bytes, headers,
                                            key=self._record.key)
         self._reader.settle(self._part, self._record.offset)
 
     async def dead_letter(self, error: str) -> None:
-        headers = [('attempts', str(self.attempt).encode()), ('error', error.encode('utf-8', 'replace')),
-                   ('source', self.message_id.encode())]
+        headers = outgoing(self.message_id, self.headers, x_attempts=self.attempt, x_error=error,
+                           x_source=self.copy_id)
         await self._reader.clients.produce(dlq_topic(self._reader.name), self.body_bytes, headers,
                                            key=self._record.key)
         self._reader.settle(self._part, self._record.offset)
@@ -273,18 +260,19 @@ class QueueReader:
         retries, exchange = tp.topic == self._retries, tp.topic == self.queue.exchange
         for record in records:
             attempt = 1
+            headers = RecordHeaders(record.headers)
             if retries:
-                due = int_header(record.headers, 'not_before', 0)
+                due = headers.number('x-not-before', 0)
                 if due > now_ms:
                     self._defer(tp, part, record.offset, (due - now_ms) / 1000)
                     return
-                attempt = max(1, int_header(record.headers, 'attempt', 2))
-            if exchange and not self.queue.accepts(header(record.headers, 'topic') or None):
+                attempt = max(1, headers.number('x-attempt', 2))
+            if exchange and not self.queue.accepts(headers.text('x-topic') or None):
                 part.take(record.offset, handled=False)
                 self._settled(part.settle(record.offset, handled=False))
                 continue
             part.take(record.offset)
-            self.runner.submit(KafkaDelivery(self, part, record, attempt))
+            self.runner.submit(KafkaDelivery(self, part, record, attempt, headers))
 
     def _defer(self, tp: TopicPartition, part: PartitionOffsets, offset: int, delay: float) -> None:
         """Hold a not-yet-due retry partition at *offset* until *delay* has passed."""

@@ -1,9 +1,10 @@
 """The in-memory queue broker: the whole delivery contract inside one process."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..._message import check_headers, check_message_id, message_ids_for, new_message_id
 from ...broker import AbstractQueueBroker
 from ...delivery import ConsumerRunner, DeadLetter, Delivery
 from ...exceptions import ConfigurationError
@@ -16,7 +17,7 @@ class _MemoryDelivery(Delivery):
     __slots__ = ('_message', '_queue')
 
     def __init__(self, queue: MemoryQueue, message: Message) -> None:
-        super().__init__(message.body, message.attempt, message.id)
+        super().__init__(message.body, message.attempt, message.id, message.message_id, message.headers)
         self._queue = queue
         self._message = message
 
@@ -24,10 +25,14 @@ class _MemoryDelivery(Delivery):
         pass
 
     async def retry(self, delay: float, error: str) -> None:
-        self._queue.put_later(delay, Message(self._message.id, self._message.body, self.attempt + 1))
+        message = self._message
+        self._queue.put_later(delay, Message(message.id, message.body, self.attempt + 1, message.message_id,
+                                             message.headers))
 
     async def dead_letter(self, error: str) -> None:
-        self._queue.dlq.append(DeadLetter(self._message.body, error, self.attempt))
+        message = self._message
+        self._queue.dlq.append(DeadLetter(message.body, error, self.attempt, message.message_id,
+                                          dict(message.headers)))
 
     async def release(self) -> None:
         self._queue.put(self._message, front=True)
@@ -49,13 +54,17 @@ class MemoryBroker(AbstractQueueBroker):
     def _hub(self) -> Hub:
         return hub_for(self.dsn)
 
-    async def send(self, name: str, message: str, **kwargs: Any) -> None:
+    async def send(self, name: str, message: str, *, headers: Mapping[str, str] | None = None,
+                   message_id: str | None = None) -> None:
         hub = self._hub
-        hub.queue(name).put(Message(str(next(hub.ids)), message))
+        message_id = check_message_id(message_id) if message_id is not None else new_message_id()
+        hub.queue(name).put(Message(str(next(hub.ids)), message, 1, message_id, check_headers(headers)))
 
-    async def send_many(self, name: str, messages: Sequence[str], **kwargs: Any) -> None:
-        for message in messages:
-            await self.send(name, message)
+    async def send_many(self, name: str, messages: Sequence[str], *, headers: Mapping[str, str] | None = None,
+                        message_ids: Sequence[str] | None = None) -> None:
+        hub, checked = self._hub, check_headers(headers)
+        for message, message_id in zip(messages, message_ids_for(messages, message_ids), strict=True):
+            hub.queue(name).put(Message(str(next(hub.ids)), message, 1, message_id, checked))
 
     async def bind(self, name: str) -> None:
         self._start_reader(name, self._read(self._hub.queue(name), self._runners[name]))

@@ -5,8 +5,10 @@ import asyncio
 import collections
 import itertools
 import weakref
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from ..._message import NO_HEADERS
 from ...delivery import DeadLetter
 from ...exceptions import ConfigurationError
 
@@ -19,10 +21,14 @@ _HUBS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Hub]] = we
 
 
 class Message:
-    __slots__ = ('attempt', 'body', 'id')
+    """One copy of a message in a memory queue: its copy id, body, attempt, stable id and headers."""
 
-    def __init__(self, id: str, body: str, attempt: int = 1) -> None:  # noqa: A002
+    __slots__ = ('attempt', 'body', 'headers', 'id', 'message_id')
+
+    def __init__(self, id: str, body: str, attempt: int = 1, message_id: str = '',  # noqa: A002
+                 headers: Mapping[str, str] = NO_HEADERS) -> None:
         self.id, self.body, self.attempt = id, body, attempt
+        self.message_id, self.headers = message_id or id, headers
 
 
 class MemoryQueue:

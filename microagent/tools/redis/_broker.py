@@ -1,8 +1,9 @@
 """The Redis queue broker: one stream per queue, one consumer group per stream.
 
 Keys, under ``prefix`` (default ``microagent``): ``<prefix>:<queue>`` (the
-stream; group = queue name, consumer = broker uid), ``<prefix>:<queue>.dlq``
-(dead letters: body ``b``, error ``e``, attempts ``a``),
+stream; group = queue name, consumer = broker uid; entry fields in
+``redis._wire``), ``<prefix>:<queue>.dlq`` (dead letters: body ``b``, error
+``e``, attempts ``a``, message id ``i``, headers ``h``),
 ``<prefix>:<queue>.delayed`` (retries waiting for their time, a ZSET) and
 ``<prefix>:consumer:<uid>`` (the liveness heartbeat of a consumer).
 
@@ -14,11 +15,12 @@ A live consumer's long-running message is never taken away from it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
+from ..._message import check_headers, check_message_id, encode_headers, message_ids_for, new_message_id
 from ..._tasks import cancel_task
 from ...broker import AbstractQueueBroker
 from ...delivery import DeadLetter
@@ -26,18 +28,11 @@ from ...exceptions import ConfigurationError
 from ._connection import Lane, RedisConnector, pack_args
 from ._reader import QueueReader
 from ._scripts import ADD_MANY, CLAIM_DEAD, QUEUE_LENGTH
+from ._wire import dead_letter, fields
 
 __all__ = ['RedisBroker']
 
 _BATCH = 1000  # messages per script call in send_many / publish
-
-
-def _dead_letter(fields: dict[Any, Any]) -> DeadLetter:
-    def text(key: bytes) -> str:
-        value = fields.get(key, b'')
-        return value.decode('utf-8', 'replace') if isinstance(value, bytes) else str(value)
-    attempts = text(b'a')
-    return DeadLetter(text(b'b'), text(b'e'), int(attempts) if attempts.isdigit() else 1)
 
 
 class RedisBroker(AbstractQueueBroker):
@@ -91,32 +86,47 @@ class RedisBroker(AbstractQueueBroker):
 
     # -- sending -------------------------------------------------------------------
 
-    async def send(self, name: str, message: str, **kwargs: Any) -> None:
+    async def send(self, name: str, message: str, *, headers: Mapping[str, str] | None = None,
+                   message_id: str | None = None) -> None:
+        message_id = check_message_id(message_id) if message_id is not None else new_message_id()
+        checked = check_headers(headers)
         try:
+            if checked:
+                await self._lane.execute('XADD', self.stream(name), '*', *fields(message, message_id, checked))
+                return
             head = self._heads.get(name)
             if head is None:
-                head = self._heads[name] = b'*5\r\n' + pack_args('XADD', self.stream(name), '*', 'b')
-            data = message.encode()
-            await self._lane.execute('XADD', self.stream(name), '*', 'b', message,
-                                     raw=b'%s$%d\r\n%s\r\n' % (head, len(data), data))
+                head = self._heads[name] = b'*7\r\n' + pack_args('XADD', self.stream(name), '*', 'b')
+            data, mid = message.encode(), message_id.encode()
+            await self._lane.execute('XADD', self.stream(name), '*', 'b', message, 'i', message_id,
+                                     raw=b'%s$%d\r\n%s\r\n$1\r\ni\r\n$%d\r\n%s\r\n' % (
+                                         head, len(data), data, len(mid), mid))
         except RedisError as exc:
             raise self.redis.error(exc, f'cannot send to {name}') from None
 
-    async def send_many(self, name: str, messages: Sequence[str], **kwargs: Any) -> None:
+    async def send_many(self, name: str, messages: Sequence[str], *, headers: Mapping[str, str] | None = None,
+                        message_ids: Sequence[str] | None = None) -> None:
         stream = self.stream(name)
-        await self._add_many([stream] * len(messages), list(messages))
+        await self._add_many([stream] * len(messages), message_ids_for(messages, message_ids), list(messages),
+                             check_headers(headers))
 
-    async def publish(self, exchange: str, message: str, topic: str | None = None, **kwargs: Any) -> None:
-        # One script: every bound queue gets the message or none does.
+    async def publish(self, exchange: str, message: str, topic: str | None = None, *,
+                      headers: Mapping[str, str] | None = None, message_id: str | None = None) -> None:
+        # One script: every bound queue gets the message or none does, all with one id.
+        message_id = check_message_id(message_id) if message_id is not None else new_message_id()
         streams = [self.stream(q.name) for q in self.catalog.route(exchange, topic)]
-        await self._add_many(streams, [message] * len(streams))
+        await self._add_many(streams, [message_id] * len(streams), [message] * len(streams), check_headers(headers))
 
-    async def _add_many(self, streams: list[str], messages: list[str]) -> None:
+    async def _add_many(self, streams: list[str], ids: list[str], messages: list[str],
+                        headers: dict[str, str]) -> None:
         # One script call per batch: one reply to parse instead of one per message.
+        encoded = encode_headers(headers) if headers else ''
         try:
             for start in range(0, len(messages), _BATCH):
-                await ADD_MANY.run(self._lane.execute, streams[start:start + _BATCH],
-                                   messages[start:start + _BATCH])
+                args: list[str] = [encoded]
+                for message_id, message in zip(ids[start:start + _BATCH], messages[start:start + _BATCH], strict=True):
+                    args += (message_id, message)
+                await ADD_MANY.run(self._lane.execute, streams[start:start + _BATCH], args)
         except RedisError as exc:
             raise self.redis.error(exc, 'cannot send') from None
 
@@ -134,7 +144,7 @@ class RedisBroker(AbstractQueueBroker):
             entries = await self.redis.client().xrange(f'{self.stream(name)}.dlq', count=limit)
         except RedisError as exc:
             raise self.redis.error(exc, f'cannot read dead letters of {name}') from None
-        return [_dead_letter(fields or {}) for _, fields in entries or ()]
+        return [dead_letter(found or {}) for _, found in entries or ()]
 
     # -- consuming -----------------------------------------------------------------
 

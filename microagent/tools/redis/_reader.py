@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio.connection import Connection
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from ..._message import NO_HEADERS, decode_headers
 from ...delivery import ConsumerRunner, Delivery
 from ...exceptions import BackendError
 from ._connection import close_connection, command, pack
 from ._scripts import ACK, DEAD_LETTER, FETCH, GIVE_BACK, PROMOTE, RELEASE, RETRY
+from ._wire import Entry, entry, retry_member, unpack
 
 if TYPE_CHECKING:
     from ._broker import RedisBroker
 
 __all__ = ['QueueReader']
-
-_Entry = tuple[str, bytes, int]  # id, body, attempt
 
 
 class QueueReader:
@@ -105,9 +105,9 @@ class QueueReader:
                     await asyncio.sleep(0)
                     free = runner.free_slots or await runner.wait_slots()
                 entries = await self._fetch(conn, free)
-                for entry_id, body, attempt in entries:
-                    self.inflight.add(entry_id)
-                    runner.submit(_RedisDelivery(self, entry_id, body, attempt))
+                for item in entries:
+                    self.inflight.add(item[0])
+                    runner.submit(_RedisDelivery(self, item))
                 if entries:
                     # Quick handlers finish within one loop turn: their acks go out with the next read.
                     self.collecting = True
@@ -118,7 +118,7 @@ class QueueReader:
         finally:
             await self._flush_riders()
 
-    async def _fetch(self, conn: Connection, count: int) -> list[_Entry]:
+    async def _fetch(self, conn: Connection, count: int) -> list[Entry]:
         if self.rescan:
             await self._flush_riders()
             return await self._fetch_own(conn, count)
@@ -136,7 +136,7 @@ class QueueReader:
         except NoScriptError:
             await FETCH.load(self.broker._execute)
             return []
-        entries = _unpack(reply) if backlog else [_entry(*item) for item in reply[0][1]] if reply else []
+        entries = unpack(reply) if backlog else [entry(*item) for item in reply[0][1]] if reply else []
         self.backlog = len(entries) >= count
         self.reads += 1
         return entries
@@ -185,7 +185,7 @@ class QueueReader:
         if not ok:
             self.rescan = True
 
-    async def _fetch_own(self, conn: Connection, count: int) -> list[_Entry]:
+    async def _fetch_own(self, conn: Connection, count: int) -> list[Entry]:
         """Our pending entries not in flight: reads cut by a lost connection, failed acks, claims."""
         self.scanning = True
         self.settled.clear()
@@ -207,7 +207,7 @@ class QueueReader:
             if not fields:  # deleted under us: nothing to handle, just forget it
                 await self.broker.redis.client().xack(self.stream, self.name, entry_id)
                 continue
-            found.append(_entry(raw_id, fields))
+            found.append(entry(raw_id, fields))
         return found
 
     async def settle(self, entry_id: str, script: Any) -> None:
@@ -291,31 +291,33 @@ class QueueReader:
 
 
 class _RedisDelivery(Delivery):
-    __slots__ = ('_reader',)
+    __slots__ = ('_headers', '_reader')
 
-    def __init__(self, reader: QueueReader, entry_id: str, body: bytes, attempt: int) -> None:
-        super().__init__(body, attempt, entry_id)
+    def __init__(self, reader: QueueReader, item: Entry) -> None:
+        entry_id, body, attempt, message_id, headers = item
+        super().__init__(body, attempt, entry_id, message_id, decode_headers(headers) if headers else NO_HEADERS)
         self._reader = reader
+        self._headers = headers  # as stored: copies keep them byte for byte
 
     async def ack(self) -> None:
-        await self._reader.settle(self.message_id, None)
+        await self._reader.settle(self.copy_id, None)
 
     async def retry(self, delay: float, error: str) -> None:
         reader = self._reader
-        member = b'%d:%s:' % (self.attempt + 1, self.message_id.encode()) + _bytes(self.body)
-        args = [reader.name, self.message_id, max(0, int(delay * 1000)), member]
-        await reader.settle(self.message_id, (RETRY, [reader.stream, reader.delayed], args))
+        member = retry_member(self.attempt + 1, self.copy_id, self.message_id, self._headers, _bytes(self.body))
+        args = [reader.name, self.copy_id, max(0, int(delay * 1000)), member]
+        await reader.settle(self.copy_id, (RETRY, [reader.stream, reader.delayed], args))
         reader.retry_due.set()
 
     async def dead_letter(self, error: str) -> None:
         reader = self._reader
-        args = [reader.name, self.message_id, self.body, error, self.attempt]
-        await reader.settle(self.message_id, (DEAD_LETTER, [reader.stream, reader.dlq], args))
+        args = [reader.name, self.copy_id, self.body, error, self.attempt, self.message_id, self._headers]
+        await reader.settle(self.copy_id, (DEAD_LETTER, [reader.stream, reader.dlq], args))
 
     async def release(self) -> None:
         reader = self._reader
-        args = [reader.name, self.message_id, self.body, self.attempt]
-        await reader.settle(self.message_id, (RELEASE, [reader.stream], args))
+        args = [reader.name, self.copy_id, self.body, self.attempt, self.message_id, self._headers]
+        await reader.settle(self.copy_id, (RELEASE, [reader.stream], args))
 
 
 def _bytes(body: bytes | str) -> bytes:
@@ -326,28 +328,3 @@ def _retrieve(future: asyncio.Future[None]) -> None:
     # Waiters may all be gone (cancelled): the error was handled by marking the queue for a rescan.
     if not future.cancelled():
         future.exception()
-
-
-def _entry(raw_id: bytes, flat: list[bytes]) -> _Entry:
-    """Id, body and attempt of a stream entry ``[id, [b'b', body, b'a', attempt]]``."""
-    body, attempt = b'', 1
-    for i in range(0, len(flat) - 1, 2):
-        if flat[i] == b'b':
-            body = flat[i + 1]
-        elif flat[i] == b'a' and flat[i + 1].isdigit():
-            attempt = int(flat[i + 1])
-    return raw_id.decode(), body, attempt
-
-
-def _unpack(data: bytes | None) -> list[_Entry]:
-    """The entries of a FETCH reply: ``<id> <attempt> <length>\\n<body>`` one after another."""
-    entries = []
-    pos, end = 0, len(data or b'')
-    while data and pos < end:
-        newline = data.index(b'\n', pos)
-        entry_id, attempt, length = data[pos:newline].split(b' ')
-        pos = newline + 1 + int(length)
-        entries.append((entry_id.decode(), data[newline + 1:pos], int(attempt) if attempt.isdigit() else 1))
-    return entries
-
-
