@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from microagent import ConfigurationError, MicroAgent, cron, periodic
+from microagent import ConfigurationError, MicroAgent, cron, on, periodic
 from microagent._tasks import TaskSet
 from microagent.schedule import Cron, ScheduledTask, lease_ttl
+from microagent.testing import Harness, VirtualClock
 
 from .helpers import eventually
-from .schedule_clock import FakeClock
 
 START = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a whole minute
 
@@ -25,13 +25,13 @@ async def loops() -> AsyncIterator[TaskSet]:
     await tasks.cancel()
 
 
-def make(clock: FakeClock, handler: Callable[[], Awaitable[Any]], **options: Any) -> ScheduledTask:
+def make(clock: VirtualClock, handler: Callable[[], Awaitable[Any]], **options: Any) -> ScheduledTask:
     options.setdefault('timeout', 60)
     return ScheduledTask('T.job', handler, log=logging.getLogger('test.schedule'),
                          clock=clock.time, sleep=clock.sleep, **options)
 
 
-def recorder(clock: FakeClock, runs: list[float], busy: float = 0.0) -> Callable[[], Awaitable[None]]:
+def recorder(clock: VirtualClock, runs: list[float], busy: float = 0.0) -> Callable[[], Awaitable[None]]:
     async def job() -> None:
         runs.append(clock.now - START)
         if busy:
@@ -40,7 +40,7 @@ def recorder(clock: FakeClock, runs: list[float], busy: float = 0.0) -> Callable
 
 
 async def test_fixed_rate_without_drift(loops: TaskSet) -> None:
-    clock, runs = FakeClock(START), []
+    clock, runs = VirtualClock(START), []
     task = make(clock, recorder(clock, runs, busy=3), period=10)
     loops.spawn(task.run())
     await clock.advance(95)
@@ -48,14 +48,14 @@ async def test_fixed_rate_without_drift(loops: TaskSet) -> None:
 
 
 async def test_start_after(loops: TaskSet) -> None:
-    clock, runs = FakeClock(START), []
+    clock, runs = VirtualClock(START), []
     loops.spawn(make(clock, recorder(clock, runs), period=10, start_after=4).run())
     await clock.advance(30)
     assert runs == [4, 14, 24]
 
 
 async def test_tick_skipped_while_previous_run_goes_on(loops: TaskSet, caplog: pytest.LogCaptureFixture) -> None:
-    clock, runs = FakeClock(START), []
+    clock, runs = VirtualClock(START), []
     task = make(clock, recorder(clock, runs, busy=25), period=10)
     loops.spawn(task.run())
     await clock.advance(65)
@@ -65,7 +65,7 @@ async def test_tick_skipped_while_previous_run_goes_on(loops: TaskSet, caplog: p
 
 
 async def test_overlap_allowed(loops: TaskSet) -> None:
-    clock, runs = FakeClock(START), []
+    clock, runs = VirtualClock(START), []
     task = make(clock, recorder(clock, runs, busy=25), period=10, overlap=True)
     loops.spawn(task.run())
     await clock.advance(45)
@@ -75,7 +75,7 @@ async def test_overlap_allowed(loops: TaskSet) -> None:
 
 async def test_timeout_cancels_the_run_and_the_schedule_goes_on(loops: TaskSet,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
-    clock, started, cancelled = FakeClock(START), [], []
+    clock, started, cancelled = VirtualClock(START), [], []
 
     async def stuck() -> None:
         started.append(clock.now)
@@ -97,7 +97,7 @@ async def test_timeout_cancels_the_run_and_the_schedule_goes_on(loops: TaskSet,
 
 async def test_exception_is_logged_and_the_schedule_goes_on(loops: TaskSet,
                                                             caplog: pytest.LogCaptureFixture) -> None:
-    clock, runs = FakeClock(START), []
+    clock, runs = VirtualClock(START), []
 
     async def broken() -> None:
         runs.append(clock.now)
@@ -111,7 +111,7 @@ async def test_exception_is_logged_and_the_schedule_goes_on(loops: TaskSet,
 
 
 async def test_jitter_delays_runs_but_not_the_schedule(loops: TaskSet) -> None:
-    clock, runs = FakeClock(START), []
+    clock, runs = VirtualClock(START), []
     task = make(clock, recorder(clock, runs), period=10, jitter=3)
     loops.spawn(task.run())
     await clock.advance(100)
@@ -122,7 +122,7 @@ async def test_jitter_delays_runs_but_not_the_schedule(loops: TaskSet) -> None:
 
 
 async def test_missed_ticks_are_skipped_by_default(loops: TaskSet, caplog: pytest.LogCaptureFixture) -> None:
-    clock, runs = FakeClock(START), []
+    clock, runs = VirtualClock(START), []
     task = make(clock, recorder(clock, runs), period=10)
     loops.spawn(task.run())
     await clock.advance(15)
@@ -134,7 +134,7 @@ async def test_missed_ticks_are_skipped_by_default(loops: TaskSet, caplog: pytes
 
 
 async def test_missed_ticks_run_once_with_catch_up(loops: TaskSet) -> None:
-    clock, runs = FakeClock(START), []
+    clock, runs = VirtualClock(START), []
     task = make(clock, recorder(clock, runs), period=10, catch_up=True)
     loops.spawn(task.run())
     await clock.advance(15)
@@ -145,7 +145,7 @@ async def test_missed_ticks_run_once_with_catch_up(loops: TaskSet) -> None:
 
 
 async def test_slightly_late_tick_still_runs(loops: TaskSet) -> None:
-    clock, runs = FakeClock(START), []
+    clock, runs = VirtualClock(START), []
     task = make(clock, recorder(clock, runs), period=10)
     loops.spawn(task.run())
     await clock.advance(5)
@@ -156,7 +156,7 @@ async def test_slightly_late_tick_still_runs(loops: TaskSet) -> None:
 
 
 async def test_cron_ticks_on_a_controllable_clock(loops: TaskSet) -> None:
-    clock, runs = FakeClock(START), []
+    clock, runs = VirtualClock(START), []
     task = make(clock, recorder(clock, runs), cron=Cron('*/15 * * * * *'))
     loops.spawn(task.run())
     await clock.advance(3600)
@@ -166,7 +166,7 @@ async def test_cron_ticks_on_a_controllable_clock(loops: TaskSet) -> None:
 
 async def test_cron_daily_job_after_downtime(loops: TaskSet) -> None:
     for catch_up, expected in ((False, []), (True, [36_000])):
-        clock, runs = FakeClock(START - 8 * 3600), []  # 00:00 UTC
+        clock, runs = VirtualClock(START - 8 * 3600), []  # 00:00 UTC
         task = make(clock, recorder(clock, runs), cron=Cron('0 3 * * *'), catch_up=catch_up)
         spawned = loops.spawn(task.run())
         await clock.advance(3600)
@@ -178,7 +178,7 @@ async def test_cron_daily_job_after_downtime(loops: TaskSet) -> None:
 
 
 def test_info_lists_next_run() -> None:
-    clock = FakeClock(START)
+    clock = VirtualClock(START)
     task = make(clock, recorder(clock, []), cron=Cron('0 9 * * *', 'Europe/Berlin'))
     info = task.info()
     assert info['next_run'] == '2027-01-16T08:00:00+00:00'
@@ -188,7 +188,7 @@ def test_info_lists_next_run() -> None:
 
 def test_task_needs_period_or_cron() -> None:
     with pytest.raises(ConfigurationError, match='exactly one'):
-        ScheduledTask('x', recorder(FakeClock(), []), 1, logging.getLogger())
+        ScheduledTask('x', recorder(VirtualClock(), []), 1, logging.getLogger())
 
 
 def test_lease_ttl_fits_a_takeover_in_one_interval() -> None:
@@ -242,7 +242,7 @@ def test_singleton_needs_a_backend_with_a_dsn() -> None:
 async def test_singleton_tasks_share_the_epoch_grid_and_only_the_holder_runs(loops: TaskSet, uid: str) -> None:
     from microagent.tools.memory import MemoryLease
 
-    clock, runs_a, runs_b = FakeClock(START + 3.3), [], []
+    clock, runs_a, runs_b = VirtualClock(START + 3.3), [], []
     tasks = [make(clock, recorder(clock, runs), period=10, singleton=True,
                   lease=MemoryLease(f'memory://{uid}', 'T.job', ttl=5, clock=clock.time))
              for runs in (runs_a, runs_b)]
@@ -254,3 +254,32 @@ async def test_singleton_tasks_share_the_epoch_grid_and_only_the_holder_runs(loo
     assert ran == [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]  # multiples of the period since the epoch
     assert not (runs_a and runs_b)
     assert sum(t.stats.not_holder for t in tasks) == 10
+
+
+# -- whole agents on the test kit's harness ------------------------------------------------
+
+async def test_agent_schedules_across_a_dst_change_on_the_harness() -> None:
+    class Clocked(MicroAgent):
+        @on('pre_start')
+        def setup(self) -> None:
+            self.runs: list[str] = []
+
+        @cron('30 2 * * *', timezone='Europe/Berlin')
+        async def nightly(self) -> None:
+            self.runs.append(f'nightly {self.settings["now"]().isoformat()}')
+
+        @periodic(period=6 * 3600, singleton=True)
+        async def sweep(self) -> None:
+            self.runs.append(f'sweep {self.settings["now"]().isoformat()}')
+
+    async with Harness(start='2026-03-28T00:00:00+00:00') as h:
+        agents = [h.add(Clocked, settings={'now': h.clock.datetime}) for _ in range(2)]
+        await h.start()
+        await h.advance(2 * 24 * 3600)
+    nightly = ['2026-03-28T01:30:00+00:00', '2026-03-29T01:00:00+00:00']  # 02:30 CET, then 03:00 CEST (gap)
+    for agent in agents:  # not a singleton: each replica runs it
+        assert [r.split()[1] for r in agent.runs if r.startswith('nightly')] == nightly
+    sweeps = sorted(r.split()[1] for agent in agents for r in agent.runs if r.startswith('sweep'))
+    assert sweeps == [f'2026-03-{d}T{h}:00:00+00:00' for d, h in (
+        ('28', '06'), ('28', '12'), ('28', '18'), ('29', '00'), ('29', '06'), ('29', '12'), ('29', '18'),
+        ('30', '00'))]  # a singleton on the epoch grid: one replica runs each tick

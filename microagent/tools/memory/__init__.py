@@ -7,10 +7,13 @@ Redis, RabbitMQ or Kafka (acks, retries, dead letters, exchanges, RPC)::
     bus = MemorySignalBus('memory://')
     broker = MemoryBroker('memory://')
 
-``memory://other`` is a separate hub. Nothing crosses processes.
+``memory://other`` is a separate hub. Nothing crosses processes. A :class:`Tap`
+installed on a hub (``set_tap``) sees every send and settlement: the test kit
+(:mod:`microagent.testing`) records traffic and injects faults through it.
 """
 from ._broker import MemoryBroker
 from ._bus import MemorySignalBus
 from ._lease import MemoryLease
+from ._tap import Tap, Timer, set_tap
 
-__all__ = ['MemoryBroker', 'MemoryLease', 'MemorySignalBus']
+__all__ = ['MemoryBroker', 'MemoryLease', 'MemorySignalBus', 'Tap', 'Timer', 'set_tap']

@@ -22,19 +22,26 @@ class _MemoryDelivery(Delivery):
         self._message = message
 
     async def ack(self) -> None:
-        pass
+        if self._queue.hub.tap is not None:
+            self._queue.settled(self._message, 'ack')
 
     async def retry(self, delay: float, error: str) -> None:
         message = self._message
+        if self._queue.hub.tap is not None:
+            self._queue.settled(message, 'retry', error)
         self._queue.put_later(delay, Message(message.id, message.body, self.attempt + 1, message.message_id,
                                              message.headers))
 
     async def dead_letter(self, error: str) -> None:
         message = self._message
+        if self._queue.hub.tap is not None:
+            self._queue.settled(message, 'dead_letter', error)
         self._queue.dlq.append(DeadLetter(message.body, error, self.attempt, message.message_id,
                                           dict(message.headers)))
 
     async def release(self) -> None:
+        if self._queue.hub.tap is not None:
+            self._queue.settled(self._message, 'release')
         self._queue.put(self._message, front=True)
 
 
@@ -58,13 +65,30 @@ class MemoryBroker(AbstractQueueBroker):
                    message_id: str | None = None) -> None:
         hub = self._hub
         message_id = check_message_id(message_id) if message_id is not None else new_message_id()
-        hub.queue(name).put(Message(str(next(hub.ids)), message, 1, message_id, check_headers(headers)))
+        if hub.tap is None:
+            hub.queue(name).put(Message(str(next(hub.ids)), message, 1, message_id, check_headers(headers)))
+            return
+        self._tapped(hub, name, message, message_id, check_headers(headers))
 
     async def send_many(self, name: str, messages: Sequence[str], *, headers: Mapping[str, str] | None = None,
                         message_ids: Sequence[str] | None = None) -> None:
         hub, checked = self._hub, check_headers(headers)
         for message, message_id in zip(messages, message_ids_for(messages, message_ids), strict=True):
-            hub.queue(name).put(Message(str(next(hub.ids)), message, 1, message_id, checked))
+            if hub.tap is None:
+                hub.queue(name).put(Message(str(next(hub.ids)), message, 1, message_id, checked))
+            else:
+                self._tapped(hub, name, message, message_id, checked)
+
+    @staticmethod
+    def _tapped(hub: Hub, name: str, body: str, message_id: str, headers: Mapping[str, str]) -> None:
+        """Enqueue what the hub's tap makes of a send: dropped, duplicated or delayed copies (or an error)."""
+        queue = hub.queue(name)
+        for delay in hub.tap.sent(name, body) if hub.tap is not None else (0.0,):
+            copy = Message(str(next(hub.ids)), body, 1, message_id, headers)
+            if delay > 0:
+                queue.put_later(delay, copy)
+            else:
+                queue.put(copy)
 
     async def bind(self, name: str) -> None:
         self._start_reader(name, self._read(self._hub.queue(name), self._runners[name]))

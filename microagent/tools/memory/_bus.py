@@ -1,11 +1,12 @@
 """The in-memory signal bus: at-most-once signals and RPC inside one process."""
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from ...bus import AbstractSignalBus
 from ...exceptions import ConfigurationError
-from ._hub import hub_for
+from ._hub import Hub, hub_for
 
 __all__ = ['MemorySignalBus']
 
@@ -25,6 +26,11 @@ class MemorySignalBus(AbstractSignalBus):
 
     async def send(self, channel: str, message: str) -> None:
         hub = hub_for(self.dsn)
+        if hub.tap is not None:
+            # The tap delays (on the next loop turn at the earliest), drops or repeats the delivery.
+            for delay in hub.tap.signalled(channel, message):
+                hub.tap.call_later(None, delay, functools.partial(_deliver, hub, channel, message))
+            return
         for bus in tuple(hub.channels.get(channel, ())):
             # Delivered on the next loop turn, as from a network: never inside send().
             hub.loop.call_soon(bus.receiver, channel, message)
@@ -39,3 +45,8 @@ class MemorySignalBus(AbstractSignalBus):
             hub.channels.get(channel, set()).discard(self)
         self._bound.clear()
         await super().close()
+
+
+def _deliver(hub: Hub, channel: str, message: str) -> None:
+    for bus in tuple(hub.channels.get(channel, ())):
+        bus.receiver(channel, message)

@@ -14,6 +14,7 @@ from ...exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from ._bus import MemorySignalBus
+    from ._tap import Tap, Timer
 
 __all__ = ['Hub', 'MemoryQueue', 'Message', 'hub_for']
 
@@ -34,10 +35,12 @@ class Message:
 class MemoryQueue:
     """Ready messages, delayed retries and dead letters of one queue."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self, hub: Hub, name: str) -> None:
+        self.hub = hub
+        self.name = name
+        self.loop = hub.loop
         self.ready: collections.deque[Message] = collections.deque()
-        self.delayed: dict[str, asyncio.TimerHandle] = {}
+        self.delayed: dict[str, asyncio.TimerHandle | Timer] = {}
         self.dlq: list[DeadLetter] = []
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
@@ -52,7 +55,16 @@ class MemoryQueue:
         def due() -> None:
             self.delayed.pop(message.id, None)
             self.put(message)
-        self.delayed[message.id] = self.loop.call_later(delay, due)
+        tap = self.hub.tap
+        self.delayed[message.id] = (self.loop.call_later(delay, due) if tap is None
+                                    else tap.call_later(self.name, delay, due))
+
+    def settled(self, message: Message, outcome: str, error: str | None = None) -> None:
+        """Tell the tap (only called when there is one); it may ask for the message again."""
+        tap = self.hub.tap
+        if tap is not None:
+            for _ in range(tap.settled(self.name, outcome, message.body, message.attempt, error)):
+                self.put(Message(message.id, message.body, message.attempt, message.message_id, message.headers))
 
     def wake(self) -> None:
         while self.waiters:
@@ -79,11 +91,12 @@ class Hub:
         self.queues: dict[str, MemoryQueue] = {}
         self.channels: dict[str, set[MemorySignalBus]] = {}
         self.ids = itertools.count(1)
+        self.tap: Tap | None = None  # test hooks (microagent.testing); None costs one check per send
 
     def queue(self, name: str) -> MemoryQueue:
         queue = self.queues.get(name)
         if queue is None:
-            queue = self.queues[name] = MemoryQueue(self.loop)
+            queue = self.queues[name] = MemoryQueue(self, name)
         return queue
 
 
