@@ -1,12 +1,13 @@
-"""Command line: ``microagent`` (run, send, signal, call, info) and ``marun`` (run).
+"""Command line: ``microagent`` (run, send, signal, call, info, docs) and ``marun`` (run).
 
     marun examples.settings --duration 15
     microagent run examples/settings.py --grace 5 --http-port 9100
     microagent send settings mailer '{"user_id": 1}'
     microagent signal settings user_created user_id=1 email=a@b.c
     microagent call settings rpc_comments_count user_id=1
-    microagent info settings
+    microagent info settings                    # tables; --json for the same data as JSON
     microagent info examples.users:UserAgent
+    microagent docs settings --format html -o system.html   # asyncapi-json|asyncapi-yaml|html|svg|dot
 
 ``k=v`` values are JSON when they parse as JSON (``user_id=1`` is a number),
 strings otherwise. Every error is one line on stderr and exit code 2.
@@ -23,6 +24,8 @@ from typing import Any, NoReturn
 
 from . import __version__
 from ._dsn import mask_text
+from ._info_table import render_agent, render_group
+from ._progress import Progress
 from .agent import MicroAgent
 from .exceptions import ConfigurationError
 from .launcher import codes, logs
@@ -33,6 +36,7 @@ from .launcher.supervisor import Options
 __all__ = ['main', 'marun']
 
 NETWORK_TIMEOUT = 10.0
+DOC_FORMATS = ('asyncapi-json', 'asyncapi-yaml', 'html', 'svg', 'dot')
 EXIT_CODES = ('exit codes: 0 stopped on request (signal, --duration), 2 bad settings or command line (nothing '
               'started), 3 an agent died under --fail-fast, 4 killed by a second signal')
 
@@ -82,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument('--first', action='store_true', help='stop at the first response')
     info = sub.add_parser('info', help='agents, handlers, schedules and queue lengths')
     info.add_argument('target', help='SETTINGS, or MODULE:Agent for one agent class')
+    info.add_argument('--json', action='store_true', help='JSON instead of tables')
+    docs = sub.add_parser('docs', help='the AsyncAPI 3.0 document, the topology picture or one HTML page')
+    docs.add_argument('settings')
+    docs.add_argument('--format', default='asyncapi-json', choices=DOC_FORMATS)
+    docs.add_argument('-o', '--output', help='write to this file (default: stdout)')
+    docs.add_argument('--api-version', default='1.0.0', help="the document's info.version (default 1.0.0)")
     return parser
 
 
@@ -165,11 +175,37 @@ async def _call(bound: Any, args: argparse.Namespace, kwargs: dict[str, Any]) ->
 
 async def _info(args: argparse.Namespace) -> int:
     if ':' in args.target:
-        _emit(_class_info(args.target))
+        info = _class_info(args.target)
+        _emit(info) if args.json else sys.stdout.write(render_agent(info))
         return 0
     group = load_settings(args.target)
-    _emit({'settings': group.module, 'in_one_process': group.in_memory,
-           'agents': {name: await _agent_info(group, name) for name in group.agents}})
+    progress = Progress()
+    agents = {}
+    for index, name in enumerate(group.agents, 1):
+        progress.step(f'{name}: reading queue lengths', index, len(group.agents))
+        agents[name] = await _agent_info(group, name)
+    progress.done()
+    info = {'settings': group.module, 'in_one_process': group.in_memory, 'agents': agents}
+    _emit(info) if args.json else sys.stdout.write(render_group(info))
+    return 0
+
+
+async def _docs(args: argparse.Namespace) -> int:
+    from .docs import render
+
+    progress = Progress()
+    progress.step('loading the settings')
+    group = load_settings(args.settings)
+    progress.step('describing the agents' + (' and laying out the picture' if args.format in ('svg', 'html') else ''))
+    try:
+        text = render(group, args.format, version=args.api_version)
+    finally:
+        progress.done()
+    if args.output:
+        with open(args.output, 'w', encoding='utf-8') as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -222,7 +258,7 @@ def _run(args: argparse.Namespace) -> int:
     return launch(args.settings, options, table=table)
 
 
-COMMANDS = {'send': _send, 'signal': _signal, 'call': _signal, 'info': _info}
+COMMANDS = {'send': _send, 'signal': _signal, 'call': _signal, 'info': _info, 'docs': _docs}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
