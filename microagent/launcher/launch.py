@@ -61,7 +61,8 @@ async def _run(groups: list[GroupSettings], options: Options, table: bool) -> in
     if options.http_port is not None:
         server = await serve(supervisor, options.http_host, options.http_port)
         host, port = server.sockets[0].getsockname()[:2]
-        log.info('health and metrics on http://%s:%d (/healthz /readyz /metrics)', host, port)
+        log.info('health and metrics on http://%s:%d (/ status page, /status.json /healthz /readyz /metrics)',
+                 host, port)
     side.spawn(display.run(), name='status display')
     try:
         code = await supervisor.run()

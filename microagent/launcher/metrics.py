@@ -1,4 +1,7 @@
-"""Health and metrics over HTTP: ``/healthz``, ``/readyz`` and ``/metrics`` (Prometheus text format).
+"""Health, metrics and the status page over HTTP (``--http-port``).
+
+* ``/``: the live status page (:mod:`microagent.launcher.statuspage`).
+* ``/status.json``: the same data as JSON (:mod:`microagent.launcher.snapshot`).
 
 * ``/healthz``: 200 while every worker process is alive, else 503.
 * ``/readyz``: 200 once every agent reported it is connected and consuming, else 503.
@@ -12,12 +15,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import BackendNotInstalled
 from .report import BUCKETS, COUNTERS
+from .snapshot import snapshot
+from .statuspage import PAGE
 
 if TYPE_CHECKING:
     from .supervisor import Supervisor
@@ -106,7 +112,7 @@ async def serve(supervisor: Supervisor, host: str, port: int) -> asyncio.Server:
             status, ctype, body = '500 Internal Server Error', 'text/plain', b'error\n'
         try:
             writer.write(f'HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n'
-                         f'Connection: close\r\n\r\n'.encode() + body)
+                         f'Cache-Control: no-store\r\nConnection: close\r\n\r\n'.encode() + body)
             async with asyncio.timeout(READ_TIMEOUT):
                 await writer.drain()
         except (OSError, TimeoutError):
@@ -124,6 +130,10 @@ def _route(supervisor: Supervisor, registry: Any, prometheus: Any, head: bytes) 
         return '405 Method Not Allowed', 'text/plain', b'GET only\n'
     if path == '/metrics':
         return '200 OK', prometheus.CONTENT_TYPE_LATEST, prometheus.generate_latest(registry)
+    if path == '/':
+        return '200 OK', 'text/html; charset=utf-8', PAGE.encode()
+    if path == '/status.json':
+        return '200 OK', 'application/json', json.dumps(snapshot(supervisor)).encode()
     checks = {'/healthz': supervisor.healthy, '/readyz': supervisor.ready}
     if path not in checks:
         return '404 Not Found', 'text/plain', b'not found\n'

@@ -5,7 +5,10 @@ A report::
     {"state": "running", "pid": 4242, "agents": [
         {"agent": "users", "replica": 0, "ready": true, "consumers": [
             {"queue": "user_created", "handled": 3, "failed": 0, "retried": 0, "dead_lettered": 0,
-             "buckets": [3, 0, ...], "sum": 0.004, "length": 0}]}]}
+             "buckets": [3, 0, ...], "sum": 0.004, "length": 0, "inflight": 1}],
+         "schedules": [
+            {"handler": "UserAgent.sign_up", "period": 3.0, "singleton": false, "next_run": "2026-...",
+             "runs": 4, "failed": 0, "missed": 0, ...}]}]}
 
 ``buckets`` count handler latencies per :data:`BUCKETS` upper bound (not
 cumulative), the last one being +Inf.
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..agent import MicroAgent
     from ..delivery import ConsumerStats
+    from ..schedule import ScheduledTask
 
 __all__ = ['BUCKETS', 'COUNTERS', 'Histogram', 'Reporter']
 
@@ -97,9 +101,11 @@ class Reporter:
             watched.stats.latencies.clear()
             entry: dict[str, Any] = {c: getattr(watched.stats, c) for c in COUNTERS}
             entry.update(queue=consumer.queue.name, buckets=watched.hist.buckets, sum=watched.hist.sum,
-                         length=await _length(agent, consumer.queue.name) if agent.started else None)
+                         length=await _length(agent, consumer.queue.name) if agent.started else None,
+                         inflight=_inflight(agent, consumer.queue.name))
             consumers.append(entry)
-        return {'agent': name, 'replica': replica, 'ready': self.ready.get(index, False), 'consumers': consumers}
+        return {'agent': name, 'replica': replica, 'ready': self.ready.get(index, False), 'consumers': consumers,
+                'schedules': [_schedule(task) for task in agent.schedules]}
 
     def _watch(self, index: int, agent: MicroAgent, queue: str) -> _Watched | None:
         key = (index, queue)
@@ -109,6 +115,19 @@ class Reporter:
             except (KeyError, AttributeError):
                 return None  # not bound (yet): nothing to count
         return self._watched[key]
+
+
+def _inflight(agent: MicroAgent, queue: str) -> int:
+    try:
+        return int(agent.broker.runner(queue).inflight)
+    except (KeyError, AttributeError):
+        return 0  # not bound (any more)
+
+
+def _schedule(task: ScheduledTask) -> dict[str, Any]:
+    """The schedule's description (next run, singleton holder) and its run counters."""
+    stats = task.stats
+    return {**task.info(), 'runs': stats.runs, 'failed': stats.failed + stats.timed_out, 'missed': stats.missed}
 
 
 async def _length(agent: MicroAgent, queue: str) -> int | None:

@@ -38,6 +38,7 @@ class Slot:
     ready: dict[tuple[str, int], bool] = field(default_factory=dict)
     current: dict[Key, dict[str, Any]] = field(default_factory=dict)
     carried: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    schedules: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def pid(self) -> int | None:
@@ -67,6 +68,7 @@ class Slot:
         for entry in report.get('agents', ()):
             instance = (str(entry['agent']), int(entry['replica']))
             self.ready[instance] = bool(entry.get('ready'))
+            self.schedules[instance] = list(entry.get('schedules', ()))
             for consumer in entry.get('consumers', ()):
                 self.current[(*instance, str(consumer['queue']))] = consumer
 
@@ -76,6 +78,7 @@ class Slot:
             self.carried[key] = _add(self.carried.get(key), entry)
         self.current = {}
         self.ready = {}
+        self.schedules = {}
         self.state = state
 
     def totals(self) -> dict[Key, dict[str, Any]]:
@@ -84,6 +87,7 @@ class Slot:
         for key, entry in self.current.items():
             out[key] = _add(out.get(key), entry)
             out[key]['length'] = entry.get('length')
+            out[key]['inflight'] = int(entry.get('inflight', 0))
         return out
 
     def instance_totals(self, agent: str, replica: int) -> dict[str, int]:
@@ -100,6 +104,7 @@ def _add(base: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, Any]:
     buckets = list(entry.get('buckets') or [0] * len(BUCKETS))
     out['sum'] = float(entry.get('sum', 0.0))
     out['length'] = None
+    out['inflight'] = 0
     if base is not None:
         for counter in COUNTERS:
             out[counter] += base[counter]
