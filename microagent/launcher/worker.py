@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from .._starting import start_agent
 from .._tasks import TaskSet
 from ..agent import MicroAgent
 from ..exceptions import ConfigurationError, MicroAgentError
@@ -82,17 +83,8 @@ class Worker:
 
     async def _start(self, index: int, agent: MicroAgent) -> None:
         name = type(agent).__name__
-        started = asyncio.Event()
-        # Appended last, so it fires once the agent's own post_start hooks ran: it is consuming.
-        agent.hooks['post_start'].append(started.set)
         try:
-            # start() returns once consuming, or runs @on('server') sub-services until stopped.
-            runner = self._side.spawn(agent.start(), name=f'run {name}')
-            waiter = self._side.spawn(started.wait(), name=f'wait {name}')
-            await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            if runner.done() and runner.exception() is not None:
-                raise runner.exception()  # type: ignore[misc]
+            await start_agent(agent, self._side)
             self.reporter.ready[index] = True
             log.info('%s started', name)
             await self.reporter.send('running' if all(self._ready()) else 'starting')

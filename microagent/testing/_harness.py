@@ -17,6 +17,7 @@ import functools
 import uuid
 from typing import Any
 
+from .._starting import start_agent
 from .._tasks import TaskSet
 from ..agent import MicroAgent
 from ..catalog import Catalog
@@ -109,19 +110,8 @@ class Harness:
             raise ConfigurationError('Harness.start: use the harness as "async with Harness() as h"')
         for agent in self.agents:
             if not agent.started:
-                await self._start(agent)
+                await start_agent(agent, self._starts)
         await self.settle()
-
-    async def _start(self, agent: MicroAgent) -> None:
-        started = asyncio.Event()
-        agent.hooks['post_start'].append(started.set)
-        # start() returns once consuming, or keeps running @on('server') sub-services: wait for either.
-        runner = self._starts.spawn(agent.start(), name=f'start {type(agent).__name__}')
-        waiter = self._starts.spawn(started.wait(), name=f'started {type(agent).__name__}')
-        await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if runner.done() and runner.exception() is not None:
-            raise runner.exception()  # type: ignore[misc]
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop every started agent (drain, pre_stop hooks, close)."""

@@ -26,27 +26,21 @@ class HarnessTap(Tap):
         self.delayed: collections.Counter[str] = collections.Counter()
 
     def sent(self, queue: str, body: str) -> Sequence[float]:
-        try:
-            copies = self.faults.on_send('queue', queue)
-        except Exception:
-            self.journal.add('send_failed', queue, body)
-            raise
-        self.journal.add('sent', queue, body)
-        if not copies:
-            self.journal.add('dropped', queue, body)
-        return copies
+        return self._send('queue', 'sent', queue, body)
 
     def signalled(self, channel: str, body: str) -> Sequence[float]:
         if RESPONSE in channel:
             self.journal.add('response', channel.rsplit(':', 1)[-1], body)
             return (0.0,)
-        name = channel.rsplit(':', 1)[-1]
+        return self._send('signal', 'signal', channel.rsplit(':', 1)[-1], body)
+
+    def _send(self, kind: str, record: str, name: str, body: str) -> Sequence[float]:
         try:
-            copies = self.faults.on_send('signal', name)
+            copies = self.faults.on_send(kind, name)
         except Exception:
             self.journal.add('send_failed', name, body)
             raise
-        self.journal.add('signal', name, body)
+        self.journal.add(record, name, body)
         if not copies:
             self.journal.add('dropped', name, body)
         return copies
