@@ -159,15 +159,21 @@ async def _signal(args: argparse.Namespace) -> int:
 
 
 async def _call(bound: Any, args: argparse.Namespace, kwargs: dict[str, Any]) -> int:
-    count = 0
-    async with asyncio.timeout(args.timeout + NETWORK_TIMEOUT), \
-            bound.waiter(args.sender, timeout=args.timeout, **kwargs) as responses:
-        async for response in responses:
-            sys.stdout.write(json.dumps(response, default=str) + '\n')
-            sys.stdout.flush()
-            count += 1
-            if args.first:
-                break
+    count, progress = 0, Progress()
+    progress.step(f'waiting up to {args.timeout:g}s for responses to {args.signal}')
+    try:
+        async with asyncio.timeout(args.timeout + NETWORK_TIMEOUT), \
+                bound.waiter(args.sender, timeout=args.timeout, **kwargs) as responses:
+            async for response in responses:
+                progress.done()
+                sys.stdout.write(json.dumps(response, default=str) + '\n')
+                sys.stdout.flush()
+                count += 1
+                if args.first:
+                    break
+                progress.step(f'{count} response(s); waiting for more until {args.timeout:g}s passed')
+    finally:
+        progress.done()
     if not count:
         raise TimeoutError(f'no response to {args.signal!r} within {args.timeout}s')
     return 0

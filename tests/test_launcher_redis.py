@@ -95,7 +95,7 @@ def test_messages_flow_across_processes(marun: Marun, env: dict[str, str], uid: 
         found = re.findall(rf'microagent_messages_handled_total{{{labels},replica="\d"}} (\S+)', text)
         return sum(float(v) for v in found) == 6 and f'microagent_queue_length{{{labels}' in text
     wait_until(counted, timeout=15)
-    info = run_cli('info', SETTINGS, env=env)
+    info = run_cli('info', SETTINGS, '--json', env=env)
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout)['agents']['jobs']['queue_lengths'] == {f'ljobs_{uid}': 0}
     marun.signal(signal.SIGTERM)

@@ -54,6 +54,7 @@ def _cell(driver: Any, name: str, field: str) -> str:
     return str(found[0].text) if found else ''
 
 
+@pytest.mark.timeout(1200)  # a fresh machine installs chromium first (apt-get)
 def test_status_page_in_chromium_shows_a_killed_replica_restarting(group: list[Marun], tmp_path: Path) -> None:
     with chromium(tmp_path / 'profile') as driver:
         marun = Marun('tests.launcher_settings_procs', '--http-port', '0', '--grace', '2', '--restart-delay', '0.2',
@@ -81,3 +82,26 @@ def test_status_page_in_chromium_shows_a_killed_replica_restarting(group: list[M
         assert errors == []
     marun.signal(signal.SIGTERM)
     assert marun.wait() == 0
+
+
+def test_snapshot_counts_over_restarts_and_shows_schedules() -> None:
+    from microagent.launcher.slot import Slot
+    from microagent.launcher.snapshot import instance
+
+    slot = Slot('emails#1', 'examples.settings', [('emails', 1)], replicas={'emails': 2})
+    report = {'state': 'running', 'pid': 1, 'agents': [{
+        'agent': 'emails', 'replica': 1, 'ready': True,
+        'consumers': [{'queue': 'mailer', 'handled': 5, 'failed': 1, 'retried': 1, 'dead_lettered': 0,
+                       'buckets': [5] + [0] * 11, 'sum': 0.01, 'length': 7, 'inflight': 2}],
+        'schedules': [{'handler': 'EmailAgent.weekly_digest', 'next_run': '2026-01-05T08:00:00+00:00',
+                       'singleton': True, 'holder': True, 'runs': 1, 'failed': 0, 'missed': 0}]}]}
+    slot.apply(report)
+    first = instance(slot, 'emails', 1)
+    assert (first['name'], first['handled'], first['inflight'], first['queues'][0]['length']) == ('emails#1', 5, 2, 7)
+    assert first['schedules'][0]['holder'] is True and first['state'] == 'starting'  # no live process here
+    slot.ended('crashed')
+    slot.restarts += 1
+    after = instance(slot, 'emails', 1)
+    assert (after['handled'], after['inflight'], after['restarts'], after['schedules']) == (5, 0, 1, [])
+    slot.apply(report)  # the new process reports its own counters: totals keep growing
+    assert instance(slot, 'emails', 1)['handled'] == 10
