@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ['render_agent', 'render_group', 'table']
+__all__ = ['render_agent', 'render_group', 'schedule_when', 'table']
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:
@@ -21,7 +21,12 @@ def table(rows: Sequence[Sequence[str]]) -> str:
     return '\n'.join('  '.join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
-def _when(schedule: dict[str, Any]) -> str:
+def schedule_when(schedule: dict[str, Any]) -> str:
+    """``every 3s`` or ``cron 0 9 * * mon (Europe/Berlin)`` for a schedule's info.
+
+    >>> schedule_when({'cron': '0 9 * * mon', 'timezone': 'Europe/Berlin'})
+    'cron 0 9 * * mon (Europe/Berlin)'
+    """
     if 'period' in schedule:
         return f'every {schedule["period"]:g}s'
     zone = schedule.get('timezone', 'UTC')
@@ -54,7 +59,7 @@ def _handler_rows(agents: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
 def _schedule_rows(agents: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = [('AGENT', 'HANDLER', 'WHEN', 'NEXT RUN (UTC)', 'FLAGS')]
     for key, info in agents.items():
-        rows += [(key, str(s['handler']).rsplit('.', 1)[-1], _when(s), _next(s), _flags(s))
+        rows += [(key, str(s['handler']).rsplit('.', 1)[-1], schedule_when(s), _next(s), _flags(s))
                  for s in info['schedules']]
     return rows
 

@@ -173,3 +173,15 @@ async def test_fault_rules_are_checked(catalog: Catalog) -> None:
         h.faults.crash('x', at='later')
     with pytest.raises(ConfigurationError, match='async with'):
         await h.start()
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    from microagent import _starting
+    from microagent.launcher import snapshot, statuspage
+    from microagent.testing import _clock, _faults, _harness, _journal
+    from microagent.tools.memory import _tap
+
+    for module in (_clock, _faults, _harness, _journal, _tap, _starting, snapshot, statuspage):
+        assert doctest.testmod(module).failed == 0, module.__name__

@@ -11,6 +11,7 @@ import html
 import json
 from typing import Any
 
+from .._info_table import schedule_when
 from ._model import System
 
 __all__ = ['html_page']
@@ -48,17 +49,24 @@ def _agents(system: System) -> str:
                                f'<code>{_e(h.target)}</code>' for h in agent.handlers)
         sends = '<br>'.join(f'{"call" if s.rpc else "send"} {_e(s.kind)} <code>{_e(s.target)}</code>'
                             for s in agent.sends)
-        schedules = '<br>'.join(_e(s.get('cron') or f'every {s.get("period")}s') + ' '
-                                + f'<code>{_e(str(s["handler"]).rsplit(".", 1)[-1])}</code>' for s in agent.schedules)
+        schedules = '<br>'.join(f'{_e(schedule_when(s))} <code>{_e(str(s["handler"]).rsplit(".", 1)[-1])}</code>'
+                                for s in agent.schedules)
         rows.append([f'<b>{_e(agent.key)}</b><br><span class="muted">{_e(agent.backend)}</span>',
                      _e(agent.replicas), handlers, sends, schedules, _e(agent.description)])
     return _table(['agent', 'replicas', 'receives / consumes', 'sends', 'schedules', 'about'], rows)
 
 
+def _schema(schema: dict[str, Any]) -> str:
+    props = schema.get('properties', {})
+    inner = props.get('a', {}).get('properties', props) if 'a' in props else props
+    summary = ', '.join(inner) or str(schema.get('type', 'any'))
+    return f'<details><summary>{_e(summary)}</summary><pre>{_e(json.dumps(schema, indent=1))}</pre></details>'
+
+
 def _channels(doc: dict[str, Any]) -> str:
     schemas = doc.get('components', {}).get('schemas', {})
     rows = [[f'<code>{_e(key)}</code>', f'<code>{_e(ch.get("address"))}</code>', _e(ch.get('description', '')),
-             f'<pre>{_e(json.dumps(schemas.get(key, {}), indent=1))}</pre>'] for key, ch in doc['channels'].items()]
+             _schema(schemas.get(key, {}))] for key, ch in doc['channels'].items()]
     return _table(['channel', 'address', 'about', 'payload schema'], rows)
 
 
