@@ -38,6 +38,7 @@ def signal_schema(signal: Signal) -> dict[str, Any]:
         'a': signal_args_schema(signal),
         'c': {'type': 'string', 'description': 'RPC: correlation id'},
         'r': {'type': 'string', 'description': 'RPC: the channel to send the response to'},
+        'h': {'type': 'object', 'additionalProperties': {'type': 'string'}, 'description': 'headers'},
     }}
 
 
