@@ -49,9 +49,12 @@ def test_status_json_has_every_replica_its_counters_queues_and_schedules(group: 
 
 
 def _cell(driver: Any, name: str, field: str) -> str:
-    from selenium.webdriver.common.by import By
-    found = driver.find_elements(By.CSS_SELECTOR, f'tr[data-name="{name}"] td[data-field="{field}"]')
-    return str(found[0].text) if found else ''
+    # Read in one script call: the page redraws its rows every second, so an element found first and read
+    # later may be gone (stale) by then.
+    text = driver.execute_script(
+        'const td = document.querySelector(arguments[0]); return td ? td.textContent : "";',
+        f'tr[data-name="{name}"] td[data-field="{field}"]')
+    return str(text)
 
 
 @pytest.mark.timeout(1200)  # a fresh machine installs chromium first (apt-get)
