@@ -40,6 +40,7 @@ _MEMORY = Backend('microagent.tools.memory', 'MemorySignalBus', 'MemoryBroker', 
 _REDIS = Backend('microagent.tools.redis', 'RedisSignalBus', 'RedisBroker', 'RedisLease', 'redis')
 _AMQP = Backend('microagent.tools.amqp', 'AMQPSignalBus', 'AMQPBroker', 'AMQPLease', 'amqp')
 _KAFKA = Backend('microagent.tools.kafka', None, 'KafkaBroker', 'KafkaLease', 'kafka')
+_NATS = Backend('microagent.tools.nats', 'NATSSignalBus', 'NATSBroker', 'NATSLease', 'nats')
 
 SCHEMES: dict[str, Backend] = {
     'memory': _MEMORY,
@@ -48,6 +49,8 @@ SCHEMES: dict[str, Backend] = {
     'amqp': _AMQP,
     'amqps': _AMQP,
     'kafka': _KAFKA,
+    'nats': _NATS,
+    'tls': _NATS,
 }
 
 

@@ -12,6 +12,9 @@
   and restart it; it registers with the machine's ``epmd`` like any node.
 * :class:`RabbitUser`: a RabbitMQ user of our own on the shared server, so a
   cut closes only our connections (where no private node can be started).
+* :class:`NATSServer`: a private ``nats-server -js`` on a free port with a
+  store directory of its own (optionally a user with a password), never the
+  machine's 4222; a restart is a SIGKILL and a start on the same store.
 
 >>> server = RedisServer(6390).start()   # doctest: +SKIP
 >>> server.restart()                     # doctest: +SKIP
@@ -34,7 +37,8 @@ from pathlib import Path
 
 from microagent.exceptions import BackendError
 
-__all__ = ['MotoServer', 'RabbitServer', 'RabbitUser', 'RedisServer', 'TansuServer', 'free_port', 'port_open']
+__all__ = ['MotoServer', 'NATSServer', 'RabbitServer', 'RabbitUser', 'RedisServer', 'TansuServer', 'free_port',
+           'port_open', 'speaks_nats']
 
 HOST = '127.0.0.1'
 
@@ -370,6 +374,77 @@ class RabbitServer(ManagedProcess):
 
     def close_connections(self) -> None:
         self.ctl('close_all_user_connections', self.user, 'reliability fault injection')
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+NATS_SERVER = ('nats-server', '/usr/sbin/nats-server')
+
+
+def speaks_nats(port: int, timeout: float = 1.0) -> bool:
+    """Whether something on *port* greets like a NATS server (an ``INFO {...}`` line)."""
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(5) == b'INFO '
+    except OSError:
+        return False
+
+
+def nats_binary() -> str | None:
+    """The ``nats-server`` executable (Debian's package puts it in /usr/sbin), None if not installed."""
+    for name in NATS_SERVER:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+class NATSServer(ManagedProcess):
+    """A private nats-server with JetStream: a free port, its store under a temp dir, optionally a user.
+
+    >>> server = NATSServer(password='canary1').start()   # doctest: +SKIP
+    >>> server.dsn(); server.restart(); server.close()    # doctest: +SKIP
+    """
+
+    def __init__(self, port: int | None = None, password: str | None = None) -> None:
+        super().__init__()
+        self.port = port or free_port()
+        self.user = 'reliability' if password else None
+        self.password = password
+        self.dir = tempfile.mkdtemp(prefix='reliability-nats-')
+
+    def __repr__(self) -> str:
+        return f'<NATSServer port={self.port}>'
+
+    @staticmethod
+    def available() -> bool:
+        return nats_binary() is not None
+
+    def dsn(self, port: int | None = None) -> str:
+        auth = f'{self.user}:{self.password}@' if self.password else ''
+        return f'nats://{auth}{HOST}:{port or self.port}'
+
+    def start(self, timeout: float = 20.0) -> NATSServer:
+        binary = nats_binary()
+        if binary is None:
+            raise BackendError('nats-server is not installed (apt-get install nats-server)')
+        args = [binary, '-a', HOST, '-p', str(self.port), '-js', '-sd', self.dir]
+        if self.password:
+            # A config file, not argv: the (canary) password must not show in the process list.
+            config = Path(self.dir) / 'auth.conf'
+            config.write_text(f'authorization {{ user: "{self.user}", password: "{self.password}" }}\n')
+            config.chmod(0o600)
+            args += ['-c', str(config)]
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=self.log, start_new_session=True)
+        _wait(lambda: speaks_nats(self.port), self.process, f'nats-server on {self.port}', timeout)
+        return self
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
 
     def close(self) -> None:
         self.stop()
