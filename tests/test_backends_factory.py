@@ -16,8 +16,8 @@ def test_memory_by_scheme():
 
 
 def test_unknown_scheme_and_paths():
-    with pytest.raises(ConfigurationError, match="unknown DSN scheme 'nats'"):
-        make_broker('nats://localhost')
+    with pytest.raises(ConfigurationError, match="unknown DSN scheme 'mqtt'"):
+        make_broker('mqtt://localhost')
     with pytest.raises(ConfigurationError, match='no signal bus'):
         make_bus('kafka://localhost:9092')
     with pytest.raises(ConfigurationError, match='dotted path'):

@@ -68,8 +68,10 @@ def test_lease_for_picks_the_backend_by_scheme() -> None:
     assert type(lease_for('memory://', 'x', 1)).__name__ == 'MemoryLease'
     assert type(lease_for('redis://u:secret@localhost/1', 'x', 1)).__name__ == 'RedisLease'
     assert 'secret' not in repr(lease_for('redis://u:secret@localhost/1', 'x', 1))
-    with pytest.raises(ValueError, match='no lease for nats'):
-        lease_for('nats://localhost', 'x', 1)
+    assert type(lease_for('nats://u:secret@localhost', 'x', 1)).__name__ == 'NATSLease'
+    assert 'secret' not in repr(lease_for('nats://u:secret@localhost', 'x', 1))
+    with pytest.raises(ValueError, match='no lease for mqtt'):
+        lease_for('mqtt://localhost', 'x', 1)
 
 
 # -- Redis: SET NX PX, fencing token, per-tick claim ----------------------------------------
@@ -100,7 +102,8 @@ async def test_redis_lease_fencing_and_tick_claims(uid: str) -> None:
 
 async def test_lease_on_a_dead_server_holds_nothing_and_masks_the_password(
         caplog: pytest.LogCaptureFixture) -> None:
-    for dsn in ('redis://user:hunter2@127.0.0.1:1/0', 'amqp://user:hunter2@127.0.0.1:1/'):
+    for dsn in ('redis://user:hunter2@127.0.0.1:1/0', 'amqp://user:hunter2@127.0.0.1:1/',
+                'nats://user:hunter2@127.0.0.1:1'):
         lease = lease_for(dsn, 'x', ttl=0.3)
         await lease.start()  # returns after the first (failed) attempt
         assert not lease.held()
@@ -226,3 +229,56 @@ async def test_amqp_three_replicas_holder_killed_twice_over_30s(uid: str) -> Non
     require_port('rabbitmq', 5672)
     require_port('redis', 6379)
     await _replica_run(uid, seconds=30, kills=2, lease_dsn=AMQP)
+
+
+# -- NATS: a key-value bucket, revision-checked updates, ttl -------------------------------------
+
+async def test_nats_lease_fencing_tick_claims_and_takeover(uid: str) -> None:
+    from .nats_server import require_nats
+    dsn = require_nats()
+    name = f'test.schedule.{uid}'
+    leases = [lease_for(dsn, name, ttl=0.6) for _ in range(3)]
+    for lease in leases:
+        await lease.start()
+    try:
+        await eventually(lambda: sum(lease.held() for lease in leases) == 1, timeout=10)
+        holder = next(lease for lease in leases if lease.held())
+        first = holder.token
+        tick = time.time() + 0.01
+        await asyncio.sleep(0.02)
+        assert await holder.claim(tick)
+        assert not await holder.claim(tick)  # a tick runs at most once
+        assert not any([await lease.claim(tick + 1) for lease in leases if lease is not holder])
+        for _ in range(5):  # stays exclusive through renewals
+            assert sum(lease.held() for lease in leases) == 1
+            await asyncio.sleep(0.1)
+        await holder.stop()
+        rest = [lease for lease in leases if lease is not holder]
+        await eventually(lambda: sum(lease.held() for lease in rest) == 1, timeout=10)
+        taker = next(lease for lease in rest if lease.held())
+        assert taker.token is not None and first is not None and taker.token > first
+    finally:
+        for lease in leases:
+            await lease.stop()
+        await _delete_buckets(dsn, name)
+
+
+async def _delete_buckets(dsn: str, name: str) -> None:
+    import nats
+
+    from microagent.tools.nats._lease import bucket_of
+    client = await nats.connect(dsn)
+    try:
+        await client.jetstream().delete_key_value(bucket_of(name))
+    finally:
+        await client.close()
+
+
+async def test_nats_three_replicas_one_holder_killed(uid: str) -> None:
+    from .nats_server import require_nats
+    require_port('redis', 6379)
+    dsn = require_nats()
+    try:
+        await _replica_run(uid, seconds=8, kills=1, lease_dsn=dsn)
+    finally:
+        await _delete_buckets(dsn, f'test.schedule.{uid}.Replica.tick')
