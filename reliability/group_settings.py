@@ -1,6 +1,6 @@
 """The launcher settings of the group under test, from the environment the driver sets.
 
-``REL_BACKEND`` (redis, amqp, kafka), ``REL_DSN``, ``REL_REPLICAS`` and
+``REL_BACKEND`` (redis, amqp, kafka, nats), ``REL_DSN``, ``REL_REPLICAS`` and
 ``REL_BROKER_OPTIONS`` (a JSON object of broker keyword arguments)::
 
     REL_BACKEND=redis REL_DSN=redis://127.0.0.1:6390/0 REL_QUEUE=q1 REL_LEDGER=/tmp/l \\
@@ -15,6 +15,7 @@ BACKENDS = {
     'redis': 'reliability.worker.LedgerRedisBroker',
     'amqp': 'reliability.worker.LedgerAMQPBroker',
     'kafka': 'reliability.worker.LedgerKafkaBroker',
+    'nats': 'reliability.worker.LedgerNATSBroker',
 }
 
 BROKER = {'default': {'backend': BACKENDS[os.environ.get('REL_BACKEND', 'redis')],

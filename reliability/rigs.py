@@ -27,14 +27,25 @@ from microagent.broker import AbstractQueueBroker
 from microagent.exceptions import ConfigurationError
 from microagent.tools.amqp import AMQPBroker
 from microagent.tools.kafka import KafkaBroker
+from microagent.tools.nats import NATSBroker
 from microagent.tools.redis import RedisBroker
 
 from .proxy import FaultProxy
-from .servers import MotoServer, RabbitServer, RabbitUser, RedisServer, TansuServer, free_port, port_open, rabbitmqctl
+from .servers import (
+    MotoServer,
+    NATSServer,
+    RabbitServer,
+    RabbitUser,
+    RedisServer,
+    TansuServer,
+    free_port,
+    port_open,
+    rabbitmqctl,
+)
 
 __all__ = ['BACKENDS', 'Rig', 'make_rig']
 
-BACKENDS = ('redis', 'amqp', 'kafka')
+BACKENDS = ('redis', 'amqp', 'kafka', 'nats')
 COMMON = {'max_attempts': 3, 'retry_delay': 0.1, 'max_retry_delay': 0.5, 'max_inflight': 8,
           'max_message_size': 64 * 1024}
 
@@ -57,7 +68,7 @@ class Rig:
 
     def broker(self, **extra: Any) -> AbstractQueueBroker:
         """A plain broker of this backend (the producer's), through the proxy."""
-        cls = {'redis': RedisBroker, 'amqp': AMQPBroker, 'kafka': KafkaBroker}[self.backend]
+        cls = {'redis': RedisBroker, 'amqp': AMQPBroker, 'kafka': KafkaBroker, 'nats': NATSBroker}[self.backend]
         broker: AbstractQueueBroker = cls(self.dsn, **{**self.options, **extra})
         return broker
 
@@ -128,6 +139,8 @@ async def make_rig(backend: str, *, uid: str, durable: bool, rabbit_restart: boo
         return await _amqp_rig(rabbit_restart)
     if backend == 'kafka':
         return await _kafka_rig(durable)
+    if backend == 'nats':
+        return await _nats_rig(secret or f'canary{uid}')
     raise ConfigurationError(f'unknown backend {backend!r}, expected one of {BACKENDS}')
 
 
@@ -162,6 +175,21 @@ async def _amqp_rig(rabbit_restart: bool) -> Rig:
     proxy = await FaultProxy(5672).start()
     return Rig('amqp', user.dsn(proxy.port), proxy, dict(COMMON), lease=None, can_restart=rabbit_restart,
                secret=user.password, _user=user)
+
+
+async def _nats_rig(secret: str) -> Rig:
+    # A private nats-server (its own port and JetStream store): killed and restarted on that store.
+    server = NATSServer(password=secret)
+    try:
+        await asyncio.to_thread(server.start)
+    except BaseException:
+        await asyncio.to_thread(server.close)
+        raise
+    proxy = await FaultProxy(server.port).start()
+    # ack_wait is the NATS counterpart of the Redis heartbeat ttl: how long a dead consumer keeps its messages.
+    options = {**COMMON, 'prefix': 'reliability', 'ack_wait': 2.0, 'reconnect_delay': 0.25}
+    return Rig('nats', server.dsn(proxy.port), proxy, options, lease=2.0, can_restart=True, secret=secret,
+               _servers=[server])
 
 
 async def _kafka_rig(durable: bool) -> Rig:

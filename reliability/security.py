@@ -29,10 +29,11 @@ from microagent import Catalog, Queue
 from microagent.loader import load_queues, read_source
 from microagent.tools.amqp import AMQPBroker, AMQPSignalBus
 from microagent.tools.kafka import KafkaBroker
+from microagent.tools.nats import NATSBroker, NATSSignalBus
 from microagent.tools.redis import RedisBroker, RedisSignalBus
 
 from .proxy import FaultProxy
-from .servers import RedisServer, free_port
+from .servers import NATSServer, RedisServer, free_port
 from .tls import LocalPKI, TLSServer
 
 __all__ = ['run_security']
@@ -103,6 +104,8 @@ async def _exercise(backend: str, canary: str) -> list[str]:
     dead_port = free_port()
     if backend == 'redis':
         return await _exercise_redis(canary, catalog, dead_port)
+    if backend == 'nats':
+        return await _exercise_nats(canary, catalog, dead_port)
     if backend == 'amqp':
         dsns = [f'amqp://canary_user:{canary}@127.0.0.1:{port}/' for port in (dead_port, 5672)]
         brokers: list[Any] = [AMQPBroker(d, catalog=catalog, publish_timeout=2, connect_timeout=2) for d in dsns]
@@ -120,6 +123,24 @@ async def _exercise_redis(canary: str, catalog: Catalog, dead_port: int) -> list
         dsns = [server.dsn(dead_port), server.dsn(proxy.port), f'redis://:wrong{canary}@127.0.0.1:{server.port}/0']
         brokers = [RedisBroker(d, catalog=catalog, prefix='canary') for d in dsns]
         buses = [RedisSignalBus(d, catalog=catalog) for d in dsns]
+        texts = await _drive(brokers[1:2], buses[1:2], catalog)  # works, then is cut and reconnects
+        await proxy.reset()
+        texts += await _drive(brokers, buses, catalog)
+        return texts
+    finally:
+        await proxy.close()
+        await asyncio.to_thread(server.close)
+
+
+async def _exercise_nats(canary: str, catalog: Catalog, dead_port: int) -> list[str]:
+    """A server with the canary password: refused (nothing listening, wrong password), then cut and reconnected."""
+    server = await asyncio.to_thread(NATSServer(password=canary).start)
+    proxy = await FaultProxy(server.port).start()
+    try:
+        wrong = f'nats://reliability:wrong{canary}@127.0.0.1:{server.port}'
+        dsns = [server.dsn(dead_port), server.dsn(proxy.port), wrong]
+        brokers = [NATSBroker(d, catalog=catalog, connect_timeout=2, publish_timeout=3, prefix='canary') for d in dsns]
+        buses = [NATSSignalBus(d, catalog=catalog, connect_timeout=2) for d in dsns]
         texts = await _drive(brokers[1:2], buses[1:2], catalog)  # works, then is cut and reconnects
         await proxy.reset()
         texts += await _drive(brokers, buses, catalog)

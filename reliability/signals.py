@@ -20,14 +20,15 @@ from typing import Any
 from microagent import Catalog, MicroAgent, Signal, receiver
 from microagent._tasks import TaskSet
 from microagent.tools.amqp import AMQPSignalBus
+from microagent.tools.nats import NATSSignalBus
 from microagent.tools.redis import RedisSignalBus
 
 from .proxy import FaultProxy
-from .servers import RabbitUser, RedisServer, free_port
+from .servers import NATSServer, RabbitUser, RedisServer, free_port
 
 __all__ = ['BUS_BACKENDS', 'rpc_under_cuts']
 
-BUS_BACKENDS = ('redis', 'amqp')  # Kafka has no signal bus
+BUS_BACKENDS = ('redis', 'amqp', 'nats')  # Kafka has no signal bus
 
 CALL_TIMEOUT = 1.0
 SLACK = 0.5
@@ -44,6 +45,9 @@ async def rpc_under_cuts(backend: str, seconds: float = 8.0) -> list[dict[str, A
     if backend == 'redis':
         server = await asyncio.to_thread(RedisServer(free_port()).start)
         target = server.port
+    elif backend == 'nats':
+        server = await asyncio.to_thread(NATSServer().start)
+        target = server.port
     else:
         server = await asyncio.to_thread(RabbitUser().create)
         target = 5672
@@ -53,12 +57,12 @@ async def rpc_under_cuts(backend: str, seconds: float = 8.0) -> list[dict[str, A
         return await _exercise(backend, dsn, proxy, seconds)
     finally:
         await proxy.close()
-        await asyncio.to_thread(server.close if backend == 'redis' else server.delete)
+        await asyncio.to_thread(server.delete if backend == 'amqp' else server.close)
 
 
 def _buses(backend: str, dsn: str, catalog: Catalog) -> tuple[Any, Any]:
     prefix = f'REL{uuid.uuid4().hex[:8]}'
-    cls: Any = RedisSignalBus if backend == 'redis' else AMQPSignalBus
+    cls: Any = {'redis': RedisSignalBus, 'amqp': AMQPSignalBus, 'nats': NATSSignalBus}[backend]
     return cls(dsn, prefix=prefix, catalog=catalog), cls(dsn, prefix=prefix, catalog=catalog)
 
 

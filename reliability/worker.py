@@ -29,11 +29,12 @@ from microagent import MicroAgent, Queue, consumer, on
 from microagent.delivery import ConsumerRunner, Delivery
 from microagent.tools.amqp import AMQPBroker
 from microagent.tools.kafka import KafkaBroker
+from microagent.tools.nats import NATSBroker
 from microagent.tools.redis import RedisBroker
 
 from .ledger import Ledger
 
-__all__ = ['LedgerAMQPBroker', 'LedgerAgent', 'LedgerKafkaBroker', 'LedgerRedisBroker', 'QUEUE']
+__all__ = ['LedgerAMQPBroker', 'LedgerAgent', 'LedgerKafkaBroker', 'LedgerNATSBroker', 'LedgerRedisBroker', 'QUEUE']
 
 ATTEMPT: contextvars.ContextVar[int] = contextvars.ContextVar('attempt', default=1)
 QUEUE = Queue(name=os.environ.get('REL_QUEUE', 'reliability_default'))
@@ -73,6 +74,14 @@ class LedgerAMQPBroker(_LedgerRunnerMixin, AMQPBroker):
 
 class LedgerKafkaBroker(_LedgerRunnerMixin, KafkaBroker):
     """KafkaBroker whose handlers learn the attempt number."""
+
+    async def bind(self, name: str) -> None:
+        self._install_runner(name)
+        await super().bind(name)
+
+
+class LedgerNATSBroker(_LedgerRunnerMixin, NATSBroker):
+    """NATSBroker whose handlers learn the attempt number."""
 
     async def bind(self, name: str) -> None:
         self._install_runner(name)

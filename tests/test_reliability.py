@@ -15,6 +15,7 @@ from reliability.drivers import FAULTS, SIZES, run_backend
 from reliability.ledger import Ledger, count, read_records
 from reliability.proxy import FaultProxy
 from reliability.security import http_declarations, no_pickle, run_security
+from reliability.servers import NATSServer
 from reliability.signals import BUS_BACKENDS, rpc_under_cuts
 from reliability.singleton import KILL_FAULT, tick_figures
 
@@ -44,7 +45,9 @@ def available() -> list[str]:
         found.append('amqp')
     if tansu_binary() is not None:
         found.append('kafka')
-    if IN_CI and len(found) < 3:
+    if NATSServer.available():
+        found.append('nats')
+    if IN_CI and len(found) < 4:
         pytest.fail(f'CI=true: every backend is required, found only {found}')
     return found
 
@@ -62,7 +65,7 @@ async def test_every_backend_and_the_security_checks_at_smoke_size() -> None:
     # then takes about as long as its slowest backend.
     backends = available()
     if not backends:
-        pytest.skip('no backend available (redis-server, RabbitMQ with rabbitmqctl, tansu)')
+        pytest.skip('no backend available (redis-server, RabbitMQ with rabbitmqctl, tansu, nats-server)')
     runs = [run_backend(b, FAULTS, SMOKE) for b in backends]
     buses = [rpc_under_cuts(b) for b in backends if b in BUS_BACKENDS]
     *results, security = await asyncio.gather(*runs, run_security(tuple(backends)))
@@ -78,7 +81,7 @@ async def test_every_backend_and_the_security_checks_at_smoke_size() -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-@pytest.mark.parametrize('name', ['redis', 'amqp', 'kafka'])
+@pytest.mark.parametrize('name', ['redis', 'amqp', 'kafka', 'nats'])
 async def test_full_size(name: str) -> None:
     result = await run_backend(name, FAULTS, SIZES['full'])
     if failed(result) and broker_bug_only(result):
