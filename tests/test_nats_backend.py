@@ -3,6 +3,7 @@ the crash count, headers, the launcher settings."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -154,10 +155,8 @@ async def _consumer_exists(js: Any, broker: NATSBroker, name: str) -> bool:
 async def _drop(raw: Any, broker: NATSBroker, name: str) -> None:
     js = raw.jetstream()
     for stream in (broker.names.stream(name), broker.names.dlq_stream(name)):
-        try:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
             await js.delete_stream(stream)
-        except nats.js.errors.NotFoundError:
-            pass
 
 
 async def test_headers_travel_to_retries_and_signals_map_to_subjects(uid: str) -> None:
