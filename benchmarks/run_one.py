@@ -32,7 +32,8 @@ from .settings import BATCH, DSNS, SCENARIOS
 __all__ = ['main', 'measure']
 
 DSN_ENV = 'MICROAGENT_BENCH_DSN'  # the parent passes the DSN here (never in argv: passwords)
-RAW_MODULES = {'redis': 'benchmarks.raw_redis', 'amqp': 'benchmarks.raw_amqp', 'kafka': 'benchmarks.raw_kafka'}
+RAW_MODULES = {'redis': 'benchmarks.raw_redis', 'amqp': 'benchmarks.raw_amqp', 'kafka': 'benchmarks.raw_kafka',
+               'nats': 'benchmarks.raw_nats'}
 
 
 async def measure(ctx: Ctx, scenario: str, side: str) -> dict[str, Any]:

@@ -92,7 +92,7 @@ def machine() -> dict[str, Any]:
         'os': f'{platform.system()} {platform.release()}', 'python': platform.python_version(),
         'loadavg': [round(x, 2) for x in os.getloadavg()],
     }
-    for dist, label in (('redis', 'redis-py'), ('aiormq', 'aiormq'), ('aiokafka', 'aiokafka')):
+    for dist, label in (('redis', 'redis-py'), ('aiormq', 'aiormq'), ('aiokafka', 'aiokafka'), ('nats-py', 'nats-py')):
         with contextlib.suppress(Exception):
             info[label] = importlib.metadata.version(dist)
     return info
@@ -163,6 +163,9 @@ async def cleanup(backend: str, dsn: str, marker: str) -> str:
         if backend == 'kafka':
             from . import raw_kafka
             return f'{await raw_kafka.cleanup(dsn, marker)} topics deleted'
+        if backend == 'nats':
+            from . import raw_nats
+            return f'{await raw_nats.cleanup(dsn, marker)} streams deleted'
     except Exception as exc:
         return f'cleanup failed: {type(exc).__name__}: {mask_text(str(exc), password_of(dsn))}'
     return 'nothing to clean'

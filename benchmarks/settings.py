@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-BACKENDS = ('memory', 'redis', 'amqp', 'kafka')
+BACKENDS = ('memory', 'redis', 'amqp', 'kafka', 'nats')
 SCENARIOS = ('A', 'A2', 'B', 'C', 'D', 'F', 'G')
 DEFAULT_SCENARIOS = ('A', 'A2', 'B', 'C', 'D', 'F')  # G (soak) only with --soak
 
@@ -20,18 +20,20 @@ DSNS = {
     'redis': 'redis://localhost:6379/14',
     'amqp': 'amqp://guest:guest@localhost:5672/',
     'kafka': 'kafka://127.0.0.1:9092',
+    'nats': 'nats://127.0.0.1:4222',
 }
-PORTS = {'redis': 6379, 'amqp': 5672, 'kafka': 9092}
+PORTS = {'redis': 6379, 'amqp': 5672, 'kafka': 9092, 'nats': 4222}
 MODULES = {
     'memory': 'microagent.tools.memory',
     'redis': 'microagent.tools.redis',
     'amqp': 'microagent.tools.amqp',
     'kafka': 'microagent.tools.kafka',
+    'nats': 'microagent.tools.nats',
 }
 # Kafka has no signal bus: B and C do not apply there.
 UNSUPPORTED = {'kafka': frozenset({'B', 'C'})}
 # The raw client each backend is measured against; memory has none.
-RAW = {'redis': 'redis-py', 'amqp': 'aiormq', 'kafka': 'aiokafka'}
+RAW = {'redis': 'redis-py', 'amqp': 'aiormq', 'kafka': 'aiokafka', 'nats': 'nats-py'}
 RAW_SCENARIOS = frozenset({'A', 'A2', 'B', 'C'})
 
 # Messages (or calls) per scenario. D's handlers await 5 ms with 64 in flight.

@@ -124,7 +124,7 @@ class Publisher:
                      last: BaseException | None) -> tuple[list[Outgoing], BaseException | None]:
         """Publish *items* pipelined; those without a PubAck after *wait* seconds, and the last error."""
         js = await self.connector.jetstream()
-        futures = [await js.publish_async(i.subject, i.data, wait_stall=wait, headers=i.headers) for i in items]
+        futures = [await js.publish_async(i.subject, i.data, headers=i.headers) for i in items]
         _, pending = await asyncio.wait(futures, timeout=wait)
         for future in pending:
             future.cancel()  # nats-py forgets a cancelled publish (and frees its slot)
