@@ -137,13 +137,12 @@ async def rpc(ctx: Ctx) -> dict[str, Any]:
 
 async def run(ctx: Ctx, scenario: str) -> dict[str, Any]:
     """Run raw *scenario* (A, A2, B or C) with nats-py."""
-    if scenario in ('A', 'A2'):
-        return await queue_e2e(ctx, pipelined=scenario == 'A2')
-    if scenario == 'B':
-        return await signals(ctx)
-    if scenario == 'C':
-        return await rpc(ctx)
-    raise ValueError(f'no raw nats scenario {scenario!r}')
+    scenarios = {'A': lambda: queue_e2e(ctx, pipelined=False), 'A2': lambda: queue_e2e(ctx, pipelined=True),
+                 'B': lambda: signals(ctx), 'C': lambda: rpc(ctx)}
+    if scenario not in scenarios:
+        raise ValueError(f'no raw nats scenario {scenario!r}')
+    result: dict[str, Any] = await scenarios[scenario]()
+    return result
 
 
 async def cleanup(dsn: str, marker: str) -> int:

@@ -117,30 +117,33 @@ async def _exercise(backend: str, canary: str) -> list[str]:
 
 
 async def _exercise_redis(canary: str, catalog: Catalog, dead_port: int) -> list[str]:
-    server = await asyncio.to_thread(RedisServer(free_port(), password=canary).start)
-    proxy = await FaultProxy(server.port).start()
-    try:
-        dsns = [server.dsn(dead_port), server.dsn(proxy.port), f'redis://:wrong{canary}@127.0.0.1:{server.port}/0']
-        brokers = [RedisBroker(d, catalog=catalog, prefix='canary') for d in dsns]
-        buses = [RedisSignalBus(d, catalog=catalog) for d in dsns]
-        texts = await _drive(brokers[1:2], buses[1:2], catalog)  # works, then is cut and reconnects
-        await proxy.reset()
-        texts += await _drive(brokers, buses, catalog)
-        return texts
-    finally:
-        await proxy.close()
-        await asyncio.to_thread(server.close)
+    server = RedisServer(free_port(), password=canary)
+
+    def clients(dsns: list[str]) -> tuple[list[Any], list[Any]]:
+        return ([RedisBroker(d, catalog=catalog, prefix='canary') for d in dsns],
+                [RedisSignalBus(d, catalog=catalog) for d in dsns])
+    return await _refused_and_cut(server, f'redis://:wrong{canary}@127.0.0.1:{server.port}/0', dead_port, clients,
+                                  catalog)
 
 
 async def _exercise_nats(canary: str, catalog: Catalog, dead_port: int) -> list[str]:
-    """A server with the canary password: refused (nothing listening, wrong password), then cut and reconnected."""
-    server = await asyncio.to_thread(NATSServer(password=canary).start)
+    server = NATSServer(password=canary)
+
+    def clients(dsns: list[str]) -> tuple[list[Any], list[Any]]:
+        return ([NATSBroker(d, catalog=catalog, connect_timeout=2, publish_timeout=3, prefix='canary') for d in dsns],
+                [NATSSignalBus(d, catalog=catalog, connect_timeout=2) for d in dsns])
+    return await _refused_and_cut(server, f'nats://reliability:wrong{canary}@127.0.0.1:{server.port}', dead_port,
+                                  clients, catalog)
+
+
+async def _refused_and_cut(server: Any, wrong: str, dead_port: int, clients: Callable[[list[str]], Any],
+                           catalog: Catalog) -> list[str]:
+    """A private server with the canary password: clients work, are cut and reconnect, then are refused
+    (nothing listening, a wrong password)."""
+    await asyncio.to_thread(server.start)
     proxy = await FaultProxy(server.port).start()
     try:
-        wrong = f'nats://reliability:wrong{canary}@127.0.0.1:{server.port}'
-        dsns = [server.dsn(dead_port), server.dsn(proxy.port), wrong]
-        brokers = [NATSBroker(d, catalog=catalog, connect_timeout=2, publish_timeout=3, prefix='canary') for d in dsns]
-        buses = [NATSSignalBus(d, catalog=catalog, connect_timeout=2) for d in dsns]
+        brokers, buses = clients([server.dsn(dead_port), server.dsn(proxy.port), wrong])
         texts = await _drive(brokers[1:2], buses[1:2], catalog)  # works, then is cut and reconnects
         await proxy.reset()
         texts += await _drive(brokers, buses, catalog)

@@ -91,7 +91,25 @@ class ManagedProcess:
             process.wait(timeout=10)
 
 
-class RedisServer(ManagedProcess):
+class StoredServer(ManagedProcess):
+    """A server whose data lives in ``self.dir`` (a temp dir): a restart keeps it, ``close`` removes it."""
+
+    dir: str
+
+    def start(self) -> StoredServer:
+        raise NotImplementedError
+
+    def restart(self) -> None:
+        """SIGKILL (a crash), then a start on the same data."""
+        self.kill()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisServer(StoredServer):
     """A private redis-server with every write fsync'd before the reply (appendfsync always)."""
 
     def __init__(self, port: int = 6390, password: str | None = None) -> None:
@@ -112,14 +130,6 @@ class RedisServer(ManagedProcess):
         self.process = subprocess.Popen(args, stdout=self.log, stderr=self.log, start_new_session=True)
         _wait(lambda: port_open(self.port), self.process, f'redis-server on {self.port}', timeout)
         return self
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def tansu_binary() -> Path:
@@ -402,7 +412,7 @@ def nats_binary() -> str | None:
     return None
 
 
-class NATSServer(ManagedProcess):
+class NATSServer(StoredServer):
     """A private nats-server with JetStream: a free port, its store under a temp dir, optionally a user.
 
     >>> server = NATSServer(password='canary1').start()   # doctest: +SKIP
@@ -441,11 +451,3 @@ class NATSServer(ManagedProcess):
         self.process = subprocess.Popen(args, stdout=self.log, stderr=self.log, start_new_session=True)
         _wait(lambda: speaks_nats(self.port), self.process, f'nats-server on {self.port}', timeout)
         return self
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)

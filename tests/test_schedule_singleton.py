@@ -150,6 +150,21 @@ async def test_redis_three_replicas_holder_killed_twice_over_30s(uid: str) -> No
 
 # -- RabbitMQ: single-active-consumer queue ----------------------------------------------------
 
+async def _exclusive_then_handed_over(leases: list, before_stop=None) -> tuple:
+    """One of *leases* holds, and stays the only one; stopped, another takes over; (old, new holder)."""
+    await eventually(lambda: sum(lease.held() for lease in leases) == 1, timeout=10)
+    holder = next(lease for lease in leases if lease.held())
+    if before_stop is not None:
+        await before_stop(holder)
+    for _ in range(5):  # stays exclusive through renewals
+        assert sum(lease.held() for lease in leases) == 1
+        await asyncio.sleep(0.1)
+    await holder.stop()
+    rest = [lease for lease in leases if lease is not holder]
+    await eventually(lambda: sum(lease.held() for lease in rest) == 1, timeout=10)
+    return holder, next(lease for lease in rest if lease.held())
+
+
 AMQP = 'amqp://guest:guest@127.0.0.1:5672/'
 
 
@@ -160,14 +175,7 @@ async def test_amqp_lease_one_active_consumer_and_takeover(uid: str) -> None:
     for lease in leases:
         await lease.start()
     try:
-        await eventually(lambda: sum(lease.held() for lease in leases) == 1, timeout=10)
-        holder = next(lease for lease in leases if lease.held())
-        for _ in range(5):  # stays exclusive
-            assert sum(lease.held() for lease in leases) == 1
-            await asyncio.sleep(0.1)
-        await holder.stop()
-        rest = [lease for lease in leases if lease is not holder]
-        await eventually(lambda: sum(lease.held() for lease in rest) == 1, timeout=10)
+        await _exclusive_then_handed_over(leases)
     finally:
         for lease in leases:
             await lease.stop()
@@ -241,22 +249,14 @@ async def test_nats_lease_fencing_tick_claims_and_takeover(uid: str) -> None:
     for lease in leases:
         await lease.start()
     try:
-        await eventually(lambda: sum(lease.held() for lease in leases) == 1, timeout=10)
-        holder = next(lease for lease in leases if lease.held())
-        first = holder.token
-        tick = time.time() + 0.01
-        await asyncio.sleep(0.02)
-        assert await holder.claim(tick)
-        assert not await holder.claim(tick)  # a tick runs at most once
-        assert not any([await lease.claim(tick + 1) for lease in leases if lease is not holder])
-        for _ in range(5):  # stays exclusive through renewals
-            assert sum(lease.held() for lease in leases) == 1
-            await asyncio.sleep(0.1)
-        await holder.stop()
-        rest = [lease for lease in leases if lease is not holder]
-        await eventually(lambda: sum(lease.held() for lease in rest) == 1, timeout=10)
-        taker = next(lease for lease in rest if lease.held())
-        assert taker.token is not None and first is not None and taker.token > first
+        async def claims(holder) -> None:
+            tick = time.time() + 0.01
+            await asyncio.sleep(0.02)
+            assert await holder.claim(tick)
+            assert not await holder.claim(tick)  # a tick runs at most once
+            assert not any([await lease.claim(tick + 1) for lease in leases if lease is not holder])
+        holder, taker = await _exclusive_then_handed_over(leases, claims)
+        assert taker.token is not None and holder.token is not None and taker.token > holder.token
     finally:
         for lease in leases:
             await lease.stop()

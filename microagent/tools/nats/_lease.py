@@ -110,7 +110,8 @@ class NATSLease(Lease):
             except nats.js.errors.KeyWrongLastSequenceError:
                 return False
             return True
-        if entry.value is not None and entry.value and float(entry.value) >= tick:
+        # Both sides as written (6 decimals): a tick rounded down must still equal itself.
+        if entry.value and float(entry.value) >= float(value):
             return False
         try:
             await ticks.update(self.tick_key, value, last=entry.revision)
