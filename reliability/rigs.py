@@ -187,8 +187,10 @@ async def _nats_rig(secret: str) -> Rig:
         raise
     proxy = await FaultProxy(server.port).start()
     # ack_wait is the NATS counterpart of the Redis heartbeat ttl: how long a dead consumer keeps its messages.
-    options = {**COMMON, 'prefix': 'reliability', 'ack_wait': 2.0, 'reconnect_delay': 0.25}
-    return Rig('nats', server.dsn(proxy.port), proxy, options, lease=2.0, can_restart=True, secret=secret,
+    # Not 2 s: the kill phase kills a worker about every 2 s, and a redelivery exactly one kill period later
+    # would meet the next kill in phase (a slow message then dies with three workers in a row: dead-lettered).
+    options = {**COMMON, 'prefix': 'reliability', 'ack_wait': 3.0, 'reconnect_delay': 0.25}
+    return Rig('nats', server.dsn(proxy.port), proxy, options, lease=3.0, can_restart=True, secret=secret,
                _servers=[server])
 
 
