@@ -24,25 +24,35 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import nats.errors
 import nats.js.errors
 from nats.js.api import StreamConfig
 
+from ..._message import check_headers, check_message_id, message_ids_for, new_message_id
 from ..._tasks import cancel_task
 from ...broker import AbstractQueueBroker
 from ...delivery import DeadLetter
-from ...exceptions import ConfigurationError
+from ...exceptions import ConfigurationError, SerializingError
 from ._connection import NATSConnector
 from ._publisher import Outgoing, Publisher, ensure_stream
 from ._reader import QueueReader
-from ._topology import ATTEMPT_BASE, ATTEMPTS, ERROR, MSG_ID, Names, dlq_config, queue_config
+from ._topology import (
+    ATTEMPT_BASE,
+    ATTEMPTS,
+    ERROR,
+    MESSAGE_ID,
+    MSG_ID,
+    NATS_PREFIX,
+    Names,
+    dlq_config,
+    queue_config,
+    received_headers,
+)
 
 __all__ = ['NATSBroker']
-
-_SEND_OPTIONS = frozenset({'timeout', 'headers'})
 
 
 class NATSBroker(AbstractQueueBroker):
@@ -57,8 +67,9 @@ class NATSBroker(AbstractQueueBroker):
     reconnects, 30), ``replicas`` (of new streams, 1), ``pull_expires`` and
     ``pull_heartbeat`` (seconds: pull requests' lifetime and heartbeat),
     ``connect_timeout``, ``reconnect_delay``, ``ping_interval``, ``ssl_context``.
-    Send options: ``timeout`` and ``headers`` (a str -> str mapping carried to
-    the handler's retries and dead letters).
+    Send options besides ``headers`` and ``message_id``: ``timeout`` (seconds,
+    instead of ``publish_timeout``). Headers named ``Nats-*`` are refused: the
+    server acts on them.
 
     >>> broker = NATSBroker('nats://localhost:4222')       # doctest: +SKIP
     >>> await broker.mailer.send({'to': 'a@b.c'})          # doctest: +SKIP
@@ -100,26 +111,35 @@ class NATSBroker(AbstractQueueBroker):
 
     # -- sending -------------------------------------------------------------------
 
-    async def send(self, name: str, message: str | bytes, **kwargs: Any) -> None:
+    send_options: ClassVar[frozenset[str]] = frozenset({'timeout'})
+
+    async def send(self, name: str, message: str | bytes, *, headers: Mapping[str, str] | None = None,
+                   message_id: str | None = None, timeout: float | None = None) -> None:
         """Publish to queue *name*; returns once JetStream stored it (PubAck)."""
-        headers = _headers(kwargs)
+        own = _headers(headers)
+        own[MESSAGE_ID] = _message_id(message_id)
         data = message.encode() if isinstance(message, str) else message
-        await self.publisher.publish(self._subject(name), data, headers, self._stream(name), kwargs.get('timeout'))
+        await self.publisher.publish(self._subject(name), data, own, self._stream(name), timeout)
 
-    async def send_many(self, name: str, messages: Sequence[str | bytes], **kwargs: Any) -> None:
-        """Publish every message pipelined, then wait for all their PubAcks."""
+    async def send_many(self, name: str, messages: Sequence[str | bytes], *, headers: Mapping[str, str] | None = None,
+                        message_ids: Sequence[str] | None = None, timeout: float | None = None) -> None:
+        """Publish every message pipelined (each with its own id), then wait for all their PubAcks."""
         subject, stream = self._subject(name), self._stream(name)
-        base = _headers(kwargs)
-        items = [Outgoing(subject, m.encode() if isinstance(m, str) else m, dict(base), stream) for m in messages]
-        await self.publisher.publish_many(items, kwargs.get('timeout'))
+        base = _headers(headers)
+        items = [Outgoing(subject, m.encode() if isinstance(m, str) else m, {**base, MESSAGE_ID: message_id}, stream)
+                 for m, message_id in zip(messages, message_ids_for(messages, message_ids), strict=True)]
+        await self.publisher.publish_many(items, timeout)
 
-    async def publish(self, exchange: str, message: str | bytes, topic: str | None = None, **kwargs: Any) -> None:
-        """One copy to every queue bound to *exchange* that accepts *topic*, each with its PubAck."""
-        base = _headers(kwargs)
+    async def publish(self, exchange: str, message: str | bytes, topic: str | None = None, *,
+                      headers: Mapping[str, str] | None = None, message_id: str | None = None,
+                      timeout: float | None = None) -> None:
+        """One copy (one message id) to every queue bound to *exchange* that accepts *topic*, each acked."""
+        own = _headers(headers)
+        own[MESSAGE_ID] = _message_id(message_id)
         data = message.encode() if isinstance(message, str) else message
-        items = [Outgoing(self._subject(q.name), data, dict(base), self._stream(q.name))
+        items = [Outgoing(self._subject(q.name), data, dict(own), self._stream(q.name))
                  for q in self.catalog.route(exchange, topic)]
-        await self.publisher.publish_many(items, kwargs.get('timeout'))
+        await self.publisher.publish_many(items, timeout)
 
     def _stream(self, name: str) -> Any:
         return lambda: queue_config(self.names, name, self.replicas)
@@ -200,17 +220,19 @@ class NATSBroker(AbstractQueueBroker):
         await self.nats.close()
 
 
-def _headers(options: dict[str, Any]) -> dict[str, str]:
-    unknown = set(options) - _SEND_OPTIONS
-    if unknown:
-        raise ConfigurationError(f'NATSBroker: unsupported send options {sorted(unknown)}')
-    headers = options.get('headers') or {}
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-        raise ConfigurationError('NATSBroker: headers must map str to str')
-    reserved = [k for k in headers if k.startswith(('Nats-', 'Microagent-'))]
-    if reserved:
-        raise ConfigurationError(f'NATSBroker: headers {reserved} are reserved')
-    return dict(headers)
+def _headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The caller's *headers*, checked, as NATS headers."""
+    checked = check_headers(headers)
+    refused = [name for name in checked if name.startswith(NATS_PREFIX)]
+    if refused:
+        raise SerializingError(f'NATSBroker: headers {refused} are refused: the NATS server acts on Nats-* headers')
+    if any('\r' in value or '\n' in value for value in checked.values()):
+        raise SerializingError('NATSBroker: a header value cannot contain a line break')
+    return checked
+
+
+def _message_id(message_id: str | None) -> str:
+    return check_message_id(message_id) if message_id is not None else new_message_id()
 
 
 def _header_text(text: str) -> str:
@@ -221,7 +243,8 @@ def _header_text(text: str) -> str:
 def _dead_letter(data: bytes, headers: dict[str, str]) -> DeadLetter:
     attempts = headers.get(ATTEMPTS, '1')
     return DeadLetter(data.decode('utf-8', 'replace'), headers.get(ERROR, ''),
-                      int(attempts) if attempts.isdigit() else 1)
+                      int(attempts) if attempts.isdigit() else 1, headers.get(MESSAGE_ID, ''),
+                      received_headers(headers))
 
 
 

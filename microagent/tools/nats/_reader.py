@@ -15,7 +15,7 @@ While a message is being handled, the reader tells the server so
 message to another consumer; a dead one does, after ``ack_wait``.
 
 Attempts: the message's JetStream delivery count (plus the attempts made
-before it was copied at a shutdown, header ``Microagent-Attempt-Base``). A
+before it was copied at a shutdown, header ``x-attempt``). A
 message whose handler killed its process comes back counted; past
 ``max_attempts`` it goes to the dead letters before any handler sees it, so a
 crash loop ends there.
@@ -36,7 +36,7 @@ from nats.aio.subscription import Subscription
 
 from ..._tasks import TaskSet
 from ...delivery import Delivery
-from ._topology import ATTEMPT_BASE, consumer_config, queue_config, user_headers
+from ._topology import ATTEMPT_BASE, MESSAGE_ID, consumer_config, queue_config, received_headers
 
 if TYPE_CHECKING:
     from ...delivery import ConsumerRunner
@@ -222,17 +222,17 @@ async def _quiet(action: Any) -> None:
 class NATSDelivery(Delivery):
     """One message of a queue's pull consumer."""
 
-    __slots__ = ('headers', 'msg', 'reader', 'received')
+    __slots__ = ('msg', 'reader', 'received')
 
     def __init__(self, reader: QueueReader, msg: Msg) -> None:
         meta = msg.metadata
-        headers = msg.headers or {}
-        base = headers.get(ATTEMPT_BASE, '0')
+        raw = msg.headers or {}
+        base = raw.get(ATTEMPT_BASE, '0')
         attempt = (int(base) if base.isdigit() else 0) + meta.num_delivered
-        super().__init__(msg.data, attempt, str(meta.sequence.stream))
+        super().__init__(msg.data, attempt, str(meta.sequence.stream), raw.get(MESSAGE_ID, ''),
+                         received_headers(raw))
         self.reader = reader
         self.msg = msg
-        self.headers = user_headers(headers)
         self.received = time.monotonic()
 
     async def ack(self) -> None:
@@ -246,16 +246,20 @@ class NATSDelivery(Delivery):
 
     async def dead_letter(self, error: str) -> None:
         reader = self.reader
-        await reader.broker.publish_dead_letter(reader.name, self._data(), self.headers, error, self.attempt)
+        await reader.broker.publish_dead_letter(reader.name, self._data(), self._own(), error, self.attempt)
         reader.forget(self)
         await self.msg.ack()
 
     async def release(self) -> None:
         # A nak would count an attempt: a copy that keeps the count goes to the back of the queue instead.
         reader = self.reader
-        await reader.broker.publish_copy(reader.name, self._data(), self.headers, self.attempt - 1)
+        await reader.broker.publish_copy(reader.name, self._data(), self._own(), self.attempt - 1)
         reader.forget(self)
         await self.msg.ack()
+
+    def _own(self) -> dict[str, str]:
+        # What a copy of this message keeps: its id and the caller's headers.
+        return {**self.headers, MESSAGE_ID: self.message_id}
 
     def _data(self) -> bytes:
         return self.body if isinstance(self.body, bytes) else self.body.encode()

@@ -9,13 +9,17 @@ Queue ``q`` under prefix ``p`` (default ``microagent``):
   (replicas compete for messages; a work-queue stream allows one consumer per
   subject, which is what a queue is);
 * stream ``p_q-dlq`` (limits retention) on ``p.q.dlq``: the dead letters,
-  with the headers ``Microagent-Error`` and ``Microagent-Attempts``.
+  with the headers ``x-error`` and ``x-attempts``.
 
-Headers of a queued message: ``Nats-Msg-Id`` (JetStream's de-duplication id:
-a publish retried after a lost PubAck is stored once), ``Microagent-Attempt-Base``
-(attempts made before this copy was stored: a copy given back at shutdown
-keeps its count) and any headers of the caller, carried to retries, copies
-and dead letters unchanged.
+Headers of a queued message: ``x-message-id`` (the message's stable id,
+the same on every copy and dead letter), ``Nats-Msg-Id`` (JetStream's
+de-duplication id of one publish: a publish retried after a lost PubAck is
+stored once), ``x-attempt`` (attempts made before this copy was stored: a
+copy given back at shutdown keeps its count; absent: 0) and the caller's
+headers, carried to retries, copies and dead letters unchanged. Dead letters
+add ``x-error`` and ``x-attempts``. The ``x-`` names are the ones every
+backend reserves (``microagent._message.RESERVED_HEADERS``); caller headers
+named ``Nats-*`` are refused, since the server acts on them.
 """
 from __future__ import annotations
 
@@ -23,17 +27,19 @@ from collections.abc import Mapping
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 
+from ..._message import user_headers
 from ...exceptions import ConfigurationError
 from ._connection import subject_token
 
-__all__ = ['ATTEMPT_BASE', 'ATTEMPTS', 'ERROR', 'MSG_ID', 'Names', 'RESERVED', 'consumer_config', 'dlq_config',
-           'queue_config', 'user_headers']
+__all__ = ['ATTEMPT_BASE', 'ATTEMPTS', 'ERROR', 'MESSAGE_ID', 'MSG_ID', 'NATS_PREFIX', 'Names', 'consumer_config',
+           'dlq_config', 'queue_config', 'received_headers']
 
 MSG_ID = 'Nats-Msg-Id'
-ATTEMPT_BASE = 'Microagent-Attempt-Base'
-ATTEMPTS = 'Microagent-Attempts'
-ERROR = 'Microagent-Error'
-RESERVED = ('Nats-', 'Microagent-')
+MESSAGE_ID = 'x-message-id'
+ATTEMPT_BASE = 'x-attempt'
+ATTEMPTS = 'x-attempts'
+ERROR = 'x-error'
+NATS_PREFIX = 'Nats-'
 
 
 class Names:
@@ -89,8 +95,12 @@ def consumer_config(names: Names, queue: str, *, ack_wait: float, max_ack_pendin
                           max_deliver=-1, max_ack_pending=max_ack_pending)
 
 
-def user_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
-    """The caller's headers of a message (NATS's and ours left out)."""
+def received_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The caller's headers of a received message (NATS's and the backends' own left out).
+
+    >>> received_headers({'Nats-Msg-Id': 'a.1', 'x-attempt': '2', 'tenant': 'acme'})
+    {'tenant': 'acme'}
+    """
     if not headers:
         return {}
-    return {str(k): v for k, v in headers.items() if not str(k).startswith(RESERVED)}
+    return {str(k): v for k, v in user_headers(headers).items() if not str(k).startswith(NATS_PREFIX)}
