@@ -45,9 +45,7 @@ def available() -> list[str]:
         found.append('amqp')
     if tansu_binary() is not None:
         found.append('kafka')
-    if NATSServer.available():
-        found.append('nats')
-    if IN_CI and len(found) < 4:
+    if IN_CI and len(found) < 3:
         pytest.fail(f'CI=true: every backend is required, found only {found}')
     return found
 
@@ -65,7 +63,7 @@ async def test_every_backend_and_the_security_checks_at_smoke_size() -> None:
     # then takes about as long as its slowest backend.
     backends = available()
     if not backends:
-        pytest.skip('no backend available (redis-server, RabbitMQ with rabbitmqctl, tansu, nats-server)')
+        pytest.skip('no backend available (redis-server, RabbitMQ with rabbitmqctl, tansu)')
     runs = [run_backend(b, FAULTS, SMOKE) for b in backends]
     buses = [rpc_under_cuts(b) for b in backends if b in BUS_BACKENDS]
     *results, security = await asyncio.gather(*runs, run_security(tuple(backends)))
@@ -77,6 +75,20 @@ async def test_every_backend_and_the_security_checks_at_smoke_size() -> None:
     if kafka:
         rows = '; '.join(f"{row['check']} = {row['value']}" for row in failed(kafka[0]))
         pytest.xfail(f"{KAFKA_KNOWN}{rows}; notes: {kafka[0]['notes']}")
+
+
+@pytest.mark.timeout(300)
+async def test_nats_and_its_security_checks_at_smoke_size() -> None:
+    # On its own, not side by side with the others: four backends at once on a 2-core machine stretch the
+    # others' drain and fault timings past their criteria.
+    if not NATSServer.available():
+        if IN_CI:
+            pytest.fail('CI=true: nats-server is required (apt-get install nats-server)')
+        pytest.skip('nats-server is not installed')
+    result, security, bus_rows = await asyncio.gather(run_backend('nats', FAULTS, SMOKE), run_security(('nats',)),
+                                                      rpc_under_cuts('nats'))
+    assert not failed(result), (failed(result), result)
+    assert [row for row in security + bus_rows if not row['ok']] == [], security + bus_rows
 
 
 @pytest.mark.slow
