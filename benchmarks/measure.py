@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ['Incomplete', 'Seen', 'percentile', 'rate', 'rss_mb']
+__all__ = ['Incomplete', 'Seen', 'percentile', 'rate', 'rss_mb', 'signal_figures']
 
 
 class Incomplete(Exception):
@@ -122,3 +122,9 @@ def end_to_end(seen: Seen, started: float, sent: float, n: int) -> dict[str, Any
         'e2e_rate': rate(seen.count, seen.last - started),
         'seconds': seen.last - started,
     }
+
+
+def signal_figures(seen: Seen, started: float, sent: float, n: int) -> dict[str, Any]:
+    """The B figures: how many arrived, lost and doubled, send rate and receive rate (first send to last seen)."""
+    return {'count': seen.count, 'loss': n - seen.count, 'duplicates': seen.duplicates,
+            'send_rate': rate(n, sent - started), 'rate': rate(seen.count, max(seen.last, sent) - started)}

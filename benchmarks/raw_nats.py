@@ -33,7 +33,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
 from .library import Ctx, chunks
-from .measure import Seen, end_to_end, rate
+from .measure import Seen, end_to_end, signal_figures
 from .raw_redis import round_trips
 from .settings import WARMUP, payload
 
@@ -111,8 +111,7 @@ async def signals(ctx: Ctx) -> dict[str, Any]:
             await publisher.publish(subject, json.dumps(message).encode())
         sent = time.perf_counter()
         await seen.quiet(ctx.timeout, idle=2.0)
-    return {'count': seen.count, 'loss': ctx.n - seen.count, 'duplicates': seen.duplicates,
-            'send_rate': rate(ctx.n, sent - started), 'rate': rate(seen.count, max(seen.last, sent) - started)}
+    return signal_figures(seen, started, sent, ctx.n)
 
 
 async def rpc(ctx: Ctx) -> dict[str, Any]:
