@@ -17,7 +17,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._tasks import TaskSet
 from .broker import Consumer
@@ -27,6 +27,9 @@ from .exceptions import ConfigurationError, ServerInterrupt
 from .lease import lease_for
 from .schedule import ScheduledTask, lease_ttl
 
+if TYPE_CHECKING:
+    from .telemetry import Telemetry
+
 __all__ = ['MicroAgent']
 
 
@@ -35,6 +38,8 @@ class MicroAgent:
 
     Arguments: ``bus`` (a signal bus, needed by ``@receiver``), ``broker`` (a
     queue broker, needed by ``@consumer``), ``log`` and free-form ``settings``.
+    ``telemetry`` (a :class:`microagent.telemetry.Telemetry`) traces the
+    agent's schedules and hooks; by default the broker's or the bus's.
     """
 
     _handlers: ClassVar[tuple[tuple[str, Spec], ...]] = ()
@@ -52,9 +57,10 @@ class MicroAgent:
         cls._handlers = tuple(found)
 
     def __init__(self, bus: Any = None, broker: Any = None, log: logging.Logger | None = None,
-                 settings: dict[str, Any] | None = None) -> None:
+                 settings: dict[str, Any] | None = None, telemetry: Telemetry | None = None) -> None:
         self.bus = bus
         self.broker = broker
+        self.telemetry = telemetry or getattr(broker, 'telemetry', None) or getattr(bus, 'telemetry', None)
         self.log = log or logging.getLogger(f'microagent.{type(self).__name__}')
         self.settings = settings or {}
         self.hooks: dict[str, list[Callable[[], Any]]] = {'pre_start': [], 'post_start': [], 'pre_stop': [],
@@ -97,6 +103,7 @@ class MicroAgent:
         else:
             task = ScheduledTask(label, method, spec.timeout, self.log, cron=spec.cron)
         task.overlap, task.catch_up, task.singleton = spec.overlap, spec.catch_up, spec.singleton
+        task.telemetry = self.telemetry
         if spec.singleton:
             # The lease lives on the agent's own backend; it connects only when the schedule starts.
             found = (self.settings.get('lease_dsn'), getattr(self.broker, 'dsn', None), getattr(self.bus, 'dsn', None))
@@ -168,9 +175,12 @@ class MicroAgent:
 
     async def _run_hooks(self, event: str) -> None:
         for hook in self.hooks[event]:
-            result = hook()
-            if inspect.isawaitable(result):
-                await result
+            if self.telemetry is None or not hasattr(hook, '__self__'):
+                await _call(hook)
+                continue
+            # Only the agent's own hooks (bound methods) get a span, not callbacks others appended.
+            with self.telemetry.running(f'{type(self).__name__}.{hook.__name__}', f'hook {event}'):
+                await _call(hook)
 
     def info(self) -> dict[str, Any]:
         """A JSON-serialisable description of the agent's handlers and schedules."""
@@ -187,6 +197,12 @@ class MicroAgent:
                           for c in self.consumers],
             'schedules': [task.info() for task in self.schedules],
         }
+
+
+async def _call(hook: Callable[[], Any]) -> None:
+    result = hook()
+    if inspect.isawaitable(result):
+        await result
 
 
 def _jsonable(value: Any) -> bool:

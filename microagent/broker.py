@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from .agent import MicroAgent
+    from .telemetry import Telemetry
 
 __all__ = ['AbstractQueueBroker', 'BoundExchange', 'BoundQueue', 'Consumer']
 
@@ -110,8 +111,17 @@ class BoundQueue:
         """
         if options:
             self.broker.check_options('send', options)
-        await self.broker.send(self.queue.name, self.queue.serialize(message), headers=headers,
-                               message_id=message_id, **options)
+        broker = self.broker
+        telemetry = broker.telemetry
+        if telemetry is None:
+            await broker.send(self.queue.name, self.queue.serialize(message), headers=headers,
+                              message_id=message_id, **options)
+            return
+        raw = self.queue.serialize(message)
+        message_id = message_id or new_message_id()  # the span names the id the message gets
+        with telemetry.producing(broker.dsn, self.queue.name, message_id) as context:
+            await broker.send(self.queue.name, raw, headers={**(headers or {}), **context},
+                              message_id=message_id, **options)
 
     __call__ = send
 
@@ -124,7 +134,14 @@ class BoundQueue:
         if options:
             self.broker.check_options('send_many', options)
         raw = [self.queue.serialize(m) for m in messages]
-        await self.broker.send_many(self.queue.name, raw, headers=headers, message_ids=message_ids, **options)
+        broker = self.broker
+        if broker.telemetry is None:
+            await broker.send_many(self.queue.name, raw, headers=headers, message_ids=message_ids, **options)
+            return
+        # One span for the batch: every message carries it.
+        with broker.telemetry.producing(broker.dsn, self.queue.name, count=len(raw)) as context:
+            await broker.send_many(self.queue.name, raw, headers={**(headers or {}), **context},
+                                   message_ids=message_ids, **options)
 
     async def length(self) -> int:
         """Messages waiting in the queue."""
@@ -156,8 +173,15 @@ class BoundExchange:
         if not routed:
             # Never a silent drop: the same answer as AMQP's mandatory flag, on every backend.
             raise DeliveryError(f'exchange {self.name!r}: no bound queue accepts topic {topic!r}')
-        await self.broker.publish(self.name, routed[0].serialize(message), topic=topic, headers=headers,
-                                  message_id=message_id, **options)
+        broker = self.broker
+        raw = routed[0].serialize(message)
+        if broker.telemetry is None:
+            await broker.publish(self.name, raw, topic=topic, headers=headers, message_id=message_id, **options)
+            return
+        message_id = message_id or new_message_id()
+        with broker.telemetry.producing(broker.dsn, self.name, message_id, operation='publish') as context:
+            await broker.publish(self.name, raw, topic=topic, headers={**(headers or {}), **context},
+                                 message_id=message_id, **options)
 
     __call__ = send
 
@@ -173,6 +197,9 @@ class AbstractQueueBroker(abc.ABC):
 
     ``send_options`` names the send options a backend takes besides
     ``headers`` and ``message_id`` (see the module docstring).
+    ``telemetry`` (a :class:`microagent.telemetry.Telemetry`, default None:
+    off) traces every send and handler run and puts the trace context in the
+    message headers.
 
     >>> from microagent import Catalog, Queue
     >>> from microagent.tools.memory import MemoryBroker
@@ -189,7 +216,7 @@ class AbstractQueueBroker(abc.ABC):
     def __init__(self, dsn: str, *, uid: str | None = None, log: logging.Logger | None = None,
                  catalog: Catalog | None = None, max_attempts: int = 5, max_inflight: int = 32,
                  retry_delay: float = 1.0, max_retry_delay: float = 60.0,
-                 max_message_size: int = 1024 * 1024) -> None:
+                 max_message_size: int = 1024 * 1024, telemetry: Telemetry | None = None) -> None:
         if max_attempts < 1 or max_inflight < 1 or retry_delay < 0 or max_message_size < 1:
             raise ConfigurationError('max_attempts, max_inflight and max_message_size must be >= 1, '
                                      'retry_delay >= 0')
@@ -202,6 +229,7 @@ class AbstractQueueBroker(abc.ABC):
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
         self.max_message_size = max_message_size
+        self.telemetry = telemetry
         self._bindings: dict[str, Consumer] = {}
         self._runners: dict[str, ConsumerRunner] = {}
         self._readers: dict[str, asyncio.Task[Any]] = {}

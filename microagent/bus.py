@@ -9,7 +9,8 @@ each until the caller stops or the timeout passes.
 Wire format (JSON, the signal's codec): ``{"s": sender, "a": {args}}`` plus,
 for RPC, ``"c"`` (correlation id) and ``"r"`` (reply channel), and, when the
 sender gave ``headers={...}`` (a ``str -> str`` mapping, as on queues),
-``"h"``. A response is ``{"c": id, "r": {"Class.method": value}}``. Receivers
+``"h"``. A response is ``{"c": id, "r": {"Class.method": value}}`` (plus
+``"h"``, the responder's trace context, when tracing is on). Receivers
 ignore envelope keys they do not know, so older ones read newer envelopes.
 A receiver reads the headers of the signal it handles with
 :func:`signal_headers` (a context variable set for each handler call).
@@ -23,11 +24,14 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._context import set_handler
 from ._dsn import mask_dsn
 from ._jsonlib import get_codec
 from ._message import NO_HEADERS, check_headers, user_headers
@@ -38,8 +42,9 @@ from .signal import Signal
 
 if TYPE_CHECKING:
     from .agent import MicroAgent
+    from .telemetry import Telemetry
 
-__all__ = ['AbstractSignalBus', 'BoundSignal', 'Receiver', 'signal_headers']
+__all__ = ['AbstractSignalBus', 'BoundSignal', 'BusStats', 'Receiver', 'signal_headers']
 
 # The headers of the signal a receiver is handling: each handler call runs in a task of its own.
 _HEADERS: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar('microagent_signal_headers',
@@ -53,6 +58,32 @@ def signal_headers() -> Mapping[str, str]:
     {}
     """
     return _HEADERS.get()
+
+
+@dataclass
+class BusStats:
+    """Counters of one bus, read by the launcher's metrics: per signal, per receiver, RPC latencies.
+
+    ``sent``, ``received`` and ``dropped`` (undecodable or not matching the
+    declaration) count signals by name; ``handled`` and ``failed`` count
+    receiver runs by ``'Class.method'``; ``latencies`` holds RPC call times
+    until the first response, per signal (drained by whoever reports them).
+
+    >>> stats = BusStats(); stats.sent['user_created'] += 1; stats.rpc('rpc_count', 0.01); stats.latencies
+    {'rpc_count': [0.01]}
+    """
+
+    sent: Counter[str] = field(default_factory=Counter)
+    received: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+    handled: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+
+    def rpc(self, signal: str, seconds: float) -> None:
+        found = self.latencies.setdefault(signal, [])
+        if len(found) < 10_000:
+            found.append(seconds)
 
 
 @dataclass(eq=False)
@@ -88,7 +119,14 @@ class BoundSignal:
         ``headers={...}`` travels in the envelope (see the module docstring).
         """
         envelope = self._envelope(sender, kwargs)
-        await self.bus.send(self.bus.channel(self.signal.name), self.signal.serialize(envelope))
+        bus = self.bus
+        bus.stats.sent[self.signal.name] += 1
+        if bus.telemetry is None:
+            await bus.send(bus.channel(self.signal.name), self.signal.serialize(envelope))
+            return
+        with bus.telemetry.producing(bus.dsn, self.signal.name) as context:
+            envelope['h'] = {**envelope.get('h', {}), **context}
+            await bus.send(bus.channel(self.signal.name), self.signal.serialize(envelope))
 
     def _envelope(self, sender: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         headers = None
@@ -104,8 +142,10 @@ class BoundSignal:
 
     async def call(self, sender: str, timeout: float = 60, **kwargs: Any) -> dict[str, Any]:
         """Send as RPC; the first response ``{'Class.method': value}``, or TimeoutError."""
+        started = time.perf_counter()
         async with self.waiter(sender, timeout=timeout, **kwargs) as responses:
             async for response in responses:
+                self.bus.stats.rpc(self.signal.name, time.perf_counter() - started)
                 return response
         raise TimeoutError(f'no response to signal {self.signal.name!r} within {timeout}s')
 
@@ -119,6 +159,20 @@ class BoundSignal:
         ...         print(response)
         """
         envelope = self._envelope(sender, kwargs)
+        bus = self.bus
+        bus.stats.sent[self.signal.name] += 1
+        if bus.telemetry is None:
+            async with self._request(envelope, timeout, None) as responses:
+                yield responses
+            return
+        with bus.telemetry.calling(bus.dsn, self.signal.name) as span:
+            envelope['h'] = {**envelope.get('h', {}), **bus.telemetry.carrier()}
+            async with self._request(envelope, timeout, span) as responses:
+                yield responses
+
+    @contextlib.asynccontextmanager
+    async def _request(self, envelope: dict[str, Any], timeout: float,
+                       span: Any) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         corr = uuid.uuid4().hex
         # The deadline covers the request too: a publish stuck on a dead route must not outlive the call.
@@ -130,37 +184,46 @@ class BoundSignal:
             message = self.signal.serialize({**envelope, 'c': corr, 'r': reply})
             async with asyncio.timeout_at(deadline):
                 await self.bus.send(self.bus.channel(self.signal.name), message)
-            yield _until(inbox, deadline)
+            yield _until(inbox, deadline, self.bus.telemetry, span)
         finally:
             self.bus._pending.pop(corr, None)
 
 
-async def _until(inbox: asyncio.Queue[dict[str, Any]], deadline: float) -> AsyncIterator[dict[str, Any]]:
+async def _until(inbox: asyncio.Queue[dict[str, Any]], deadline: float, telemetry: Telemetry | None,
+                 span: Any) -> AsyncIterator[dict[str, Any]]:
     loop = asyncio.get_running_loop()
     while (left := deadline - loop.time()) > 0:
         try:
-            yield await asyncio.wait_for(inbox.get(), left)
+            response = await asyncio.wait_for(inbox.get(), left)
         except TimeoutError:
             return
+        if telemetry is not None and span is not None:
+            telemetry.responded(span, response.get('h'))
+        yield response['r']
 
 
 class AbstractSignalBus(abc.ABC):
     """Signal bus is an abstract interface with two basic methods - send and bind.
 
     Backends implement ``send(channel, message)`` and ``bind(channel)`` and feed
-    what arrives on a bound channel to :meth:`receiver`.
+    what arrives on a bound channel to :meth:`receiver`. ``telemetry`` (a
+    :class:`microagent.telemetry.Telemetry`, default None: off) traces signals,
+    receivers and RPC, with the trace context in the envelope's headers.
 
     >>> bus = RedisSignalBus('redis://localhost/7')     # doctest: +SKIP
     >>> await bus.user_created.send('user_agent', user_id=1)  # doctest: +SKIP
     """
 
     def __init__(self, dsn: str, *, uid: str | None = None, prefix: str = 'PUBSUB',
-                 log: logging.Logger | None = None, catalog: Catalog | None = None) -> None:
+                 log: logging.Logger | None = None, catalog: Catalog | None = None,
+                 telemetry: Telemetry | None = None) -> None:
         self.dsn = dsn
         self.uid = uid or uuid.uuid4().hex
         self.prefix = prefix
         self.log = log or logging.getLogger('microagent.bus')
         self.catalog = catalog or DEFAULT_CATALOG
+        self.telemetry = telemetry
+        self.stats = BusStats()
         self.receivers: dict[str, list[Receiver]] = {}
         self._pending: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._response_bound: asyncio.Lock | None = None
@@ -238,7 +301,9 @@ class AbstractSignalBus(abc.ABC):
         signal = receivers[0].signal
         envelope = self._decode(signal, message)
         if envelope is None:
+            self.stats.dropped[name] += 1
             return
+        self.stats.received[name] += 1
         for receiver in receivers:
             receiver.tasks.spawn(self._handle(receiver, envelope), name=f'receiver {receiver.key}')
 
@@ -260,18 +325,34 @@ class AbstractSignalBus(abc.ABC):
         headers = envelope.get('h')
         if headers:
             _HEADERS.set(user_headers(headers) if isinstance(headers, dict) else NO_HEADERS)
+        set_handler(receiver.key)
+        if self.telemetry is None:
+            await self._run(receiver, envelope)
+            return
+        rpc = bool(envelope.get('c') and envelope.get('r'))
+        with self.telemetry.receiving(self.dsn, receiver.signal.name, receiver.key, headers, rpc):
+            await self._run(receiver, envelope)
+
+    async def _run(self, receiver: Receiver, envelope: dict[str, Any]) -> None:
         try:
             async with asyncio.timeout(receiver.timeout):
                 result = await receiver.handler(signal=receiver.signal, sender=envelope.get('s'), **envelope['a'])
-        except Exception:
+        except Exception as exc:
+            self.stats.failed[receiver.key] += 1
+            if self.telemetry is not None:
+                self.telemetry.failed(exc)
             self.log.exception('Receiver %s failed on signal %s', receiver.key, receiver.signal.name)
             return
+        self.stats.handled[receiver.key] += 1
         if envelope.get('c') and envelope.get('r'):
             await self._respond(receiver, envelope, result)
 
     async def _respond(self, receiver: Receiver, envelope: dict[str, Any], result: Any) -> None:
+        response: dict[str, Any] = {'c': envelope['c'], 'r': {receiver.key: result}}
+        if self.telemetry is not None:
+            response['h'] = self.telemetry.carrier()  # the responder's span, for the caller to link to
         try:
-            payload = get_codec(receiver.signal.jsonlib).dumps({'c': envelope['c'], 'r': {receiver.key: result}})
+            payload = get_codec(receiver.signal.jsonlib).dumps(response)
             await self.send(envelope['r'], payload)
         except Exception:
             self.log.exception('Receiver %s: cannot send the RPC response', receiver.key)
@@ -280,9 +361,10 @@ class AbstractSignalBus(abc.ABC):
         try:
             response = get_codec('json').loads(message)
             inbox = self._pending.get(response['c'])
-            value = response['r']
+            if 'r' not in response:
+                raise KeyError('r')
         except (SerializingError, KeyError, TypeError):
             self.log.error('Dropped a malformed RPC response')
             return
         if inbox is not None:
-            inbox.put_nowait(value)
+            inbox.put_nowait(response)

@@ -62,6 +62,13 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
                         help='live table (auto: on a TTY) or plain log lines')
     parser.add_argument('--http-port', type=int, help='serve /healthz, /readyz, /metrics (0: any free port)')
     parser.add_argument('--http-host', default='127.0.0.1')
+    _otel_option(parser, 'trace every agent: export spans (and, for otlp, metrics)')
+
+
+def _otel_option(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument('--otel', metavar='EXPORTER', help=f'{text} to otlp (configured by the OTEL_* '
+                        'environment variables), console (spans on stdout) or file:PATH (JSON lines); '
+                        'needs opentelemetry-sdk (and opentelemetry-exporter-otlp-proto-http for otlp)')
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument('queue')
     send.add_argument('message', help='a JSON object')
     send.add_argument('--broker', help='BROKER key (default: "default" or the only one)')
+    _otel_option(send, 'trace the send')
     for name, text in (('signal', 'send a signal'), ('call', 'send a signal as RPC and print each response')):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument('settings')
@@ -81,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument('args', nargs='*', metavar='k=v')
         cmd.add_argument('--bus', help='BUS key (default: "default" or the only one)')
         cmd.add_argument('--sender', default='cli')
+        _otel_option(cmd, f'trace the {name}')
         if name == 'call':
             cmd.add_argument('--timeout', type=float, default=5.0, help='seconds to wait for responses')
             cmd.add_argument('--first', action='store_true', help='stop at the first response')
@@ -133,6 +142,7 @@ async def _send(args: argparse.Namespace) -> int:
     if not isinstance(message, dict):
         raise ConfigurationError('message must be a JSON object')
     broker = entry.build()
+    broker.telemetry = getattr(args, 'telemetry', None)
     try:
         async with asyncio.timeout(NETWORK_TIMEOUT):
             await getattr(broker, args.queue).send(message)
@@ -147,6 +157,7 @@ async def _signal(args: argparse.Namespace) -> int:
     _no_memory(entry, 'BUS')
     kwargs = parse_pairs(args.args)
     bus = entry.build()
+    bus.telemetry = getattr(args, 'telemetry', None)
     try:
         bound = getattr(bus, args.signal)
         if args.command == 'signal':
@@ -256,7 +267,7 @@ def _run(args: argparse.Namespace) -> int:
     options = Options(grace=args.grace, fail_fast=args.fail_fast, duration=args.duration,
                       restart_delay=args.restart_delay, max_restart_delay=args.max_restart_delay,
                       log_level=args.log_level, log_format=args.log_format, http_host=args.http_host,
-                      http_port=args.http_port)
+                      http_port=args.http_port, otel=args.otel)
     logs.configure(args.log_level, args.log_format, 'launcher')
     if args.grace < 0 or (args.duration is not None and args.duration <= 0):
         raise ConfigurationError('--grace must be >= 0 and --duration > 0')
@@ -265,6 +276,20 @@ def _run(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {'send': _send, 'signal': _signal, 'call': _signal, 'info': _info, 'docs': _docs}
+
+
+async def _traced(args: argparse.Namespace) -> int:
+    """Run a command; with ``--otel`` its backends trace it and the spans are flushed at the end."""
+    otel = getattr(args, 'otel', None)
+    if not otel:
+        return await COMMANDS[args.command](args)
+    from .telemetry import sdk
+
+    args.telemetry = sdk.configure(otel, service_name=f'microagent {args.command}')
+    try:
+        return await COMMANDS[args.command](args)
+    finally:
+        sdk.shutdown()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -277,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == 'run':
             return _run(args)
-        return asyncio.run(COMMANDS[args.command](args))
+        return asyncio.run(_traced(args))
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - every error is one clear line

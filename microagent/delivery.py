@@ -9,7 +9,10 @@ dead-lettering and the in-flight limit. Each delivery is settled exactly once:
 What a delivery carries besides its body (the contract of every backend, see
 ``microagent.broker``): ``message_id``, the message's stable id, and
 ``headers``, the sender's ``str -> str`` mapping. A retry's new copy and a
-dead letter keep both unchanged; only ``attempt`` grows. ``copy_id`` is the
+dead letter carry ``headers`` as they are when ``retry`` or ``dead_letter``
+is called: unchanged, but for the link to the failed attempt's span that the
+runner adds when tracing is on (``microagent-failed-attempt``); only
+``attempt`` grows. ``copy_id`` is the
 broker's id of this one copy (a stream entry id, a delivery tag, a
 topic/partition/offset), different on each delivery. Inside a handler,
 :func:`current_delivery` is the delivery being handled::
@@ -31,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._context import set_handler
 from ._message import NO_HEADERS
 from ._tasks import TaskSet
 from ._watchdog import Watchdog
@@ -38,6 +42,7 @@ from .exceptions import SerializingError
 
 if TYPE_CHECKING:
     from .broker import AbstractQueueBroker, Consumer
+    from .telemetry import Telemetry
 
 __all__ = ['ConsumerRunner', 'ConsumerStats', 'DeadLetter', 'Delivery', 'current_delivery']
 
@@ -159,6 +164,8 @@ class ConsumerRunner:
         self._accepts = _accepts(consumer)
         self._label = f'{type(consumer.agent).__name__}.{getattr(consumer.handler, "__name__", "handler")}'
         self._watchdog = Watchdog(consumer.timeout)
+        # Tracing is decided once per consumer: without it the hot path pays one None check.
+        self._telemetry: Telemetry | None = getattr(broker, 'telemetry', None)
 
     def __repr__(self) -> str:
         return f'<ConsumerRunner {self.queue.name} -> {self._label} free={self._free}/{self.max_inflight}>'
@@ -198,22 +205,31 @@ class ConsumerRunner:
 
     async def _run(self, delivery: Delivery) -> None:
         _CURRENT.set(delivery)
+        set_handler(self._label)
+        telemetry = self._telemetry
         try:
-            await self._process(delivery)
+            if telemetry is None:
+                await self._process(delivery)
+            else:
+                with telemetry.processing(self.broker.dsn, self.queue.name, self._label, delivery) as run:
+                    run.error = await self._process(delivery)
         except asyncio.CancelledError:
-            await self._settle(delivery.release(), delivery)
+            await self._settle(delivery.release(), delivery, 'release')
             raise
         finally:
             self._free += 1
             self._changed.set()
 
-    async def _process(self, delivery: Delivery) -> None:
+    async def _process(self, delivery: Delivery) -> str | None:
+        """Decode, run the handler, settle; the error type when the run failed."""
         kwargs, problem = self._decode(delivery)
         if problem:
             self.broker.log.error('%s: dead-lettering %s: %s', self._label, delivery.message_id, problem)
             self.stats.dead_lettered += 1
-            await self._settle(delivery.dead_letter(problem), delivery)
-            return
+            if self._telemetry is not None:
+                delivery.headers = self._telemetry.failed(problem, delivery.headers) or delivery.headers
+            await self._settle(delivery.dead_letter(problem), delivery, 'dead_letter')
+            return 'rejected'
         started = time.perf_counter()
         watch = self._watchdog.watch()
         try:
@@ -223,19 +239,15 @@ class ConsumerRunner:
                 raise
             # Our watchdog's cancel, not a stop: the handler timed out.
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            await self._failed(delivery, TimeoutError(f'handler timed out after {self.consumer.timeout}s'))
-            return
+            return await self._failed(delivery, TimeoutError(f'handler timed out after {self.consumer.timeout}s'))
         except Exception as exc:  # noqa: BLE001 - a handler error must never stop the consumer
-            await self._failed(delivery, exc)
-            return
+            return await self._failed(delivery, exc)
         finally:
             watch.done()
         self.stats.handled += 1
         self.stats.observe(time.perf_counter() - started)
-        try:
-            await delivery.ack()
-        except Exception as exc:  # noqa: BLE001 - unacked means redelivered later, never lost
-            self._unsettled(delivery, exc)
+        await self._settle(delivery.ack(), delivery, 'ack')
+        return None
 
     def _decode(self, delivery: Delivery) -> tuple[dict[str, Any], str | None]:
         if len(delivery.body) > self.broker.max_message_size:
@@ -256,24 +268,33 @@ class ConsumerRunner:
             return {}, f'{self._label} cannot accept keys {sorted(data)}'
         return data, None
 
-    async def _failed(self, delivery: Delivery, exc: BaseException) -> None:
+    async def _failed(self, delivery: Delivery, exc: BaseException) -> str:
         error = f'{type(exc).__name__}: {exc}' if str(exc) else type(exc).__name__
         self.stats.failed += 1
+        if self._telemetry is not None:
+            # The next attempt (or the dead letter) carries a link to this attempt's span.
+            delivery.headers = self._telemetry.failed(exc, delivery.headers) or delivery.headers
         if delivery.attempt >= self.max_attempts:
             self.broker.log.error('%s failed attempt %d/%d, dead-lettering: %s', self._label,
                                   delivery.attempt, self.max_attempts, error, exc_info=exc)
             self.stats.dead_lettered += 1
-            await self._settle(delivery.dead_letter(error), delivery)
-            return
-        delay = self.backoff(delivery.attempt)
-        self.broker.log.warning('%s failed attempt %d/%d, retry in %.2fs: %s', self._label,
-                                delivery.attempt, self.max_attempts, delay, error, exc_info=exc)
-        self.stats.retried += 1
-        await self._settle(delivery.retry(delay, error), delivery)
+            await self._settle(delivery.dead_letter(error), delivery, 'dead_letter')
+        else:
+            delay = self.backoff(delivery.attempt)
+            self.broker.log.warning('%s failed attempt %d/%d, retry in %.2fs: %s', self._label,
+                                    delivery.attempt, self.max_attempts, delay, error, exc_info=exc)
+            self.stats.retried += 1
+            await self._settle(delivery.retry(delay, error), delivery, 'retry')
+        return type(exc).__qualname__
 
-    async def _settle(self, action: Any, delivery: Delivery) -> None:
+    async def _settle(self, action: Any, delivery: Delivery, operation: str) -> None:
+        telemetry = self._telemetry
         try:
-            await action
+            if telemetry is None:
+                await action
+            else:
+                with telemetry.settling(self.broker.dsn, self.queue.name, self._label, delivery, operation):
+                    await action
         except Exception as exc:  # noqa: BLE001 - unsettled means redelivered later, never lost
             self._unsettled(delivery, exc)
 

@@ -30,12 +30,16 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ._context import set_handler
 from ._schedule_cron import Cron
 from ._tasks import TaskSet
 from .exceptions import ConfigurationError
 from .lease import Lease
+
+if TYPE_CHECKING:
+    from .telemetry import Telemetry
 
 __all__ = ['Cron', 'ScheduleStats', 'ScheduledTask', 'lease_ttl']
 
@@ -58,7 +62,8 @@ class ScheduledTask:
     """A periodic or cron job of an agent, run by :meth:`run` until cancelled.
 
     ``clock`` (wall time, seconds) and ``sleep`` are injectable so tests can
-    drive ticks without waiting.
+    drive ticks without waiting. ``telemetry`` (the agent's) gives each run a
+    span that starts a trace.
 
     >>> task = ScheduledTask('Agent.job', job, timeout=1, log=log, period=5)   # doctest: +SKIP
     >>> runner.spawn(task.run())                                               # doctest: +SKIP
@@ -76,6 +81,7 @@ class ScheduledTask:
     catch_up: bool = False
     singleton: bool = False
     lease: Lease | None = None
+    telemetry: Telemetry | None = None
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
     misfire_grace: float = 1.0
@@ -191,12 +197,17 @@ class ScheduledTask:
         return False
 
     async def _once(self, tick: float) -> None:
+        set_handler(self.name)
         try:
             async with asyncio.timeout(self.timeout):
                 if not await self._claim(tick):
                     return
                 self.stats.runs += 1
-                await self.handler()
+                if self.telemetry is None:
+                    await self.handler()
+                else:
+                    with self.telemetry.running(self.name, 'schedule', tick):
+                        await self.handler()
         except TimeoutError:
             self.stats.timed_out += 1
             self.log.error('%s: run cancelled after timeout %ss', self.name, self.timeout)

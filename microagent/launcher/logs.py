@@ -1,17 +1,19 @@
 """Logging set-up shared by the supervisor and its workers: plain text or one JSON object a line.
 
+JSON lines (:class:`microagent.telemetry.logs.JsonFormatter`) name the agent, handler, message id,
+attempt, trace and span of every line logged from a handler's context.
+
 >>> configure('INFO', 'json', tag='users#0')     # doctest: +SKIP
 """
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
 import sys
 from collections.abc import Callable
 
 from .._dsn import mask_text
 from ..exceptions import ConfigurationError
+from ..telemetry.logs import HandlerContext, JsonFormatter
 
 __all__ = ['FORMATS', 'JsonFormatter', 'configure']
 
@@ -34,26 +36,6 @@ class _MaskingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return mask_text(super().format(record))
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object a line: ts, level, logger, tag (process), pid, msg and exc when there is one.
-
-    >>> logging.getLogger().handlers[0].setFormatter(JsonFormatter())   # doctest: +SKIP
-    """
-
-    def format(self, record: logging.LogRecord) -> str:
-        out = {
-            'ts': dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec='milliseconds'),
-            'level': record.levelname,
-            'logger': record.name,
-            'tag': getattr(record, 'tag', ''),
-            'pid': record.process,
-            'msg': record.getMessage(),
-        }
-        if record.exc_info:
-            out['exc'] = self.formatException(record.exc_info)
-        return mask_text(json.dumps(out, ensure_ascii=False, default=str))
 
 
 class _LineHandler(logging.Handler):
@@ -79,6 +61,8 @@ def configure(level: str, fmt: str, tag: str, write: Callable[[str], None] | Non
         raise ConfigurationError(f'unknown log level {level!r}')
     handler: logging.Handler = _LineHandler(write) if write else logging.StreamHandler(sys.stderr)
     handler.addFilter(_Tag(tag))
+    if fmt == 'json':
+        handler.addFilter(HandlerContext())
     handler.setFormatter(JsonFormatter() if fmt == 'json' else _MaskingFormatter(TEXT, '%H:%M:%S'))
     root = logging.getLogger()
     root.handlers[:] = [handler]

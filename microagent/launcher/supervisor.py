@@ -56,6 +56,7 @@ class Options:
     log_format: str = 'text'
     http_host: str = '127.0.0.1'
     http_port: int | None = None
+    otel: str | None = None
 
 
 def make_slots(groups: list[GroupSettings]) -> list[Slot]:
@@ -235,7 +236,8 @@ class Supervisor:
         agents = [arg for name, replica in slot.instances for arg in ('--agent', f'{name}:{replica}')]
         return [sys.executable, '-m', 'microagent.launcher.worker', '--settings', slot.settings, *agents,
                 '--status-fd', str(status_fd), '--grace', str(opts.grace), '--interval', str(opts.interval),
-                '--parent-pid', str(os.getpid()), '--log-level', opts.log_level, '--log-format', opts.log_format]
+                '--parent-pid', str(os.getpid()), '--log-level', opts.log_level, '--log-format', opts.log_format,
+                *(('--otel', opts.otel) if opts.otel else ())]
 
     async def _read_status(self, slot: Slot, fd: int) -> None:
         loop = asyncio.get_running_loop()

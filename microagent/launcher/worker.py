@@ -162,6 +162,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument('--parent-pid', type=int)
     parser.add_argument('--log-level', default='INFO')
     parser.add_argument('--log-format', default='text')
+    parser.add_argument('--otel', help='span exporter (see microagent.telemetry.sdk)')
     return parser.parse_args(argv)
 
 
@@ -192,8 +193,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MicroAgentError as exc:
         log.error('%s', exc)
         return ExitCode.CONFIG
+    if args.otel:
+        from ..telemetry import instrument, sdk
+
+        telemetry = sdk.configure(args.otel, service_name=tag)
+        for _, _, agent in instances:
+            instrument(agent, telemetry)
     reporter = Reporter(args.status_fd, instances)
-    return asyncio.run(Worker(reporter, args.grace, args.interval).run())
+    try:
+        return asyncio.run(Worker(reporter, args.grace, args.interval).run())
+    finally:
+        if args.otel:
+            sdk.shutdown()
 
 
 if __name__ == '__main__':

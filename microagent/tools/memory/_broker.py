@@ -30,14 +30,14 @@ class _MemoryDelivery(Delivery):
         if self._queue.hub.tap is not None:
             self._queue.settled(message, 'retry', error)
         self._queue.put_later(delay, Message(message.id, message.body, self.attempt + 1, message.message_id,
-                                             message.headers))
+                                             self.headers))
 
     async def dead_letter(self, error: str) -> None:
         message = self._message
         if self._queue.hub.tap is not None:
             self._queue.settled(message, 'dead_letter', error)
         self._queue.dlq.append(DeadLetter(message.body, error, self.attempt, message.message_id,
-                                          dict(message.headers)))
+                                          dict(self.headers)))
 
     async def release(self) -> None:
         if self._queue.hub.tap is not None:

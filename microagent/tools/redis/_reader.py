@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio.connection import Connection
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from ..._message import NO_HEADERS, decode_headers
+from ..._message import NO_HEADERS, decode_headers, encode_headers
 from ...delivery import ConsumerRunner, Delivery
 from ...exceptions import BackendError
 from ._connection import close_connection, command, pack
@@ -291,27 +291,34 @@ class QueueReader:
 
 
 class _RedisDelivery(Delivery):
-    __slots__ = ('_headers', '_reader')
+    __slots__ = ('_decoded', '_headers', '_reader')
 
     def __init__(self, reader: QueueReader, item: Entry) -> None:
         entry_id, body, attempt, message_id, headers = item
         super().__init__(body, attempt, entry_id, message_id, decode_headers(headers) if headers else NO_HEADERS)
         self._reader = reader
         self._headers = headers  # as stored: copies keep them byte for byte
+        self._decoded = self.headers
+
+    def _stored(self) -> bytes:
+        # Copies carry the headers as stored, unless the runner replaced them (a link to a failed attempt).
+        if self.headers is self._decoded:
+            return self._headers
+        return encode_headers(self.headers).encode() if self.headers else b''
 
     async def ack(self) -> None:
         await self._reader.settle(self.copy_id, None)
 
     async def retry(self, delay: float, error: str) -> None:
         reader = self._reader
-        member = retry_member(self.attempt + 1, self.copy_id, self.message_id, self._headers, _bytes(self.body))
+        member = retry_member(self.attempt + 1, self.copy_id, self.message_id, self._stored(), _bytes(self.body))
         args = [reader.name, self.copy_id, max(0, int(delay * 1000)), member]
         await reader.settle(self.copy_id, (RETRY, [reader.stream, reader.delayed], args))
         reader.retry_due.set()
 
     async def dead_letter(self, error: str) -> None:
         reader = self._reader
-        args = [reader.name, self.copy_id, self.body, error, self.attempt, self.message_id, self._headers]
+        args = [reader.name, self.copy_id, self.body, error, self.attempt, self.message_id, self._stored()]
         await reader.settle(self.copy_id, (DEAD_LETTER, [reader.stream, reader.dlq], args))
 
     async def release(self) -> None:
