@@ -20,8 +20,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._tasks import TaskSet
-from .broker import Consumer
-from .bus import Receiver
+from .broker import AbstractQueueBroker, Consumer
+from .bus import AbstractSignalBus, Receiver
 from .decorators import ConsumerSpec, CronSpec, HookSpec, PeriodicSpec, ReceiverSpec, Spec, specs_of
 from .exceptions import ConfigurationError, ServerInterrupt
 from .lease import lease_for
@@ -60,7 +60,9 @@ class MicroAgent:
                  settings: dict[str, Any] | None = None, telemetry: Telemetry | None = None) -> None:
         self.bus = bus
         self.broker = broker
-        self.telemetry = telemetry or getattr(broker, 'telemetry', None) or getattr(bus, 'telemetry', None)
+        self.telemetry = telemetry or _telemetry_of(broker) or _telemetry_of(bus)
+        if self.telemetry is not None:
+            self.telemetry.watch(self)
         self.log = log or logging.getLogger(f'microagent.{type(self).__name__}')
         self.settings = settings or {}
         self.hooks: dict[str, list[Callable[[], Any]]] = {'pre_start': [], 'post_start': [], 'pre_stop': [],
@@ -197,6 +199,13 @@ class MicroAgent:
                           for c in self.consumers],
             'schedules': [task.info() for task in self.schedules],
         }
+
+
+def _telemetry_of(backend: Any) -> Telemetry | None:
+    # Only real buses and brokers: a mock answers any attribute name with a queue or signal.
+    if isinstance(backend, AbstractQueueBroker | AbstractSignalBus):
+        return backend.telemetry
+    return None
 
 
 async def _call(hook: Callable[[], Any]) -> None:

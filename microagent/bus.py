@@ -145,7 +145,10 @@ class BoundSignal:
         started = time.perf_counter()
         async with self.waiter(sender, timeout=timeout, **kwargs) as responses:
             async for response in responses:
-                self.bus.stats.rpc(self.signal.name, time.perf_counter() - started)
+                seconds = time.perf_counter() - started
+                self.bus.stats.rpc(self.signal.name, seconds)
+                if self.bus.telemetry is not None:
+                    self.bus.telemetry.rpc_done(self.signal.name, seconds)
                 return response
         raise TimeoutError(f'no response to signal {self.signal.name!r} within {timeout}s')
 

@@ -6,9 +6,11 @@
 * ``/healthz``: 200 while every worker process is alive, else 503.
 * ``/readyz``: 200 once every agent reported it is connected and consuming, else 503.
 * ``/metrics``: handled, failed, retried and dead-lettered counts, handler
-  latency histograms and queue lengths per agent, replica and queue, plus
-  process liveness and restarts (needs ``prometheus-client``:
-  ``pip install "microagent[metrics]"``).
+  latency histograms, in-flight counts and queue lengths per agent, replica
+  and queue; signals sent, received and dropped, receiver runs, RPC latency;
+  schedule runs, failures, misses and singleton holders; process liveness
+  and restarts (needs ``prometheus-client``: ``pip install "microagent[metrics]"``).
+  Names: ``docs/observability.md``.
 
 >>> server = await serve(supervisor, '127.0.0.1', 9100)   # doctest: +SKIP
 """
@@ -21,6 +23,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import BackendNotInstalled
+from ..telemetry.numbers import COUNTS, GAUGES
 from .report import BUCKETS, COUNTERS
 from .snapshot import snapshot
 from .statuspage import PAGE
@@ -83,7 +86,36 @@ class GroupCollector:
                 latency.add_metric(labels, buckets=_cumulative(entry['buckets']), sum_value=entry['sum'])
                 if entry.get('length') is not None:
                     length.add_metric(labels, entry['length'])
-        yield from (*counters.values(), latency, length)
+        inflight = core.GaugeMetricFamily('microagent_handler_inflight', 'Messages being handled now', labels=LABELS)
+        for slot in self.supervisor.slots:
+            for (agent, replica, queue), entry in slot.current.items():
+                inflight.add_metric([agent, str(replica), queue], float(entry.get('inflight', 0)))
+        yield from (*counters.values(), latency, length, inflight)
+        yield from self._series(core)
+        yield from self._rpc(core)
+
+    def _series(self, core: Any) -> Iterator[Any]:
+        families: dict[tuple[str, tuple[str, ...]], Any] = {}
+        for slot in self.supervisor.slots:
+            for (agent, replica, name, labels), value in sorted(slot.series_totals().items()):
+                names = tuple(label for label, _ in labels)
+                family = families.get((name, names))
+                if family is None:
+                    kind, text = ((core.CounterMetricFamily, COUNTS[name]) if name in COUNTS
+                                  else (core.GaugeMetricFamily, GAUGES.get(name, name)))
+                    family = families[(name, names)] = kind(f'microagent_{name}', text,
+                                                            labels=[*LABELS[:2], *names])
+                family.add_metric([agent, str(replica), *(v for _, v in labels)], value)
+        yield from families.values()
+
+    def _rpc(self, core: Any) -> Iterator[Any]:
+        latency = core.HistogramMetricFamily('microagent_rpc_latency_seconds',
+                                             'RPC call time until the first response', labels=[*LABELS[:2], 'signal'])
+        for slot in self.supervisor.slots:
+            for (agent, replica, signal), entry in slot.rpc_totals().items():
+                latency.add_metric([agent, str(replica), signal], buckets=_cumulative(entry['buckets']),
+                                   sum_value=entry['sum'])
+        yield latency
 
 
 def _cumulative(counts: list[int]) -> list[tuple[str, float]]:

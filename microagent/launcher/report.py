@@ -8,7 +8,13 @@ A report::
              "buckets": [3, 0, ...], "sum": 0.004, "length": 0, "inflight": 1}],
          "schedules": [
             {"handler": "UserAgent.sign_up", "period": 3.0, "singleton": false, "next_run": "2026-...",
-             "runs": 4, "failed": 0, "missed": 0, ...}]}]}
+             "runs": 4, "failed": 0, "missed": 0, ...}],
+         "series": [["signals_sent", {"signal": "user_created"}, 3], ...],
+         "rpc": {"rpc_count": {"buckets": [1, 0, ...], "sum": 0.002}}}]}
+
+``series`` are the bus and schedule numbers of
+:func:`microagent.telemetry.numbers.series`; ``rpc`` the RPC call latencies
+per signal.
 
 ``buckets`` count handler latencies per :data:`BUCKETS` upper bound (not
 cumulative), the last one being +Inf.
@@ -24,6 +30,8 @@ import json
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from ..telemetry.numbers import bus_stats, schedule_counts, series
 
 if TYPE_CHECKING:
     from ..agent import MicroAgent
@@ -73,6 +81,7 @@ class Reporter:
         self.ready: dict[int, bool] = {}
         # Stats objects are kept after a consumer is unbound, so the last report still counts them.
         self._watched: dict[tuple[int, str], _Watched] = {}
+        self._rpc: dict[tuple[int, str], Histogram] = {}
         if fd is not None:
             os.set_blocking(fd, False)
 
@@ -105,7 +114,18 @@ class Reporter:
                          inflight=_inflight(agent, consumer.queue.name))
             consumers.append(entry)
         return {'agent': name, 'replica': replica, 'ready': self.ready.get(index, False), 'consumers': consumers,
-                'schedules': [_schedule(task) for task in agent.schedules]}
+                'schedules': [_schedule(task) for task in agent.schedules],
+                'series': [list(item) for item in series(agent)], 'rpc': self._rpc_latencies(index, agent)}
+
+    def _rpc_latencies(self, index: int, agent: MicroAgent) -> dict[str, dict[str, Any]]:
+        stats = bus_stats(agent)
+        if stats is None:
+            return {}
+        for signal, values in stats.latencies.items():
+            self._rpc.setdefault((index, signal), Histogram()).observe(values)
+            values.clear()  # drained here, as the consumers' latencies
+        return {signal: {'buckets': hist.buckets, 'sum': hist.sum}
+                for (i, signal), hist in self._rpc.items() if i == index}
 
     def _watch(self, index: int, agent: MicroAgent, queue: str) -> _Watched | None:
         key = (index, queue)
@@ -126,8 +146,7 @@ def _inflight(agent: MicroAgent, queue: str) -> int:
 
 def _schedule(task: ScheduledTask) -> dict[str, Any]:
     """The schedule's description (next run, singleton holder) and its run counters."""
-    stats = task.stats
-    return {**task.info(), 'runs': stats.runs, 'failed': stats.failed + stats.timed_out, 'missed': stats.missed}
+    return {**task.info(), **schedule_counts(task)}
 
 
 async def _length(agent: MicroAgent, queue: str) -> int | None:

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..telemetry.numbers import COUNTS
 from .report import BUCKETS, COUNTERS
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = ['Slot']
 
 Key = tuple[str, int, str]  # agent, replica, queue
+SeriesKey = tuple[str, int, str, tuple[tuple[str, str], ...]]  # agent, replica, name, sorted labels
 
 
 @dataclass
@@ -39,6 +41,10 @@ class Slot:
     current: dict[Key, dict[str, Any]] = field(default_factory=dict)
     carried: dict[Key, dict[str, Any]] = field(default_factory=dict)
     schedules: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
+    series_now: dict[SeriesKey, float] = field(default_factory=dict)
+    series_carried: dict[SeriesKey, float] = field(default_factory=dict)
+    rpc_now: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    rpc_carried: dict[Key, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def pid(self) -> int | None:
@@ -71,12 +77,21 @@ class Slot:
             self.schedules[instance] = list(entry.get('schedules', ()))
             for consumer in entry.get('consumers', ()):
                 self.current[(*instance, str(consumer['queue']))] = consumer
+            for name, labels, value in entry.get('series', ()):
+                self.series_now[(*instance, str(name), tuple(sorted(labels.items())))] = float(value)
+            for signal, hist in (entry.get('rpc') or {}).items():
+                self.rpc_now[(*instance, str(signal))] = hist
 
     def ended(self, state: str) -> None:
         """The process is gone: carry its counters over and forget its readiness."""
         for key, entry in self.current.items():
             self.carried[key] = _add(self.carried.get(key), entry)
-        self.current = {}
+        for skey, value in self.series_now.items():
+            if skey[2] in COUNTS:  # counters add up over restarts; gauges die with the process
+                self.series_carried[skey] = self.series_carried.get(skey, 0.0) + value
+        for key, entry in self.rpc_now.items():
+            self.rpc_carried[key] = _add(self.rpc_carried.get(key), entry)
+        self.current, self.series_now, self.rpc_now = {}, {}, {}
         self.ready = {}
         self.schedules = {}
         self.state = state
@@ -88,6 +103,20 @@ class Slot:
             out[key] = _add(out.get(key), entry)
             out[key]['length'] = entry.get('length')
             out[key]['inflight'] = int(entry.get('inflight', 0))
+        return out
+
+    def series_totals(self) -> dict[SeriesKey, float]:
+        """Bus and schedule series (:mod:`microagent.telemetry.numbers`) over every process of this slot."""
+        out = dict(self.series_carried)
+        for key, value in self.series_now.items():
+            out[key] = out.get(key, 0.0) + value
+        return out
+
+    def rpc_totals(self) -> dict[Key, dict[str, Any]]:
+        """RPC latency histograms per (agent, replica, signal) over every process of this slot."""
+        out = {key: _add(None, entry) for key, entry in self.rpc_carried.items()}
+        for key, entry in self.rpc_now.items():
+            out[key] = _add(out.get(key), entry)
         return out
 
     def instance_totals(self, agent: str, replica: int) -> dict[str, int]:

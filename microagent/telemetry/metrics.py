@@ -1,35 +1,50 @@
-"""Metrics through the OpenTelemetry metrics API: what :class:`~microagent.telemetry.Telemetry` records.
+"""Metrics through the OpenTelemetry metrics API: what :class:`~microagent.telemetry.Telemetry` exports.
 
-Instrument names (a Prometheus exporter shows ``.`` as ``_``, counters with
-``_total``), with the attributes ``microagent.handler`` (``Agent.method``)
-and ``messaging.destination.name`` (queue or signal):
+Counters and gauges are observed from the agents' own numbers
+(:mod:`microagent.telemetry.numbers`, the same the launcher reports), so they
+cost nothing per message; the two histograms are recorded as runs end.
+Names (a Prometheus exporter writes ``.`` as ``_`` and adds ``_total`` to
+counters, which gives the launcher's ``/metrics`` names):
 
-* ``microagent.messages.handled`` / ``.failed`` / ``.retried`` / ``.dead_lettered`` (counters)
-* ``microagent.handler.duration`` (histogram, s, every run; ``error.type`` on failures)
-* ``microagent.handler.inflight`` (up-down counter)
-* ``microagent.signals.sent`` / ``.received`` / ``.dropped`` (counters), ``microagent.rpc.duration`` (s)
-* ``microagent.schedule.runs`` / ``.missed`` (counters, ``microagent.handler`` only)
-
-The launcher's ``/metrics`` shows the same numbers for a whole group of
-processes from the workers' reports (see ``docs/observability.md``).
+* ``microagent.messages.handled`` / ``.failed`` / ``.retried`` / ``.dead_lettered``
+  and ``microagent.handler.inflight``: ``microagent.agent``, ``microagent.handler``, ``messaging.destination.name``
+* ``microagent.handler.duration`` (histogram, s; ``error.type`` on failed runs)
+* ``microagent.signals.sent`` / ``.received`` / ``.dropped`` (``messaging.destination.name``),
+  ``microagent.receiver.handled`` / ``.failed``, ``microagent.rpc.duration`` (histogram, s)
+* ``microagent.schedule.runs`` / ``.failed`` / ``.missed``, ``microagent.schedule.holder`` (gauge)
 
 >>> instruments = Instruments()
->>> instruments.started('EmailAgent.send_email', 'mailer')
 >>> instruments.finished('EmailAgent.send_email', 'mailer', 0.01)
 """
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from .numbers import CONSUMER_COUNTS, COUNTS, GAUGES, consumer_numbers, series
 from .semconv import DESTINATION, ERROR_TYPE, HANDLER
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
-__all__ = ['Instruments']
+    from ..agent import MicroAgent
+
+__all__ = ['Instruments', 'otel_name']
 
 _BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_LABELS = {'signal': DESTINATION, 'handler': HANDLER}
+
+
+def otel_name(name: str) -> str:
+    """The instrument name of a :mod:`~microagent.telemetry.numbers` series.
+
+    >>> otel_name('signals_sent'), otel_name('schedule_holder')
+    ('microagent.signals.sent', 'microagent.schedule.holder')
+    """
+    group, _, what = name.partition('_')
+    return f'microagent.{group}.{what}'
 
 
 class Instruments:
@@ -38,53 +53,53 @@ class Instruments:
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:
         from opentelemetry import metrics
 
+        self._observation = metrics.Observation
+        self._agents: weakref.WeakSet[MicroAgent] = weakref.WeakSet()
         meter = metrics.get_meter('microagent', __version__, meter_provider)
-        counter = meter.create_counter
-        self._counters = {name: counter(f'microagent.{name}', unit='{message}', description=text)
-                          for name, text in _COUNTERS.items()}
-        self._inflight = meter.create_up_down_counter('microagent.handler.inflight', unit='{message}',
-                                                      description='Messages being handled now')
+        for count in CONSUMER_COUNTS:
+            meter.create_observable_counter(f'microagent.messages.{count}', [self._consumers(count)],
+                                            unit='{message}', description=f'Queue messages {count}')
+        meter.create_observable_up_down_counter('microagent.handler.inflight', [self._consumers('inflight')],
+                                                unit='{message}', description='Messages being handled now')
+        for name, text in COUNTS.items():
+            meter.create_observable_counter(otel_name(name), [self._series(name)], description=text)
+        for name, text in GAUGES.items():
+            meter.create_observable_gauge(otel_name(name), [self._series(name)], description=text)
         self._duration = meter.create_histogram('microagent.handler.duration', unit='s',
                                                 description='Queue handler run time',
                                                 explicit_bucket_boundaries_advisory=_BUCKETS)
         self._rpc = meter.create_histogram('microagent.rpc.duration', unit='s',
                                            description='RPC call time until the first response',
                                            explicit_bucket_boundaries_advisory=_BUCKETS)
-        self._failing: set[tuple[str, str]] = set()
 
-    def count(self, name: str, handler: str, destination: str, **extra: Any) -> None:
-        """Add one to counter ``microagent.<name>`` (see the module docstring)."""
-        self._counters[name].add(1, {HANDLER: handler, DESTINATION: destination, **extra})
+    def watch(self, agent: MicroAgent) -> None:
+        """Observe *agent*'s numbers (held weakly: a dropped agent is forgotten)."""
+        self._agents.add(agent)
 
-    def started(self, handler: str, queue: str) -> None:
-        self._inflight.add(1, {HANDLER: handler, DESTINATION: queue})
+    def _consumers(self, key: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            for agent in list(self._agents):
+                for found in consumer_numbers(agent):
+                    yield self._observation(found[key], {'microagent.agent': type(agent).__name__,
+                                                         HANDLER: found['handler'], DESTINATION: found['queue']})
+        return observe
+
+    def _series(self, wanted: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            for agent in list(self._agents):
+                for name, labels, value in series(agent):
+                    if name == wanted:
+                        attributes: dict[str, Any] = {_LABELS.get(k, k): v for k, v in labels.items()}
+                        yield self._observation(value, {'microagent.agent': type(agent).__name__, **attributes})
+        return observe
 
     def finished(self, handler: str, queue: str, seconds: float, error: str | None = None) -> None:
+        """A queue handler run ended (``error``: its error type when it failed)."""
         attributes = {HANDLER: handler, DESTINATION: queue}
-        self._inflight.add(-1, attributes)
-        if error is None:
-            self._counters['messages.handled'].add(1, attributes)
-            self._duration.record(seconds, attributes)
-            return
-        self._counters['messages.failed'].add(1, attributes)
-        self._duration.record(seconds, {**attributes, ERROR_TYPE: error})
-
-    def settled(self, operation: str, queue: str, handler: str) -> None:
-        name = 'messages.retried' if operation == 'retry' else 'messages.dead_lettered'
-        self._counters[name].add(1, {HANDLER: handler, DESTINATION: queue})
+        if error is not None:
+            attributes[ERROR_TYPE] = error
+        self._duration.record(seconds, attributes)
 
     def rpc(self, signal: str, seconds: float) -> None:
+        """An RPC call got its first response after *seconds*."""
         self._rpc.record(seconds, {DESTINATION: signal})
-
-
-_COUNTERS = {
-    'messages.handled': 'Queue messages handled successfully',
-    'messages.failed': 'Queue handler runs that failed',
-    'messages.retried': 'Queue messages sent back for another attempt',
-    'messages.dead_lettered': 'Queue messages moved to the dead-letter queue',
-    'signals.sent': 'Signals sent',
-    'signals.received': 'Signals received by a receiver',
-    'signals.dropped': 'Signals dropped (undecodable, or not matching the declaration)',
-    'schedule.runs': 'Periodic and cron runs',
-    'schedule.missed': 'Periodic and cron ticks missed',
-}

@@ -167,8 +167,6 @@ class Telemetry:
                       OPERATION_TYPE: 'process', OPERATION_NAME: 'process', MESSAGE_ID: delivery.message_id,
                       ATTEMPT: delivery.attempt, HANDLER: handler}
         instruments = self.instruments
-        if instruments is not None:
-            instruments.started(handler, destination)
         run = Run()
         started = time.perf_counter()
         try:
@@ -221,8 +219,16 @@ class Telemetry:
         with self._tracer.start_as_current_span(f'{operation} {destination}', kind=self._kinds.CLIENT,
                                                 attributes=attributes):
             yield
-        if self.instruments is not None and operation in ('retry', 'dead_letter'):
-            self.instruments.settled(operation, destination, handler)
+
+    def rpc_done(self, signal: str, seconds: float) -> None:
+        """An RPC call got its first response (the ``microagent.rpc.duration`` histogram)."""
+        if self.instruments is not None:
+            self.instruments.rpc(signal, seconds)
+
+    def watch(self, agent: MicroAgent) -> None:
+        """Export *agent*'s counters and gauges through the metrics API (see :mod:`.metrics`)."""
+        if self.instruments is not None:
+            self.instruments.watch(agent)
 
     # -- schedules and hooks -----------------------------------------------------------------
 
@@ -249,6 +255,8 @@ def instrument(agent: MicroAgent, telemetry: Telemetry | None) -> None:
     if agent.started:
         raise ConfigurationError(f'{type(agent).__name__}: instrument an agent before it starts')
     agent.telemetry = telemetry
+    if telemetry is not None:
+        telemetry.watch(agent)
     for backend in (agent.bus, agent.broker):
         if backend is not None:
             backend.telemetry = telemetry
