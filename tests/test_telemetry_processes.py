@@ -46,6 +46,18 @@ def env(request: pytest.FixtureRequest, tmp_path: Path, uid: str) -> Iterator[di
         client.close()
 
 
+def _metrics_complete(text: str, uid: str) -> bool:
+    """The group's /metrics has the chain's numbers from every process."""
+    wanted = [f'microagent_messages_handled_total{{agent="worker",queue="work_{uid}",replica="0"}} 1.0',
+              f'microagent_handler_inflight{{agent="worker",queue="work_{uid}",replica="0"}} 0.0',
+              f'microagent_signals_received_total{{agent="front",replica="0",signal="placed_{uid}"}} 1.0',
+              f'microagent_signals_sent_total{{agent="worker",replica="0",signal="price_{uid}"}} 1.0',
+              f'microagent_receiver_handled_total{{agent="pricer",handler="Pricer.on_price",replica="0",'
+              f'signal="price_{uid}"}} 1.0',
+              f'microagent_rpc_latency_seconds_count{{agent="worker",replica="0",signal="price_{uid}"}} 1.0']
+    return all(line in text for line in wanted)
+
+
 def test_one_trace_across_processes(env: dict[str, str], uid: str, tmp_path: Path) -> None:
     spans_file = tmp_path / 'spans.jsonl'
     otel = f'file:{spans_file}'
@@ -56,6 +68,7 @@ def test_one_trace_across_processes(env: dict[str, str], uid: str, tmp_path: Pat
         result = run_cli('signal', SETTINGS, f'placed_{uid}', 'n=21', '--otel', otel, env=env)
         assert result.returncode == 0, result.stderr
         wait_until(lambda: markers(tmp_path, 'done-21'), timeout=60)
+        wait_until(lambda: _metrics_complete(http_get(f'{base}/metrics')[1], uid), timeout=30)
         marun.signal(signal.SIGTERM)
         assert marun.wait() == 0, marun.output
     finally:
