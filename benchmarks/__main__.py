@@ -24,6 +24,7 @@ from typing import Any
 
 from microagent._dsn import mask_text, password_of
 
+from .cost import cost_rows, cost_table
 from .report import markdown_table, render_doc, render_section, summarize
 from .run_one import DSN_ENV
 from .services import availability, cleanup, kafka_server, machine, module_present, server_versions
@@ -39,6 +40,7 @@ from .settings import (
     SCENARIOS,
     SIZES,
     TIMEOUTS,
+    TRACED_SCENARIOS,
     UNSUPPORTED,
 )
 
@@ -61,6 +63,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help='Kafka on 127.0.0.1:PORT (a tansu is started there if nothing listens)')
     parser.add_argument('--append', action='store_true',
                         help='add this run to the --out document as a section instead of replacing it')
+    parser.add_argument('--tracing', action='store_true',
+                        help='also run the library with tracing on (SDK batch span processor): the tracing cost')
+    parser.add_argument('--baseline', metavar='CHECKOUT',
+                        help='also run the library of another checkout (e.g. a worktree of main) as "base"')
+    parser.add_argument('--cost-only', action='store_true', help='leave out the raw clients (a cost run)')
     args = parser.parse_args(argv)
     args.backends = split(args.backends, BACKENDS, 'backend')
     args.scenarios = split(args.scenarios, SCENARIOS, 'scenario')
@@ -87,8 +94,12 @@ def plan(args: argparse.Namespace, backend: str) -> Iterator[tuple[str, int, str
         if scenario in UNSUPPORTED.get(backend, ()):
             continue
         for rep in range(1, args.repeat + 1):
+            if args.baseline and scenario in TRACED_SCENARIOS:
+                yield scenario, rep, 'base'
             yield scenario, rep, 'lib'
-            if scenario in RAW_SCENARIOS and backend in RAW:
+            if args.tracing and scenario in TRACED_SCENARIOS:
+                yield scenario, rep, 'traced'
+            if scenario in RAW_SCENARIOS and backend in RAW and not args.cost_only:
                 yield scenario, rep, 'raw'
 
 
@@ -97,14 +108,20 @@ def run_one(args: argparse.Namespace, backend: str, scenario: str, rep: int, sid
     """One measurement in a fresh process; a crash or timeout becomes a status, never a number."""
     wait = TIMEOUTS['soak'] if scenario == 'G' and args.size == 'full' else TIMEOUTS[args.size]
     command = [sys.executable, '-m', 'benchmarks.run_one', '--backend', backend, '--scenario', scenario,
-               '--side', side, '--n', str(SIZES[args.size][scenario]), '--uid', f'{run_id}_{scenario.lower()}'
-               f'_{side}{rep}', '--timeout', str(wait), '--batch', str(args.batch), '--rep', str(rep)]
+               '--side', 'lib' if side == 'base' else side, '--n', str(SIZES[args.size][scenario]),
+               '--uid', f'{run_id}_{scenario.lower()}_{side}{rep}', '--timeout', str(wait),
+               '--batch', str(args.batch), '--rep', str(rep)]
     base = {'kind': 'run', 'backend': backend, 'scenario': scenario, 'side': side, 'rep': rep,
             'n': SIZES[args.size][scenario]}
     try:
         # The DSN goes by environment, not argv: a password must not show in the process list.
         env = {**os.environ, DSN_ENV: DSNS[backend]}
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=wait * 1.5 + 30)
+        cwd = ROOT
+        if side == 'base':
+            # The baseline: another checkout's library and benchmarks, this interpreter and its packages.
+            cwd = Path(args.baseline)
+            env['PYTHONPATH'] = str(cwd)
+        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=wait * 1.5 + 30)
     except subprocess.TimeoutExpired:
         return {**base, 'status': 'timeout', 'error': f'killed after {wait * 1.5 + 30:.0f}s'}
     lines = [line for line in done.stdout.splitlines() if line.startswith('{')]
@@ -113,6 +130,7 @@ def run_one(args: argparse.Namespace, backend: str, scenario: str, rep: int, sid
         tail = mask_text(done.stderr.strip()[-400:], password_of(dsn))
         return {**base, 'status': 'error', 'error': f'exit {done.returncode}: {tail}'}
     result: dict[str, Any] = json.loads(lines[-1])
+    result['side'] = side
     return result
 
 
@@ -163,19 +181,22 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.UTC)
     out: list[dict[str, Any]] = []
     unavailable = measure_all(args, run_id, out)
-    rows = summarize([r for r in out if r['kind'] == 'run'], args.backends, args.scenarios, unavailable)
-    for row in rows:
+    runs = [r for r in out if r['kind'] == 'run']
+    rows = summarize([r for r in runs if r['side'] in ('lib', 'raw')], args.backends, args.scenarios, unavailable)
+    costs = cost_rows(runs)
+    for row in (*rows, *costs):
         emit(row, out)
-    table = markdown_table(rows)
-    print(table)
+    print(markdown_table(rows))
+    if costs:
+        print(cost_table(costs))
     if args.out:
-        write_report(args, argv, out, rows, started, load_start, unavailable)
+        write_report(args, argv, out, rows, started, load_start, unavailable, costs)
     return 0
 
 
 def write_report(args: argparse.Namespace, argv: list[str] | None, out: list[dict[str, Any]],
                  rows: list[dict[str, Any]], started: datetime.datetime, load_start: list[float],
-                 unavailable: dict[str, str]) -> None:
+                 unavailable: dict[str, str], costs: list[dict[str, Any]]) -> None:
     path = Path(args.out)
     if path.suffix != '.md':
         path.write_text(''.join(json.dumps(line) + '\n' for line in out))
@@ -187,7 +208,7 @@ def write_report(args: argparse.Namespace, argv: list[str] | None, out: list[dic
         'finished': datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC'),
         'started': started.isoformat(), 'load_start': load_start,
         'load_end': [round(x, 2) for x in os.getloadavg()], 'repeat': args.repeat, 'size': args.size,
-        'batch': args.batch, 'notes': args.note,
+        'batch': args.batch, 'notes': args.note, 'costs': costs,
     }
     if args.append and path.exists():
         path.write_text(path.read_text().rstrip('\n') + '\n\n' + render_section(rows, meta))

@@ -38,10 +38,16 @@ class Ctx:
     uid: str
     timeout: float
     batch: int
+    telemetry: Any = None  # a microagent.telemetry.Telemetry for the traced side
 
     @property
     def name(self) -> str:
         return f'bench_{self.uid}'
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Backend options of this side: ``telemetry`` only when tracing (else nothing, as before)."""
+        return {'telemetry': self.telemetry} if self.telemetry is not None else {}
 
 
 def chunks(n: int, size: int, start: int = 0) -> Iterator[range]:
@@ -67,7 +73,7 @@ async def consuming(ctx: Ctx, seen: Seen, delay: float = 0.0,
     """A running consumer agent on a fresh queue; yields the bound queue to send to."""
     catalog = Catalog()
     queue = Queue(ctx.name, catalog=catalog)
-    broker = make_broker(ctx.dsn, catalog=catalog)
+    broker = make_broker(ctx.dsn, catalog=catalog, **ctx.options)
     agent = consumer_agent(queue, seen, delay, **options)(broker=broker)
     try:
         await agent.start()
@@ -138,8 +144,8 @@ async def buses(ctx: Ctx, handler: Callable[..., Any]) -> AsyncIterator[BoundSig
             return handler(kwargs)
 
     prefix = f'bench{ctx.uid}'
-    receiving: AbstractSignalBus = make_bus(ctx.dsn, catalog=catalog, prefix=prefix)
-    sending: AbstractSignalBus = make_bus(ctx.dsn, catalog=catalog, prefix=prefix)
+    receiving: AbstractSignalBus = make_bus(ctx.dsn, catalog=catalog, prefix=prefix, **ctx.options)
+    sending: AbstractSignalBus = make_bus(ctx.dsn, catalog=catalog, prefix=prefix, **ctx.options)
     agent = Receiving(bus=receiving)
     try:
         await agent.start()
@@ -217,11 +223,11 @@ async def startup(ctx: Ctx) -> dict[str, Any]:
     """F: a message waits in the queue; time from ``agent.start()`` to its handling."""
     catalog = Catalog()
     queue = Queue(ctx.name, catalog=catalog)
-    sender = make_broker(ctx.dsn, catalog=catalog)
+    sender = make_broker(ctx.dsn, catalog=catalog, **ctx.options)
     await BoundQueue(sender, queue).send(payload(0))
     await sender.close()
     seen = Seen(1)
-    broker = make_broker(ctx.dsn, catalog=catalog)
+    broker = make_broker(ctx.dsn, catalog=catalog, **ctx.options)
     agent = consumer_agent(queue, seen)(broker=broker)
     try:
         started = time.perf_counter()

@@ -208,7 +208,7 @@ when a repetition failed or timed out, or (B) when a signal was lost; n/a means 
 compare with (memory) and the absolute figures stand alone.
 
 {markdown_table(rows)}
-
+{_costs(meta)}
 Scenarios: A queue end-to-end with sequential sends (first send to last handled, every id counted); A2 the
 same with the batch API (`send_many`, {meta['batch']} at a time) against a pipelined raw client; B signals,
 N sequential sends to one receiver; C sequential RPC calls over the bus; D handlers awaiting 5 ms with 64
@@ -217,9 +217,20 @@ from 5% to 100% of the messages through one consumer.
 """
 
 
+def _costs(meta: dict[str, Any]) -> str:
+    from .cost import cost_table
+
+    if not meta.get('costs'):
+        return ''
+    return f'\nTracing cost (`--tracing`, `--baseline`; see docs/observability.md):\n\n{cost_table(meta["costs"])}\n'
+
+
 def render_section(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    """A further run (e.g. the soak) as a section to append to the document."""
-    scenarios = ', '.join(sorted({row['scenario'] for row in rows}))
+    """A further run (e.g. the soak, or a tracing cost run) as a section to append to the document."""
+    from .cost import cost_table
+
+    scenarios = ', '.join(sorted({row['scenario'] for row in (*rows, *meta.get('costs', ()))}))
+    costs = f'\n\n{cost_table(meta["costs"])}' if meta.get('costs') else ''
     notes = '\n'.join(f'- {note}' for note in meta.get('notes', []))
     return f"""## Scenarios {scenarios} ({meta['finished']})
 
@@ -231,5 +242,5 @@ Medians of {meta['repeat']} repetitions, size `{meta['size']}`. Load average at 
 {meta['load_end']}.
 {notes}
 
-{markdown_table(rows)}
+{markdown_table(rows) if rows else ''}{costs}
 """

@@ -38,7 +38,7 @@ RAW_MODULES = {'redis': 'benchmarks.raw_redis', 'amqp': 'benchmarks.raw_amqp', '
 
 async def measure(ctx: Ctx, scenario: str, side: str) -> dict[str, Any]:
     """The figures of *scenario* on *side* (``lib`` or ``raw``); raises on failure."""
-    module = importlib.import_module('benchmarks.library' if side == 'lib' else RAW_MODULES[ctx.backend])
+    module = importlib.import_module('benchmarks.library' if side != 'raw' else RAW_MODULES[ctx.backend])
     result: dict[str, Any] = await module.run(ctx, scenario)
     return result
 
@@ -61,11 +61,31 @@ async def guarded(ctx: Ctx, scenario: str, side: str) -> dict[str, Any]:
         return {'status': 'error', 'error': f'{type(exc).__name__}: {exc}'}
 
 
+def traced() -> tuple[Any, Any]:
+    """A tracer provider with the SDK's batch span processor, and a Telemetry using it.
+
+    Spans are exported to nowhere: the cost measured is the library's and the SDK's, not a collector's.
+    """
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from microagent.telemetry import Telemetry
+
+    class Discard(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Discard()))
+    return provider, Telemetry(tracer_provider=provider)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='python -m benchmarks.run_one', description=__doc__)
     parser.add_argument('--backend', required=True, choices=sorted(DSNS))
     parser.add_argument('--scenario', required=True, choices=SCENARIOS)
-    parser.add_argument('--side', default='lib', choices=('lib', 'raw'))
+    parser.add_argument('--side', default='lib', choices=('lib', 'raw', 'traced'),
+                        help='traced: the library with tracing on (SDK, batch span processor)')
     parser.add_argument('--n', type=int, required=True, help='messages or calls')
     parser.add_argument('--uid', required=True, help='lower-case [a-z0-9_] suffix for fresh names')
     parser.add_argument('--dsn', help=f'override the backend DSN (or set ${DSN_ENV})')
@@ -80,9 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     dsn = args.dsn or os.environ.get(DSN_ENV) or DSNS[args.backend]
-    ctx = Ctx(args.backend, dsn, args.n, args.uid, args.timeout, args.batch)
+    provider, telemetry = traced() if args.side == 'traced' else (None, None)
+    ctx = Ctx(args.backend, dsn, args.n, args.uid, args.timeout, args.batch, telemetry)
     started = time.monotonic()
     result = asyncio.run(guarded(ctx, args.scenario, args.side))
+    if provider is not None:
+        provider.shutdown()
     result['elapsed_s'] = round(time.monotonic() - started, 3)
     if 'error' in result:
         result['error'] = mask_text(str(result['error']), password_of(dsn))[:500]

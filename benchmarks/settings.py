@@ -35,6 +35,10 @@ UNSUPPORTED = {'kafka': frozenset({'B', 'C'})}
 # The raw client each backend is measured against; memory has none.
 RAW = {'redis': 'redis-py', 'amqp': 'aiormq', 'kafka': 'aiokafka', 'nats': 'nats-py'}
 RAW_SCENARIOS = frozenset({'A', 'A2', 'B', 'C'})
+# Tracing cost (--tracing, --baseline): the scenarios measured, and the sequential paths held to 25 %.
+TRACED_SCENARIOS = frozenset({'A', 'A2', 'B', 'C', 'D'})
+SEQUENTIAL = frozenset({'A', 'B', 'C'})
+COST_TARGETS = {'lib/base': 0.97, 'traced/lib': 0.75}
 
 # Messages (or calls) per scenario. D's handlers await 5 ms with 64 in flight.
 SIZES: dict[str, dict[str, int]] = {
