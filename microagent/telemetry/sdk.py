@@ -121,7 +121,7 @@ def _meter_provider(spec: str, resource: Any) -> Any:
 
 
 def configure(exporter: str = 'otlp', *, service_name: str | None = None, batch: bool = True,
-              settle_spans: bool = True) -> Telemetry:
+              settle_spans: bool = False) -> Telemetry:
     """Install global providers exporting to *exporter* (see the module docstring); a Telemetry using them.
 
     ``service_name`` is used when ``OTEL_SERVICE_NAME`` is not set.

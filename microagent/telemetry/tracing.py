@@ -67,8 +67,9 @@ class Telemetry:
 
     ``tracer_provider`` and ``meter_provider`` default to OpenTelemetry's
     global ones (set them with :func:`microagent.telemetry.sdk.configure`, or
-    your own SDK set-up). ``settle_spans=False`` leaves out the span of each
-    ack (retries and dead letters keep theirs); ``metrics=False`` records no
+    your own SDK set-up). Retries, dead letters and releases get a settle
+    span; ``settle_spans=True`` gives every ack one too (a third span per
+    message: off by default for its cost). ``metrics=False`` records no
     metrics through OpenTelemetry.
 
     >>> telemetry = Telemetry()
@@ -78,7 +79,7 @@ class Telemetry:
     """
 
     def __init__(self, *, tracer_provider: TracerProvider | None = None,
-                 meter_provider: MeterProvider | None = None, settle_spans: bool = True,
+                 meter_provider: MeterProvider | None = None, settle_spans: bool = False,
                  metrics: bool = True) -> None:
         trace = require()
         from opentelemetry import propagate

@@ -26,7 +26,7 @@ class Spans:
         self.exporter = InMemorySpanExporter()
         self.provider = TracerProvider()
         self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.telemetry = Telemetry(tracer_provider=self.provider, metrics=False)
+        self.telemetry = Telemetry(tracer_provider=self.provider, metrics=False, settle_spans=True)
 
     def records(self) -> list[dict[str, Any]]:
         return [span_record(s) for s in self.exporter.get_finished_spans()]
