@@ -177,7 +177,7 @@ class MicroAgent:
 
     async def _run_hooks(self, event: str) -> None:
         for hook in self.hooks[event]:
-            if self.telemetry is None or not hasattr(hook, '__self__'):
+            if self.telemetry is None or getattr(hook, '__self__', None) is not self:
                 await _call(hook)
                 continue
             # Only the agent's own hooks (bound methods) get a span, not callbacks others appended.

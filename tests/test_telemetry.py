@@ -240,3 +240,26 @@ def test_read_spans_of_several_writers(tmp_path: Any) -> None:
     path = tmp_path / 'spans.jsonl'
     path.write_text(json.dumps({'name': 'a'}) + '\n\n' + json.dumps({'name': 'b'}) + '\n')
     assert [s['name'] for s in read_spans(str(path))] == ['a', 'b']
+
+
+@pytest.mark.parametrize('module', ['microagent._context', 'microagent.telemetry.tracing', 'microagent.telemetry.logs',
+                                    'microagent.telemetry.metrics', 'microagent.telemetry.numbers',
+                                    'microagent.telemetry.semconv', 'microagent.telemetry.tree', 'benchmarks.cost'])
+def test_doctests(module: str) -> None:
+    import doctest
+    import importlib
+
+    failed, tried = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert tried and not failed
+
+
+def test_tree_command(tmp_path: Any, capsys: Any) -> None:
+    from microagent.telemetry import tree
+
+    path = tmp_path / 'spans.jsonl'
+    path.write_text(json.dumps({'trace_id': 't', 'span_id': 'a', 'parent_id': 'gone', 'name': 'send q',
+                                'service': 's', 'kind': 'PRODUCER', 'start': 0, 'end': 0, 'status': 'UNSET',
+                                'attributes': {}, 'links': []}) + '\n')
+    assert tree.main([str(path)]) == 0
+    assert capsys.readouterr().out == 'trace t\n  send q  [s] producer 0.0 ms\n'
+    assert tree.main([]) == 2

@@ -9,7 +9,8 @@ for ``otlp``, a meter provider) with a batch span processor, and returns a
   ``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_SERVICE_NAME``,
   ``OTEL_RESOURCE_ATTRIBUTES``...); needs
   ``opentelemetry-exporter-otlp-proto-http``.
-* ``console``: one line per span on stdout (the demo's ``--otel console``).
+* ``console``: one line per span on stdout as it ends (the demo's
+  ``--otel console``; spans are written at once, not batched).
 * ``file:PATH``: one JSON object per span appended to *PATH* (tests, and to
   read a flow after the fact with :func:`read_spans`).
 
@@ -136,7 +137,7 @@ def configure(exporter: str = 'otlp', *, service_name: str | None = None, batch:
     attributes = {} if os.environ.get('OTEL_SERVICE_NAME') else {'service.name': service_name or 'microagent'}
     resource = Resource.create(attributes)
     provider = sdk_trace.TracerProvider(resource=resource)
-    processor: Callable[[Any], Any] = BatchSpanProcessor if batch else SimpleSpanProcessor
+    processor: Callable[[Any], Any] = BatchSpanProcessor if batch and exporter != 'console' else SimpleSpanProcessor
     provider.add_span_processor(processor(span_exporter))
     trace.set_tracer_provider(provider)  # OpenTelemetry's documented global, read back by shutdown()
     meters = _meter_provider(exporter, resource)
