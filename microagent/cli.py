@@ -271,6 +271,10 @@ def _run(args: argparse.Namespace) -> int:
     logs.configure(args.log_level, args.log_format, 'launcher')
     if args.grace < 0 or (args.duration is not None and args.duration <= 0):
         raise ConfigurationError('--grace must be >= 0 and --duration > 0')
+    if args.otel:
+        from .telemetry import sdk
+
+        sdk.check(args.otel)
     table = {'auto': None, 'table': True, 'plain': False}[args.status]
     return launch(args.settings, options, table=table)
 

@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from microagent import Catalog, MicroAgent, consumer, on, periodic
+from microagent.delivery import current_delivery
 from microagent.launcher.slot import Slot
 from microagent.telemetry import JsonFormatter, Telemetry, instrument, sdk
 from microagent.telemetry.sdk import read_spans, span_record
@@ -263,3 +264,40 @@ def test_tree_command(tmp_path: Any, capsys: Any) -> None:
     assert tree.main([str(path)]) == 0
     assert capsys.readouterr().out == 'trace t\n  send q  [s] producer 0.0 ms\n'
     assert tree.main([]) == 2
+
+
+def test_launcher_refuses_a_bad_exporter_in_one_line() -> None:
+    from .launcher_helpers import run_cli
+
+    done = run_cli('run', 'examples.settings', '--otel', 'zipkin', '--duration', '1')
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "microagent: error: unknown span exporter 'zipkin' (one of otlp, console, file:PATH)"]
+
+
+async def test_baggage_travels_with_the_message(traced: Any) -> None:
+    from opentelemetry import baggage, context
+
+    telemetry, _, _ = traced
+    catalog = Catalog()
+    found = chain(catalog, 'b')
+    seen = Collector()
+
+    class Reader(MicroAgent):
+        @consumer(found.work)
+        async def handle(self, n: int) -> None:
+            seen.add((baggage.get_baggage('tenant'), dict(current_delivery().headers)))  # type: ignore[union-attr]
+
+    broker = MemoryBroker('memory://', catalog=catalog, telemetry=telemetry)
+    agent = Reader(broker=broker)
+    await agent.start()
+    token = context.attach(baggage.set_baggage('tenant', 'acme'))
+    try:
+        await broker.work_b.send({'n': 1})
+    finally:
+        context.detach(token)
+    try:
+        (tenant, headers), = await seen.wait(1)
+    finally:
+        await agent.stop(timeout=1)
+    assert tenant == 'acme' and headers['baggage'] == 'tenant=acme' and headers['traceparent'].startswith('00-')

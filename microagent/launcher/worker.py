@@ -196,7 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.otel:
         from ..telemetry import instrument, sdk
 
-        telemetry = sdk.configure(args.otel, service_name=tag)
+        try:
+            telemetry = sdk.configure(args.otel, service_name=tag)
+        except MicroAgentError as exc:
+            log.error('%s', exc)
+            return ExitCode.CONFIG
         for _, _, agent in instances:
             instrument(agent, telemetry)
     reporter = Reporter(args.status_fd, instances)

@@ -34,7 +34,7 @@ from .tracing import Telemetry
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
 
-__all__ = ['EXPORTERS', 'configure', 'read_spans', 'shutdown', 'span_record']
+__all__ = ['EXPORTERS', 'check', 'configure', 'read_spans', 'shutdown', 'span_record']
 
 EXPORTERS = ('otlp', 'console', 'file:PATH')
 
@@ -106,6 +106,19 @@ def _exporter(spec: str) -> Any:
             raise ConfigurationError('--otel otlp needs opentelemetry-exporter-otlp-proto-http') from exc
         return OTLPSpanExporter()  # endpoint, headers, timeout... from the OTEL_* environment
     raise ConfigurationError(f'unknown span exporter {spec!r} (one of {", ".join(EXPORTERS)})')
+
+
+def check(exporter: str) -> None:
+    """Raise (ConfigurationError, BackendNotInstalled) if :func:`configure` could not set up *exporter*.
+
+    The launcher calls it before starting any worker, so a typo is one line, not a crash per process.
+    """
+    _exporter(exporter)
+    if exporter == 'otlp':
+        try:
+            import opentelemetry.exporter.otlp.proto.http.metric_exporter  # noqa: F401
+        except ImportError as exc:
+            raise ConfigurationError('--otel otlp needs opentelemetry-exporter-otlp-proto-http') from exc
 
 
 def _meter_provider(spec: str, resource: Any) -> Any:

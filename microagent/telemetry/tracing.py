@@ -82,10 +82,11 @@ class Telemetry:
                  meter_provider: MeterProvider | None = None, settle_spans: bool = False,
                  metrics: bool = True) -> None:
         trace = require()
-        from opentelemetry import propagate
+        from opentelemetry import context, propagate
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         self._trace = trace
+        self._context = context
         self._tracer = trace.get_tracer('microagent', __version__, tracer_provider)
         self._propagator = propagate.get_global_textmap()
         self._traceparent = TraceContextTextMapPropagator()
@@ -114,6 +115,15 @@ class Telemetry:
     def extract(self, headers: Mapping[str, str] | None) -> Context | None:
         """The trace context *headers* carry (None: none, the span starts a trace)."""
         return self._propagator.extract(headers) if headers else None
+
+    @contextlib.contextmanager
+    def _within(self, headers: Mapping[str, str] | None) -> Iterator[None]:
+        """Run in the context *headers* carry (the sender's span and baggage; a new trace without)."""
+        token = self._context.attach(self._propagator.extract(headers or {}))
+        try:
+            yield
+        finally:
+            self._context.detach(token)
 
     def _link(self, headers: Mapping[str, str] | None) -> list[Link]:
         parent = headers.get(FAILED_ATTEMPT) if headers else None
@@ -171,9 +181,9 @@ class Telemetry:
         run = Run()
         started = time.perf_counter()
         try:
-            with self._tracer.start_as_current_span(f'process {destination}', self.extract(headers),
-                                                    kind=self._kinds.CONSUMER, attributes=attributes,
-                                                    links=self._link(headers)):
+            with self._within(headers), self._tracer.start_as_current_span(
+                    f'process {destination}', kind=self._kinds.CONSUMER, attributes=attributes,
+                    links=self._link(headers)):
                 yield run
         finally:
             if instruments is not None:
@@ -184,9 +194,8 @@ class Telemetry:
         """The CONSUMER span of a receiver run, child of the signal's send (or the RPC call)."""
         attributes = {SYSTEM: self._system(dsn), DESTINATION: signal, OPERATION_TYPE: 'process',
                       OPERATION_NAME: 'process', HANDLER: handler, RPC: rpc}
-        context = self.extract(headers) if isinstance(headers, dict) else None
-        with self._tracer.start_as_current_span(f'process {signal}', context, kind=self._kinds.CONSUMER,
-                                                attributes=attributes) as span:
+        with self._within(headers if isinstance(headers, dict) else None), self._tracer.start_as_current_span(
+                f'process {signal}', kind=self._kinds.CONSUMER, attributes=attributes) as span:
             yield span
 
     def failed(self, exc: BaseException | str, headers: Mapping[str, str] | None = None) -> dict[str, str] | None:
