@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
@@ -117,13 +117,22 @@ class Telemetry:
         return self._propagator.extract(headers) if headers else None
 
     @contextlib.contextmanager
-    def _within(self, headers: Mapping[str, str] | None) -> Iterator[None]:
-        """Run in the context *headers* carry (the sender's span and baggage; a new trace without)."""
-        token = self._context.attach(self._propagator.extract(headers or {}))
+    def _consuming(self, name: str, headers: Mapping[str, str] | None, attributes: dict[str, Any],
+                   links: Sequence[Link] = ()) -> Iterator[Span]:
+        """A current CONSUMER span in the context *headers* carry (the sender's span and baggage; without
+        one, a new trace). One attach and one generator: this runs for every message."""
+        parent = self._propagator.extract(headers or {})
+        span = self._tracer.start_span(name, parent, kind=self._kinds.CONSUMER, attributes=attributes, links=links)
+        token = self._context.attach(self._trace.set_span_in_context(span, parent))
         try:
-            yield
+            yield span
+        except BaseException as exc:
+            span.record_exception(exc)
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, f'{type(exc).__name__}: {exc}'))
+            raise
         finally:
             self._context.detach(token)
+            span.end()
 
     def _link(self, headers: Mapping[str, str] | None) -> list[Link]:
         parent = headers.get(FAILED_ATTEMPT) if headers else None
@@ -181,9 +190,7 @@ class Telemetry:
         run = Run()
         started = time.perf_counter()
         try:
-            with self._within(headers), self._tracer.start_as_current_span(
-                    f'process {destination}', kind=self._kinds.CONSUMER, attributes=attributes,
-                    links=self._link(headers)):
+            with self._consuming(f'process {destination}', headers, attributes, self._link(headers)):
                 yield run
         finally:
             if instruments is not None:
@@ -194,8 +201,8 @@ class Telemetry:
         """The CONSUMER span of a receiver run, child of the signal's send (or the RPC call)."""
         attributes = {SYSTEM: self._system(dsn), DESTINATION: signal, OPERATION_TYPE: 'process',
                       OPERATION_NAME: 'process', HANDLER: handler, RPC: rpc}
-        with self._within(headers if isinstance(headers, dict) else None), self._tracer.start_as_current_span(
-                f'process {signal}', kind=self._kinds.CONSUMER, attributes=attributes) as span:
+        with self._consuming(f'process {signal}', headers if isinstance(headers, dict) else None,
+                             attributes) as span:
             yield span
 
     def failed(self, exc: BaseException | str, headers: Mapping[str, str] | None = None) -> dict[str, str] | None:
