@@ -123,3 +123,16 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+def delete_redis_keys(pattern: str, dsn: str = 'redis://127.0.0.1:6379/9') -> None:
+    """Delete the keys a test created on the shared Redis (its unique *pattern*, e.g. ``lt<uid>:*``)."""
+    import redis
+
+    client = redis.Redis.from_url(dsn)
+    try:
+        keys = list(client.scan_iter(pattern))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

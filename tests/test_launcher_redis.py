@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .launcher_helpers import Marun, alive, cli_env, http_get, markers, run_cli, wait_until
+from .launcher_helpers import Marun, alive, cli_env, delete_redis_keys, http_get, markers, run_cli, wait_until
 from .services import require_port
 
 SETTINGS = 'tests.launcher_settings_redis'
@@ -26,15 +26,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec('microagent.tools.redis
 def env(tmp_path: Path, uid: str) -> Iterator[dict[str, str]]:
     require_port('redis', 6379)
     yield cli_env(tmp_path, LAUNCHER_TEST_UID=uid)
-    import redis
-
-    client = redis.Redis.from_url('redis://127.0.0.1:6379/9')
-    try:
-        keys = list(client.scan_iter(f'lt{uid}:*'))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_redis_keys(f'lt{uid}:*')
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ pytest.importorskip('opentelemetry.sdk')
 from microagent.telemetry.sdk import read_spans
 
 from .kafka_server import require_kafka
-from .launcher_helpers import Marun, cli_env, http_get, markers, run_cli, wait_until
+from .launcher_helpers import Marun, cli_env, delete_redis_keys, http_get, markers, run_cli, wait_until
 from .services import require_port
 from .telemetry_chain import check_chain, pids
 
@@ -36,14 +36,7 @@ def env(request: pytest.FixtureRequest, tmp_path: Path, uid: str) -> Iterator[di
     extra = _require(kind)
     yield cli_env(None, TELEMETRY_TEST_UID=uid, TELEMETRY_TEST_DIR=str(tmp_path), TELEMETRY_TEST_BACKEND=kind,
                   OTEL_SERVICE_NAME='', **extra)
-    import redis
-    client = redis.Redis.from_url('redis://127.0.0.1:6379/9')
-    try:
-        keys = list(client.scan_iter(f'tt{uid}:*'))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_redis_keys(f'tt{uid}:*')
 
 
 def _metrics_complete(text: str, uid: str) -> bool:
