@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from ..bus import BusStats
     from ..schedule import ScheduledTask
 
-__all__ = ['CONSUMER_COUNTS', 'COUNTS', 'GAUGES', 'Series', 'bus_stats', 'consumer_numbers', 'schedule_counts', 'series']
+__all__ = ['CONSUMER_COUNTS', 'COUNTS', 'GAUGES', 'Series', 'bus_stats', 'consumer_numbers', 'schedule_counts',
+           'series']
 
 CONSUMER_COUNTS = ('handled', 'failed', 'retried', 'dead_lettered')
 COUNTS = {
