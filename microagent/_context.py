@@ -24,9 +24,9 @@ def current_handler() -> str:
     return _HANDLER.get()
 
 
-def set_handler(label: str) -> contextvars.Token[str]:
-    """Mark the rest of this context as handler *label*'s (a token for :func:`reset_handler`)."""
-    return _HANDLER.set(label)
+# Mark the rest of this context as handler *label*'s (a token for reset_handler). The variable's own
+# method, not a wrapper: it runs for every message.
+set_handler = _HANDLER.set
 
 
 def reset_handler(token: contextvars.Token[str]) -> None:

@@ -116,13 +116,19 @@ class Telemetry:
         """The trace context *headers* carry (None: none, the span starts a trace)."""
         return self._propagator.extract(headers) if headers else None
 
-    @contextlib.contextmanager
     def _consuming(self, name: str, headers: Mapping[str, str] | None, attributes: dict[str, Any],
-                   links: Sequence[Link] = ()) -> Iterator[Span]:
+                   links: Sequence[Link] = ()) -> contextlib.AbstractContextManager[Span]:
         """A current CONSUMER span in the context *headers* carry (the sender's span and baggage; without
-        one, a new trace). One attach and one generator: this runs for every message."""
-        parent = self._propagator.extract(headers or {})
-        span = self._tracer.start_span(name, parent, kind=self._kinds.CONSUMER, attributes=attributes, links=links)
+        one, a new trace)."""
+        return self._current(name, self._kinds.CONSUMER, attributes, self._propagator.extract(headers or {}), links)
+
+    @contextlib.contextmanager
+    def _current(self, name: str, kind: Any, attributes: dict[str, Any], parent: Context | None = None,
+                 links: Sequence[Link] = ()) -> Iterator[Span]:
+        """A span made current in *parent* (default: the current context) until the block ends; an
+        exception marks it failed. One attach and one generator, where ``start_as_current_span`` has
+        more: this runs for every message sent and handled."""
+        span = self._tracer.start_span(name, parent, kind=kind, attributes=attributes, links=links)
         token = self._context.attach(self._trace.set_span_in_context(span, parent))
         try:
             yield span
@@ -153,8 +159,7 @@ class Telemetry:
             attributes[MESSAGE_ID] = message_id
         if count != 1:
             attributes[BATCH_COUNT] = count
-        with self._tracer.start_as_current_span(f'{operation} {destination}', kind=self._kinds.PRODUCER,
-                                                attributes=attributes):
+        with self._current(f'{operation} {destination}', self._kinds.PRODUCER, attributes):
             yield self.carrier()
 
     @contextlib.contextmanager
