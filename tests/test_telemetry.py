@@ -301,3 +301,21 @@ async def test_baggage_travels_with_the_message(traced: Any) -> None:
     finally:
         await agent.stop(timeout=1)
     assert tenant == 'acme' and headers['baggage'] == 'tenant=acme' and headers['traceparent'].startswith('00-')
+
+
+async def test_batches_and_exchanges_are_traced(traced: Any) -> None:
+    from microagent import Queue
+
+    telemetry, exporter, _ = traced
+    catalog = Catalog()
+    Queue(name='batch_q', catalog=catalog)
+    Queue(name='push_ios', exchange='push', topics=('push.ios',), catalog=catalog)
+    broker = MemoryBroker('memory://', catalog=catalog, telemetry=telemetry)
+    await broker.batch_q.send_many([{'n': 1}, {'n': 2}], headers={'k': 'v'})
+    await broker.push.send({'n': 3}, topic='push.ios')
+    named = by_name([span_record(s) for s in exporter.get_finished_spans()])
+    (batch,) = named['send batch_q']
+    assert batch['attributes']['messaging.batch.message_count'] == 2
+    (publish,) = named['publish push']
+    assert publish['kind'] == 'PRODUCER' and publish['attributes']['messaging.message.id']
+    await broker.close()
