@@ -11,8 +11,9 @@ What a delivery carries besides its body (the contract of every backend, see
 ``headers``, the sender's ``str -> str`` mapping. A retry's new copy and a
 dead letter carry ``headers`` as they are when ``retry`` or ``dead_letter``
 is called: unchanged, but for the link to the failed attempt's span that the
-runner adds when tracing is on (``microagent-failed-attempt``); only
-``attempt`` grows. ``copy_id`` is the
+runner adds when tracing is on (``microagent-failed-attempt``); a backend
+whose retry redelivers the stored message itself (NATS) keeps them as sent.
+Only ``attempt`` grows. ``copy_id`` is the
 broker's id of this one copy (a stream entry id, a delivery tag, a
 topic/partition/offset), different on each delivery. Inside a handler,
 :func:`current_delivery` is the delivery being handled::
@@ -227,7 +228,7 @@ class ConsumerRunner:
             self.broker.log.error('%s: dead-lettering %s: %s', self._label, delivery.message_id, problem)
             self.stats.dead_lettered += 1
             if self._telemetry is not None:
-                delivery.headers = self._telemetry.failed(problem, delivery.headers) or delivery.headers
+                self._telemetry.failed(problem, delivery)
             await self._settle(delivery.dead_letter(problem), delivery, 'dead_letter')
             return 'rejected'
         started = time.perf_counter()
@@ -279,7 +280,7 @@ class ConsumerRunner:
         self.stats.failed += 1
         if self._telemetry is not None:
             # The next attempt (or the dead letter) carries a link to this attempt's span.
-            delivery.headers = self._telemetry.failed(exc, delivery.headers) or delivery.headers
+            self._telemetry.failed(exc, delivery)
         if delivery.attempt >= self.max_attempts:
             self.broker.log.error('%s failed attempt %d/%d, dead-lettering: %s', self._label,
                                   delivery.attempt, self.max_attempts, error, exc_info=exc)

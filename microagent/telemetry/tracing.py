@@ -41,12 +41,14 @@ from .semconv import (
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.metrics import MeterProvider
-    from opentelemetry.trace import Link, Span, TracerProvider
+    from opentelemetry.trace import Link, Span, SpanContext, TracerProvider
 
     from ..agent import MicroAgent
     from ..delivery import Delivery
 
 __all__ = ['FAILED_ATTEMPT', 'Run', 'Telemetry', 'instrument']
+
+_REMEMBERED = 10_000
 
 # The header a retried or dead-lettered message carries: the traceparent of its failed attempt's
 # process span, so the next attempt (or whoever reads the dead letter) links to it.
@@ -92,6 +94,8 @@ class Telemetry:
         self._traceparent = TraceContextTextMapPropagator()
         self._kinds = trace.SpanKind
         self._systems: dict[str, str] = {}
+        # Failed runs by message id, for retries whose copy cannot carry the link (bounded, oldest out).
+        self._failed_runs: dict[str, SpanContext] = {}
         self.settle_spans = settle_spans
         self.instruments = Instruments(meter_provider) if metrics else None
 
@@ -140,12 +144,18 @@ class Telemetry:
             self._context.detach(token)
             span.end()
 
-    def _link(self, headers: Mapping[str, str] | None) -> list[Link]:
-        parent = headers.get(FAILED_ATTEMPT) if headers else None
-        if not parent:
+    def _link(self, delivery: Delivery) -> list[Link]:
+        """The link of a retry to its failed run: from the headers, or remembered (see :meth:`failed`)."""
+        if delivery.attempt < 2:
             return []
-        context = self._trace.get_current_span(self._traceparent.extract({'traceparent': parent})).get_span_context()
-        return [self._trace.Link(context, {'microagent.link': 'failed_attempt'})] if context.is_valid else []
+        context = self._failed_runs.pop(delivery.message_id, None)
+        parent = delivery.headers.get(FAILED_ATTEMPT)
+        if parent:
+            carried = self._trace.get_current_span(self._traceparent.extract({'traceparent': parent}))
+            context = carried.get_span_context()
+        if context is None or not context.is_valid:
+            return []
+        return [self._trace.Link(context, {'microagent.link': 'failed_attempt'})]
 
     # -- producers ---------------------------------------------------------------------
 
@@ -195,7 +205,7 @@ class Telemetry:
         run = Run()
         started = time.perf_counter()
         try:
-            with self._consuming(f'process {destination}', headers, attributes, self._link(headers)):
+            with self._consuming(f'process {destination}', headers, attributes, self._link(delivery)):
                 yield run
         finally:
             if instruments is not None:
@@ -210,8 +220,13 @@ class Telemetry:
                              attributes) as span:
             yield span
 
-    def failed(self, exc: BaseException | str, headers: Mapping[str, str] | None = None) -> dict[str, str] | None:
-        """Mark the current span failed; *headers* plus the link a retry or dead letter carries to it."""
+    def failed(self, exc: BaseException | str, delivery: Delivery | None = None) -> None:
+        """Mark the current span failed; a *delivery* about to be retried or dead-lettered gets the link to it.
+
+        The link goes in the headers (``microagent-failed-attempt``), for backends whose retry writes a new
+        copy, and is remembered here by message id, for backends that redeliver the stored message itself
+        (NATS naks with a delay): a retry this process takes links to its failed run either way.
+        """
         span = self._trace.get_current_span()
         if isinstance(exc, BaseException):
             span.record_exception(exc)
@@ -221,13 +236,14 @@ class Telemetry:
             span.set_attribute(ERROR_TYPE, 'rejected')
             description = exc
         span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, description[:500]))
-        if headers is None:
-            return None
         context = span.get_span_context()
-        if not context.is_valid:
-            return dict(headers)
-        return {**headers, FAILED_ATTEMPT: f'00-{context.trace_id:032x}-{context.span_id:016x}-'
-                                           f'{int(context.trace_flags):02x}'}
+        if delivery is None or not context.is_valid:
+            return
+        delivery.headers = {**delivery.headers, FAILED_ATTEMPT: f'00-{context.trace_id:032x}-'
+                                                                f'{context.span_id:016x}-{int(context.trace_flags):02x}'}
+        self._failed_runs[delivery.message_id] = context
+        if len(self._failed_runs) > _REMEMBERED:
+            self._failed_runs.pop(next(iter(self._failed_runs)))
 
     @contextlib.contextmanager
     def settling(self, dsn: str, destination: str, handler: str, delivery: Delivery,
