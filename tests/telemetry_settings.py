@@ -12,6 +12,8 @@ _BUSES = {
     'amqp': {'backend': 'microagent.tools.amqp.AMQPSignalBus', 'dsn': 'amqp://guest:guest@127.0.0.1:5672/',
              'prefix': f'TT{UID}'},
     'kafka': _REDIS,
+    'nats': {'backend': 'microagent.tools.nats.NATSSignalBus', 'dsn': os.environ.get('TELEMETRY_TEST_NATS', ''),
+             'prefix': f'TT{UID}'},
 }
 _BROKERS = {
     'redis': {'backend': 'microagent.tools.redis.RedisBroker', 'dsn': 'redis://127.0.0.1:6379/9',
@@ -20,6 +22,8 @@ _BROKERS = {
              'queue_expires': 120},
     'kafka': {'backend': 'microagent.tools.kafka.KafkaBroker', 'dsn': f'kafka://{os.environ.get("TELEMETRY_TEST_KAFKA")}',
               'session_timeout': 2.0, 'fetch_max_wait_ms': 100},
+    'nats': {'backend': 'microagent.tools.nats.NATSBroker', 'dsn': os.environ.get('TELEMETRY_TEST_NATS', ''),
+             'prefix': f'tt{UID}'},
 }
 BUS = {'default': _BUSES[_KIND]}
 BROKER = {'default': _BROKERS[_KIND]}

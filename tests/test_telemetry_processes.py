@@ -1,7 +1,9 @@
-"""One trace across OS processes on every real backend: the launcher runs each agent in its own process with
-``--otel file:PATH``, the CLI sends the signal with ``--otel`` too, and every span lands in one file."""
+"""One trace across OS processes on every real backend (Redis, RabbitMQ, Kafka, NATS): the launcher runs each
+agent in its own process with ``--otel file:PATH``, the CLI sends the signal with ``--otel`` too, and every span
+lands in one file."""
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ from microagent.telemetry.sdk import read_spans
 
 from .kafka_server import require_kafka
 from .launcher_helpers import Marun, cli_env, delete_redis_keys, http_get, markers, run_cli, wait_until
+from .nats_server import require_nats
 from .services import require_port
 from .telemetry_chain import check_chain, pids
 
@@ -27,16 +30,34 @@ def _require(kind: str) -> dict[str, str]:
         require_port('rabbitmq', 5672)
     if kind == 'kafka':
         extra['TELEMETRY_TEST_KAFKA'] = require_kafka()
+    if kind == 'nats':
+        extra['TELEMETRY_TEST_NATS'] = require_nats()
     return extra
 
 
-@pytest.fixture(params=['redis', 'amqp', 'kafka'])
+@pytest.fixture(params=['redis', 'amqp', 'kafka', 'nats'])
 def env(request: pytest.FixtureRequest, tmp_path: Path, uid: str) -> Iterator[dict[str, str]]:
     kind = request.param
     extra = _require(kind)
     yield cli_env(None, TELEMETRY_TEST_UID=uid, TELEMETRY_TEST_DIR=str(tmp_path), TELEMETRY_TEST_BACKEND=kind,
                   OTEL_SERVICE_NAME='', **extra)
     delete_redis_keys(f'tt{uid}:*')
+    if kind == 'nats':
+        asyncio.run(_drop_nats_streams(extra['TELEMETRY_TEST_NATS'], uid))
+
+
+async def _drop_nats_streams(dsn: str, uid: str) -> None:
+    """Delete the JetStream streams this test's queues made on the shared server (their names hold *uid*)."""
+    import nats
+
+    client = await nats.connect(dsn, connect_timeout=5)
+    try:
+        jetstream = client.jetstream()
+        for info in await jetstream.streams_info():
+            if uid.lower() in info.config.name.lower():
+                await jetstream.delete_stream(info.config.name)
+    finally:
+        await client.close()
 
 
 def _metrics_complete(text: str, uid: str) -> bool:
@@ -72,4 +93,4 @@ def test_one_trace_across_processes(env: dict[str, str], uid: str, tmp_path: Pat
     assert len(pids(spans)) == 4, sorted((s['pid'], s['name']) for s in spans)
     services = {s['service'] for s in spans}
     assert {'front:0', 'worker:0', 'pricer:0'} <= services, services
-    assert named[f'process work_{uid}'][0]['attributes']['messaging.system'] in ('redis', 'rabbitmq', 'kafka')
+    assert named[f'process work_{uid}'][0]['attributes']['messaging.system'] in ('redis', 'rabbitmq', 'kafka', 'nats')
