@@ -23,6 +23,7 @@ from ._tasks import TaskSet
 from .broker import AbstractQueueBroker, Consumer
 from .bus import AbstractSignalBus, Receiver
 from .decorators import ConsumerSpec, CronSpec, HookSpec, PeriodicSpec, ReceiverSpec, Spec, specs_of
+from .delivery import Effects
 from .exceptions import ConfigurationError, ServerInterrupt
 from .lease import lease_for
 from .schedule import ScheduledTask, lease_ttl
@@ -74,6 +75,7 @@ class MicroAgent:
         self._loops = TaskSet(f'{type(self).__name__} schedules')
         self._servers = TaskSet(f'{type(self).__name__} servers')
         self._serving: asyncio.Task[Any] | None = None
+        self._effects_started: list[Effects] = []
         self.started = False
         for name, spec in self._handlers:
             self._bind_spec(name, spec)
@@ -130,6 +132,10 @@ class MicroAgent:
             for receiver in self.receivers:
                 await self.bus.bind_receiver(receiver)
         if enable_consuming_messages:
+            # Effects first: a consumer's first message may already need its database and relay.
+            for effects in self._effects():
+                await effects.start(self)
+                self._effects_started.append(effects)
             for consumer in self.consumers:
                 await self.broker.bind_consumer(consumer)
         if enable_periodic_tasks:
@@ -162,10 +168,21 @@ class MicroAgent:
         if any(cuts):
             self.log.warning('%s: %d handlers cut at the stop deadline', type(self).__name__, sum(cuts))
         await self._servers.drain(max(0.0, deadline - time.monotonic()) if self._serving else 0)
+        while self._effects_started:
+            await self._effects_started.pop().stop(self)
         self.started = False
         await self._run_hooks('pre_stop')
         if close:
             await _close(self.bus, self.broker)
+
+    def _effects(self) -> list[Effects]:
+        """The distinct ``effects=`` objects of this agent's consumers, in declaration order."""
+        found: list[Effects] = []
+        for consumer in self.consumers:
+            effects = consumer.options.get('effects')
+            if effects is not None and not any(effects is seen for seen in found):
+                found.append(effects)
+        return found
 
     async def _serve(self, server: Callable[[], Any]) -> None:
         try:

@@ -8,6 +8,8 @@
     microagent info settings                    # tables; --json for the same data as JSON
     microagent info examples.users:UserAgent
     microagent docs settings --format html -o system.html   # asyncapi-json|asyncapi-yaml|html|svg|dot
+    microagent db init postgresql://app@localhost/app        # the effects tables (docs/exactly-once.md)
+    MICROAGENT_DB_DSN=postgresql://... microagent db status
 
 ``k=v`` values are JSON when they parse as JSON (``user_id=1`` is a number),
 strings otherwise. Every error is one line on stderr and exit code 2.
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -37,6 +40,7 @@ __all__ = ['main', 'marun']
 
 NETWORK_TIMEOUT = 10.0
 DOC_FORMATS = ('asyncapi-json', 'asyncapi-yaml', 'html', 'svg', 'dot')
+DB_DSN_ENV = 'MICROAGENT_DB_DSN'
 EXIT_CODES = ('exit codes: 0 stopped on request (signal, --duration), 2 bad settings or command line (nothing '
               'started), 3 an agent died under --fail-fast, 4 killed by a second signal')
 
@@ -101,7 +105,28 @@ def _parser() -> argparse.ArgumentParser:
     docs.add_argument('--format', default='asyncapi-json', choices=DOC_FORMATS)
     docs.add_argument('-o', '--output', help='write to this file (default: stdout)')
     docs.add_argument('--api-version', default='1.0.0', help="the document's info.version (default 1.0.0)")
+    _db_parser(sub)
     return parser
+
+
+def _db_parser(sub: Any) -> None:
+    db = sub.add_parser('db', help='the effects tables on PostgreSQL: init, status, prune',
+                        description='The inbox and outbox tables of microagent.effects (docs/exactly-once.md). '
+                                    f'The DSN comes from --dsn or ${DB_DSN_ENV} (keeps a password out of the '
+                                    'process list).')
+    actions = db.add_subparsers(dest='action', required=True, parser_class=_Parser)
+    for name, text in (('init', 'create the tables (idempotent; --sql prints the DDL instead)'),
+                       ('status', 'schema version, inbox rows, pending outbox rows per destination'),
+                       ('prune', 'delete inbox rows older than --older-than')):
+        action = actions.add_parser(name, help=text)
+        action.add_argument('dsn', nargs='?', help=f'postgresql://... (default: ${DB_DSN_ENV})')
+        action.add_argument('--prefix', default='microagent_', help='table name prefix (default microagent_)')
+        action.add_argument('--schema', help='schema of the tables (default: the search path)')
+        if name == 'init':
+            action.add_argument('--sql', action='store_true', help='print the DDL, touch nothing')
+        if name == 'prune':
+            action.add_argument('--older-than', type=parse_duration, default=7 * 86400.0, metavar='DURATION',
+                                help='e.g. 7d, 12h, 30m, 90s (default 7d)')
 
 
 def parse_pairs(pairs: Sequence[str]) -> dict[str, Any]:
@@ -120,6 +145,23 @@ def parse_pairs(pairs: Sequence[str]) -> dict[str, Any]:
         except ValueError:
             out[key] = raw
     return out
+
+
+def parse_duration(text: str) -> float:
+    """``'7d'`` -> 604800.0; units s, m, h, d (seconds without one).
+
+    >>> parse_duration('12h'), parse_duration('90')
+    (43200.0, 90.0)
+    """
+    units = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, 's')
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a duration like 7d, 12h, 30m or 90s, got {text!r}') from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f'the duration must be > 0, got {text!r}')
+    return value
 
 
 def _emit(data: Any) -> None:
@@ -263,6 +305,36 @@ async def _agent_info(group: GroupSettings, name: str) -> dict[str, Any]:
     return info
 
 
+async def _db(args: argparse.Namespace) -> int:
+    from .effects import Tables, migrate, prune_inbox, statements, status
+
+    tables = Tables(args.prefix, args.schema)
+    if args.action == 'init' and args.sql:
+        sys.stdout.write(''.join(f'{statement};\n' for statement in statements(tables)))
+        return 0
+    dsn = args.dsn or os.environ.get(DB_DSN_ENV)
+    if not dsn:
+        raise ConfigurationError(f'db {args.action}: give a DSN (postgresql://...) or set ${DB_DSN_ENV}')
+    try:
+        import asyncpg
+    except ModuleNotFoundError:
+        raise ConfigurationError('microagent db needs asyncpg: pip install "microagent[postgres]"') from None
+    async with asyncio.timeout(NETWORK_TIMEOUT):
+        connection = await asyncpg.connect(dsn)
+    try:
+        if args.action == 'init':
+            version = await migrate(connection, tables)
+            _emit({'tables': [tables.inbox, tables.outbox, tables.meta], 'schema_version': version})
+        elif args.action == 'status':
+            _emit(await status(connection, tables))
+        else:
+            _emit({'pruned': await prune_inbox(connection, tables, args.older_than),
+                   'older_than_seconds': args.older_than})
+    finally:
+        await connection.close(timeout=NETWORK_TIMEOUT)
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     options = Options(grace=args.grace, fail_fast=args.fail_fast, duration=args.duration,
                       restart_delay=args.restart_delay, max_restart_delay=args.max_restart_delay,
@@ -279,7 +351,7 @@ def _run(args: argparse.Namespace) -> int:
     return launch(args.settings, options, table=table)
 
 
-COMMANDS = {'send': _send, 'signal': _signal, 'call': _signal, 'info': _info, 'docs': _docs}
+COMMANDS = {'send': _send, 'signal': _signal, 'call': _signal, 'info': _info, 'docs': _docs, 'db': _db}
 
 
 async def _traced(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .delivery import EFFECTS_KEYWORD, Effects
 from .exceptions import ConfigurationError
 from .queue import Queue
 from .schedule import Cron
@@ -176,10 +177,14 @@ def consumer(queue: Queue, timeout: float = 60, dto_class: Any = None, dto_name:
 
     ``dto_class`` (a dataclass, a pydantic model or any callable) is built from
     the message and passed as ``dto_name`` (default ``dto``). Options:
-    ``max_inflight``, ``max_attempts``, ``retry_delay`` and backend-specific ones.
+    ``max_inflight``, ``max_attempts``, ``retry_delay``, ``effects`` and
+    backend-specific ones. ``effects`` (e.g. ``PostgresEffects(dsn)``, see
+    docs/exactly-once.md) runs the handler in a transaction passed as ``tx``.
 
     >>> @consumer(queues.mailer, timeout=30, dto_class=MyDTO, dto_name='obj')  # doctest: +SKIP
     ... async def handle(self, obj: MyDTO, **kwargs): ...
+    >>> @consumer(queues.orders, effects=PostgresEffects('postgresql://localhost/app'))  # doctest: +SKIP
+    ... async def record(self, tx, order_id: int): ...
     """
     if not isinstance(queue, Queue):
         raise ConfigurationError(f'consumer: expected a Queue declaration, got {queue!r}')
@@ -191,4 +196,17 @@ def consumer(queue: Queue, timeout: float = 60, dto_class: Any = None, dto_name:
     for key in ('max_inflight', 'max_attempts'):
         if key in options:
             _positive('consumer', **{key: options[key]})
-    return _mark(ConsumerSpec(queue, float(timeout), dto_class, dto_name, tuple(sorted(options.items()))))
+    mark = _mark(ConsumerSpec(queue, float(timeout), dto_class, dto_name, tuple(sorted(options.items()))))
+    if options.get('effects') is None:
+        return mark
+    if not isinstance(options['effects'], Effects):
+        raise ConfigurationError(f'consumer: effects must have run, start and stop (e.g. PostgresEffects), '
+                                 f'got {type(options["effects"]).__name__}')
+
+    def decorate(func: F) -> F:
+        # Checked here, not at the first message: a handler that cannot take the transaction is a typo.
+        if callable(func) and EFFECTS_KEYWORD not in inspect.signature(func).parameters:
+            raise ConfigurationError(f'{func.__qualname__}: a consumer with effects takes the transaction as '
+                                     f'an argument named {EFFECTS_KEYWORD!r}')
+        return mark(func)
+    return decorate

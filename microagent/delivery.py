@@ -22,6 +22,10 @@ topic/partition/offset), different on each delivery. Inside a handler,
     async def send_email(self, **message):
         delivery = current_delivery()
         log.info('mail %s, trace %s', delivery.message_id, delivery.headers.get('traceparent'))
+
+A consumer declared with ``effects=`` (see :class:`Effects`) has its handler
+called through that object, which wraps each call in a scope of its own (a
+database transaction with an inbox for ``microagent.effects.PostgresEffects``).
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ._context import set_handler
 from ._message import NO_HEADERS
@@ -45,7 +49,7 @@ if TYPE_CHECKING:
     from .broker import AbstractQueueBroker, Consumer
     from .telemetry import Telemetry
 
-__all__ = ['ConsumerRunner', 'ConsumerStats', 'DeadLetter', 'Delivery', 'current_delivery']
+__all__ = ['ConsumerRunner', 'ConsumerStats', 'DeadLetter', 'Delivery', 'Effects', 'current_delivery']
 
 # The delivery a handler is running for: each delivery is handled in a task of its own, so the
 # variable is that handler's alone (documented in the module docstring; nothing else is global).
@@ -59,6 +63,10 @@ def current_delivery() -> Delivery | None:
     True
     """
     return _CURRENT.get()
+
+
+# The keyword an effects-wrapped handler receives its scope (transaction) under.
+EFFECTS_KEYWORD = 'tx'
 
 
 class Delivery(abc.ABC):
@@ -103,6 +111,31 @@ class Delivery(abc.ABC):
 
         The default does nothing: the broker redelivers what was never acked.
         """
+
+
+@runtime_checkable
+class Effects(Protocol):
+    """What ``@consumer(queue, effects=...)`` takes: it runs each delivery's handler in a scope of its own.
+
+    ``run`` calls ``consumer.handler(**kwargs, tx=scope)`` and returns True, or
+    returns False without calling it when the delivery was already handled (a
+    redelivered duplicate); either way the runner acknowledges the delivery.
+    An exception is a failed attempt (retried, then dead-lettered) as with a
+    plain handler. The agent calls ``start`` before its consumers are bound
+    and ``stop`` after they are drained.
+
+    >>> @consumer(queues.orders, effects=PostgresEffects('postgresql://localhost/app'))  # doctest: +SKIP
+    ... async def handle(self, tx, order_id): ...
+    """
+
+    async def run(self, consumer: Consumer, delivery: Delivery, kwargs: dict[str, Any]) -> bool:
+        """Handle one delivery (see the class docstring)."""
+
+    async def start(self, agent: Any) -> None:
+        """The agent starts consuming through this object."""
+
+    async def stop(self, agent: Any) -> None:
+        """The agent stopped consuming through this object."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +195,8 @@ class ConsumerRunner:
         self._tasks = TaskSet(f'consumer {self.queue.name}')
         self._free = self.max_inflight
         self._changed = asyncio.Event()
-        self._accepts = _accepts(consumer)
+        self._effects: Effects | None = options.get('effects')
+        self._accepts = _accepts(consumer, injected=EFFECTS_KEYWORD if self._effects is not None else None)
         self._label = f'{type(consumer.agent).__name__}.{getattr(consumer.handler, "__name__", "handler")}'
         self._watchdog = Watchdog(consumer.timeout)
         # Tracing is decided once per consumer: without it the hot path pays one None check.
@@ -234,7 +268,10 @@ class ConsumerRunner:
         started = time.perf_counter()
         watch = self._watchdog.watch()
         try:
-            await self.consumer.handler(**kwargs)
+            if self._effects is None:
+                await self.consumer.handler(**kwargs)
+            else:
+                await self._effects.run(self.consumer, delivery, kwargs)
         except asyncio.CancelledError:
             if not watch.fired:
                 raise
@@ -310,10 +347,21 @@ class ConsumerRunner:
                                 self._label, delivery.message_id, type(exc).__name__)
 
 
-def _accepts(consumer: Consumer) -> Any:
-    """A predicate: can the handler be called with these keyword arguments?"""
+def _accepts(consumer: Consumer, injected: str | None = None) -> Any:
+    """A predicate: can the handler be called with these keyword arguments?
+
+    *injected* names an argument the runner adds itself (``tx``): a message
+    must not carry it, and the handler need not find it in the message.
+    """
+    accepts = _accepts_keys(consumer, injected)
+    if injected is None:
+        return accepts
+    return lambda data: injected not in data and accepts(data)
+
+
+def _accepts_keys(consumer: Consumer, injected: str | None) -> Any:
     try:
-        params = list(inspect.signature(consumer.handler).parameters.values())
+        params = [p for p in inspect.signature(consumer.handler).parameters.values() if p.name != injected]
     except (TypeError, ValueError):
         return lambda data: True
     # Runs for every message: name sets give the answer Signature.bind(**data) would, at a

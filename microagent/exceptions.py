@@ -17,6 +17,7 @@ __all__ = [
     'BackendNotInstalled',
     'ConfigurationError',
     'DeliveryError',
+    'EffectsError',
     'MicroAgentError',
     'QueueException',
     'QueueNotFound',
@@ -87,6 +88,16 @@ class BackendNotInstalled(BackendError, ImportError):
 
 class DeliveryError(BackendError):
     """A message was not accepted by the broker (unroutable, not confirmed)."""
+
+
+class EffectsError(BackendError):
+    """An effects transaction did not commit (the database rolled it back, or its tables are missing).
+
+    >>> raise EffectsError('the database rolled the transaction back: an earlier statement failed')
+    Traceback (most recent call last):
+    ...
+    microagent.exceptions.EffectsError: the database rolled the transaction back: an earlier statement failed
+    """
 
 
 class ServerInterrupt(MicroAgentError):
