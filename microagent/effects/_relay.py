@@ -100,6 +100,11 @@ class Relay:
     def running(self) -> bool:
         return self._loop_task is not None and not self._loop_task.done()
 
+    @property
+    def listening(self) -> bool:
+        """Whether a LISTEN connection is up (a NOTIFY wakes the relay at once)."""
+        return self._listener is not None and not self._listener.is_closed()
+
     async def start(self) -> None:
         """Run the relay in the background until :meth:`stop`."""
         if not self.running:
