@@ -34,6 +34,7 @@ from .settings import (
     DEFAULT_SCENARIOS,
     DSNS,
     MODULES,
+    OWN_BASELINE,
     PORTS,
     RAW,
     RAW_SCENARIOS,
@@ -99,7 +100,7 @@ def plan(args: argparse.Namespace, backend: str) -> Iterator[tuple[str, int, str
             yield scenario, rep, 'lib'
             if args.tracing and scenario in TRACED_SCENARIOS:
                 yield scenario, rep, 'traced'
-            if scenario in RAW_SCENARIOS and backend in RAW and not args.cost_only:
+            if scenario in RAW_SCENARIOS and (backend in RAW or scenario in OWN_BASELINE) and not args.cost_only:
                 yield scenario, rep, 'raw'
 
 

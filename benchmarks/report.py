@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .settings import D_HANDLER_SECONDS, D_INFLIGHT, RAW, RAW_SCENARIOS, UNSUPPORTED, target
+from .settings import D_HANDLER_SECONDS, D_INFLIGHT, OWN_BASELINE, RAW, RAW_SCENARIOS, UNSUPPORTED, target
 
 __all__ = ['Metric', 'markdown_table', 'render_doc', 'render_section', 'summarize']
 
@@ -43,11 +43,13 @@ METRICS: dict[str, tuple[Metric, ...]] = {
           Metric('asyncio_rate', 'bare asyncio, no broker', '/s', gated=False)),
     'F': (Metric('first_ms', 'start to first handled', 'ms'), Metric('start_ms', 'start() returned', 'ms', False)),
     'G': (Metric('rss_growth_mb', 'RSS growth', 'MB'), Metric('rss_end_mb', 'RSS at end', 'MB', gated=False)),
+    'E': (Metric('per_message_ms', 'time per message, effects vs plain INSERT ON CONFLICT', 'ms'),
+          Metric('e2e_rate', 'end-to-end rate', '/s', gated=False)),
 }
 
 
 # Figures the raw side measures too (D's bare-asyncio reference, F and G have no raw counterpart).
-RAW_FIGURES = frozenset({'e2e_rate', 'send_rate', 'rate', 'loss', 'p50_ms', 'p99_ms'})
+RAW_FIGURES = frozenset({'e2e_rate', 'send_rate', 'rate', 'loss', 'p50_ms', 'p99_ms', 'per_message_ms'})
 
 
 def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
@@ -121,7 +123,8 @@ def reference(runs: list[dict[str, Any]], backend: str, scenario: str, metric: M
         ideal = D_INFLIGHT / D_HANDLER_SECONDS
         ceiling = median_of(select(runs, backend, 'A2', 'lib'), 'e2e_rate')
         return min(ideal, ceiling) if ceiling else ideal
-    if scenario not in RAW_SCENARIOS or backend not in RAW or metric.key not in RAW_FIGURES:
+    if scenario not in RAW_SCENARIOS or metric.key not in RAW_FIGURES or \
+            (backend not in RAW and scenario not in OWN_BASELINE):
         return None
     return median_of(raw_runs, metric.key)
 
@@ -212,8 +215,10 @@ compare with (memory) and the absolute figures stand alone.
 Scenarios: A queue end-to-end with sequential sends (first send to last handled, every id counted); A2 the
 same with the batch API (`send_many`, {meta['batch']} at a time) against a pipelined raw client; B signals,
 N sequential sends to one receiver; C sequential RPC calls over the bus; D handlers awaiting 5 ms with 64
-in flight; F start-up, `agent.start()` to the first handled message; G soak (with `--soak`), RSS growth
-from 5% to 100% of the messages through one consumer.
+in flight; F start-up, `agent.start()` to the first handled message; E exactly-once effects on PostgreSQL
+(`effects=PostgresEffects(dsn)`, the handler's insert on `tx`) against a plain handler running the same
+`INSERT ... ON CONFLICT DO NOTHING` in autocommit (the "Raw" column of E), time per message, lower is better;
+G soak (with `--soak`), RSS growth from 5% to 100% of the messages through one consumer.
 """
 
 

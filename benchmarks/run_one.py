@@ -27,7 +27,7 @@ from microagent.exceptions import BackendNotInstalled, ConfigurationError
 
 from .library import Ctx
 from .measure import Incomplete
-from .settings import BATCH, DSNS, SCENARIOS
+from .settings import BATCH, DSNS, OWN_BASELINE, SCENARIOS
 
 __all__ = ['main', 'measure']
 
@@ -38,6 +38,10 @@ RAW_MODULES = {'redis': 'benchmarks.raw_redis', 'amqp': 'benchmarks.raw_amqp', '
 
 async def measure(ctx: Ctx, scenario: str, side: str) -> dict[str, Any]:
     """The figures of *scenario* on *side* (``lib`` or ``raw``); raises on failure."""
+    if scenario in OWN_BASELINE:  # both sides are library code: E's plain side is a hand-written handler
+        effects = importlib.import_module('benchmarks.effects')
+        figures: dict[str, Any] = await effects.run(ctx, side)
+        return figures
     module = importlib.import_module('benchmarks.library' if side != 'raw' else RAW_MODULES[ctx.backend])
     result: dict[str, Any] = await module.run(ctx, scenario)
     return result

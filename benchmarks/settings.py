@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 BACKENDS = ('memory', 'redis', 'amqp', 'kafka', 'nats')
-SCENARIOS = ('A', 'A2', 'B', 'C', 'D', 'F', 'G')
-DEFAULT_SCENARIOS = ('A', 'A2', 'B', 'C', 'D', 'F')  # G (soak) only with --soak
+SCENARIOS = ('A', 'A2', 'B', 'C', 'D', 'F', 'E', 'G')
+DEFAULT_SCENARIOS = ('A', 'A2', 'B', 'C', 'D', 'F', 'E')  # G (soak) only with --soak
 
 DSNS = {
     'memory': 'memory://bench',
@@ -34,7 +34,10 @@ MODULES = {
 UNSUPPORTED = {'kafka': frozenset({'B', 'C'})}
 # The raw client each backend is measured against; memory has none.
 RAW = {'redis': 'redis-py', 'amqp': 'aiormq', 'kafka': 'aiokafka', 'nats': 'nats-py'}
-RAW_SCENARIOS = frozenset({'A', 'A2', 'B', 'C'})
+RAW_SCENARIOS = frozenset({'A', 'A2', 'B', 'C', 'E'})
+# Scenarios whose comparison side is not a raw client but a plain library handler, on every backend
+# (E: effects vs a hand-written INSERT ... ON CONFLICT DO NOTHING; needs PostgreSQL, benchmarks/effects.py).
+OWN_BASELINE = frozenset({'E'})
 # Tracing cost (--tracing, --baseline): the scenarios measured, and the sequential paths held to 25 %.
 TRACED_SCENARIOS = frozenset({'A', 'A2', 'B', 'C', 'D'})
 SEQUENTIAL = frozenset({'A', 'B', 'C'})
@@ -42,8 +45,9 @@ COST_TARGETS = {'lib/base': 0.97, 'traced/lib': 0.75}
 
 # Messages (or calls) per scenario. D's handlers await 5 ms with 64 in flight.
 SIZES: dict[str, dict[str, int]] = {
-    'smoke': {'A': 200, 'A2': 1_000, 'B': 200, 'C': 50, 'D': 500, 'F': 1, 'G': 10_000},
-    'full': {'A': 10_000, 'A2': 20_000, 'B': 10_000, 'C': 1_000, 'D': 10_000, 'F': 1, 'G': 1_000_000},
+    'smoke': {'A': 200, 'A2': 1_000, 'B': 200, 'C': 50, 'D': 500, 'F': 1, 'E': 500, 'G': 10_000},
+    'full': {'A': 10_000, 'A2': 20_000, 'B': 10_000, 'C': 1_000, 'D': 10_000, 'F': 1, 'E': 10_000,
+             'G': 1_000_000},
 }
 BATCH = 500            # send_many / pipeline / confirm window size for A2, D and G
 WARMUP = 10            # messages handled before the clock starts (connections open, caches warm)
@@ -84,6 +88,7 @@ TARGETS: dict[str, Target] = {
     'C': Target('ratio', '<=', 1.2),
     'D': Target('ratio', '>=', 0.8),
     'F': Target('ms', '<=', 50.0),
+    'E': Target('ratio', '<=', 1.3),
     'G': Target('mb', '<', 10.0),
 }
 BACKEND_TARGETS: dict[tuple[str, str], Target] = {

@@ -102,7 +102,9 @@ class PostgresEffects:
         self.connect_timeout = connect_timeout
         self.catalog = catalog or DEFAULT_CATALOG
         self.log = log or logging.getLogger('microagent.effects')
-        self.pool_options = {'min_size': 1, 'max_size': 10, **pool_options}
+        # Connections come back to the pool at the end of a transaction (COMMIT, ROLLBACK or closed), so the
+        # pool skips asyncpg's reset query (a round trip per use); see docs/exactly-once.md on session state.
+        self.pool_options = {'min_size': 1, 'max_size': 10, 'reset': _transaction_scoped, **pool_options}
         self._pool: asyncpg.Pool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opening: asyncio.Lock | None = None
@@ -182,16 +184,17 @@ class PostgresEffects:
         begin = (f"{self._begin}; INSERT INTO {self.tables.inbox} (key, queue) VALUES ('{key}', '{queue}') "
                  'ON CONFLICT DO NOTHING')
         pool = await self.pool()
+        # No timeout per statement here: the consumer's timeout (its watchdog) bounds the whole call.
         async with pool.acquire() as connection, self.guard(connection):
-            if await connection.execute(begin, timeout=self.statement_timeout) == 'INSERT 0 0':
-                await connection.execute('ROLLBACK', timeout=self.statement_timeout)
+            if await connection.execute(begin) == 'INSERT 0 0':
+                await connection.execute('ROLLBACK')
                 self.log.info('%s: message %s was handled before: acked without running the handler again',
                               queue, message_id)
                 return False
             catalog = getattr(consumer.agent.broker, 'catalog', None) or self.catalog
             tx = Transaction(connection, catalog, message_id, queue)
             await consumer.handler(**kwargs, tx=tx)
-            await self._commit(connection, tx)
+            await self._commit(connection, tx, None)
         return True
 
     async def start(self, agent: Any) -> None:
@@ -225,7 +228,7 @@ class PostgresEffects:
             await connection.execute(self._begin, timeout=self.statement_timeout)
             tx = Transaction(connection, catalog or self.catalog, uuid.uuid4().hex)
             yield tx
-            await self._commit(connection, tx)
+            await self._commit(connection, tx, self.statement_timeout)
 
     def relay(self, broker: Any, bus: Any = None, **options: Any) -> Relay:
         """A relay publishing this outbox through *broker* (queues, exchanges) and *bus* (signals).
@@ -236,12 +239,12 @@ class PostgresEffects:
         from ._relay import Relay
         return Relay(self, broker, bus, **options)
 
-    async def _commit(self, connection: Connection, tx: Transaction) -> None:
+    async def _commit(self, connection: Connection, tx: Transaction, timeout: float | None) -> None:
         if tx.staged:
-            await write_staged(connection, self.tables, tx.staged, timeout=self.statement_timeout)
-            status = await connection.execute(self._notify_commit, timeout=self.statement_timeout)
+            await write_staged(connection, self.tables, tx.staged, timeout=timeout)
+            status = await connection.execute(self._notify_commit, timeout=timeout)
         else:
-            status = await connection.execute('COMMIT', timeout=self.statement_timeout)
+            status = await connection.execute('COMMIT', timeout=timeout)
         if status != 'COMMIT':
             # COMMIT of a transaction in which a statement failed (and the handler caught it) is a ROLLBACK.
             raise EffectsError(f'the database rolled the transaction back ({status}): a statement in it failed')
@@ -260,6 +263,10 @@ class PostgresEffects:
                 await pool.execute('SELECT pg_terminate_backend($1)', pid)
         except Exception as exc:  # noqa: BLE001 - then the backend ends with its statement
             self.log.debug('effects: cannot end backend %d: %s', pid, type(exc).__name__)
+
+
+async def _transaction_scoped(connection: Any) -> None:
+    """The pool's reset: none beyond asyncpg's own (it rolls back a transaction left open)."""
 
 
 async def _close_pool(pool: asyncpg.Pool, timeout: float = 5.0) -> None:
