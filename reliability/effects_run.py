@@ -1,0 +1,251 @@
+"""The effects fault run: a chain of agents with exactly-once effects through kills, cuts and a database crash.
+
+A private PostgreSQL (:class:`reliability.pgserver.PostgresServer`) and the backend's rig each sit behind a
+fault proxy. ``marun reliability.effects_settings`` runs the chain of :mod:`reliability.effects_agents`
+(first stage, relay, second stage; ``replicas`` each) while the producer sends at a steady rate. Phases::
+
+    kill      SIGKILL a random worker (either stage or a relay), `kills` times; the launcher restarts it.
+              The relays also SIGKILL themselves right after a publish now and then (REL_RELAY_DIE).
+    cut       reset every connection to PostgreSQL at its proxy, then every connection to the broker
+    restart   crash PostgreSQL (immediate stop), keep it down a moment, start it again
+
+Then the producer stops and the run waits until every confirmed message has its second-stage effect and
+the outbox is empty. Counted from the database: each confirmed message must have exactly one row in
+``effect_a`` (its handler's write) and exactly one in ``effect_b`` (the write of the handler of the
+message the first handler sent through the outbox, published by a relay).
+
+>>> result = await run_effects('redis', EFFECT_SIZES['smoke'])   # doctest: +SKIP
+>>> result['ok']                                                  # doctest: +SKIP
+True
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from microagent import Catalog, Queue
+from microagent._tasks import TaskSet
+from microagent.effects import Tables, migrate
+
+from .group import Group
+from .ledger import CONFIRMED, Ledger, read_records
+from .pgserver import PostgresServer
+from .producer import Producer
+from .proxy import FaultProxy
+from .rigs import Rig, make_rig
+
+__all__ = ['EFFECT_SIZES', 'EffectSize', 'run_effects']
+
+PREFIX = 'rel_'
+
+
+@dataclass(frozen=True)
+class EffectSize:
+    """``rate`` messages per second, ``phase`` seconds of load per phase, ``kills`` SIGKILLs of workers,
+    ``relay_die`` the chance a relay kills itself after a publish, ``replicas`` of each agent."""
+
+    name: str
+    rate: float
+    phase: float
+    kills: int
+    relay_die: float
+    replicas: int
+    drain_timeout: float
+    pg_down: float
+
+
+EFFECT_SIZES = {
+    'smoke': EffectSize('smoke', rate=30, phase=1.5, kills=3, relay_die=0.005, replicas=2, drain_timeout=60,
+                        pg_down=0.5),
+    'full': EffectSize('full', rate=60, phase=8.0, kills=24, relay_die=0.002, replicas=2, drain_timeout=240,
+                       pg_down=2.0),
+}
+
+
+async def run_effects(backend: str, size: EffectSize) -> dict[str, Any]:
+    """Run the chain on *backend* through the faults at *size*; the counted result and its checks."""
+    uid = uuid.uuid4().hex[:8]
+    ledger_dir = tempfile.mkdtemp(prefix=f'reliability-effects-{backend}-')
+    postgres = await asyncio.to_thread(PostgresServer().start)
+    rig: Rig | None = None
+    run: EffectsRun | None = None
+    try:
+        pg_proxy = await FaultProxy(postgres.port).start()
+        rig = await make_rig(backend, uid=uid, durable=False)
+        run = EffectsRun(rig, postgres, pg_proxy, size, queue=f'rel_fx_{backend}_{uid}', ledger_dir=ledger_dir)
+        try:
+            await run.execute()
+        finally:
+            await run.close()
+        result = await run.result()
+    finally:
+        if rig is not None:
+            await rig.close()
+        await asyncio.to_thread(postgres.close)
+    if result['ok']:
+        shutil.rmtree(ledger_dir, ignore_errors=True)
+    else:
+        result['ledger_dir'] = ledger_dir
+    return result
+
+
+class EffectsRun:
+    """One backend's effects run: the servers, the group, the producer, what was injected."""
+
+    def __init__(self, rig: Rig, postgres: PostgresServer, pg_proxy: FaultProxy, size: EffectSize, *,
+                 queue: str, ledger_dir: str) -> None:
+        self.rig, self.postgres, self.pg_proxy, self.size, self.queue, self.dir = \
+            rig, postgres, pg_proxy, size, queue, ledger_dir
+        rig.queues.append(queue)
+        self.catalog = Catalog()
+        Queue(name=queue, catalog=self.catalog)
+        self.broker = rig.broker(catalog=self.catalog)
+        self.ledger = Ledger(ledger_dir, 'driver', fsync=False)
+        self.producer = Producer(self.broker, queue, self.ledger, rate=size.rate, slow_ms=200)
+        self.tasks = TaskSet('effects run')
+        self.group: Group | None = None
+        self.outputs: list[str] = []
+        self.figures: dict[str, Any] = {'kills': 0, 'pg_cuts': 0, 'broker_cuts': 0, 'pg_restarts': 0}
+
+    def env(self) -> dict[str, str]:
+        return {'REL_BACKEND': self.rig.backend, 'REL_DSN': self.rig.dsn, 'REL_QUEUE': self.queue,
+                'REL_LEDGER': self.dir, 'REL_REPLICAS': str(self.size.replicas),
+                'REL_BROKER_OPTIONS': json.dumps(self.rig.options), 'REL_PG_DSN': self.postgres.dsn(self.pg_proxy.port),
+                'REL_PG_PREFIX': PREFIX, 'REL_RELAY_DIE': str(self.size.relay_die)}
+
+    async def prepare(self) -> None:
+        import asyncpg
+
+        connection = await asyncpg.connect(self.postgres.dsn(), timeout=10)
+        try:
+            await migrate(connection, Tables(PREFIX))
+            for table in ('effect_a', 'effect_b'):
+                # No unique key on purpose: an effect that happened twice is two rows.
+                await connection.execute(f'CREATE TABLE {PREFIX}{table} (mid text NOT NULL, pid int NOT NULL, '
+                                         'at timestamptz NOT NULL DEFAULT clock_timestamp())')
+        finally:
+            await connection.close()
+
+    async def execute(self) -> None:
+        await self.prepare()
+        self.group = group = await Group.start(self.env(), grace=3.0, settings='reliability.effects_settings')
+        await group.wait_started(3 * self.size.replicas)
+        self.tasks.spawn(self.producer.run(), name='producer')
+        await self.pace(self.size.phase)
+        await self.fault_kill(group)
+        await self.fault_cut()
+        await self.fault_restart()
+        await self.pace(self.size.phase)
+        self.producer.stop()
+        await self.tasks.drain(10)
+        await self.drain()
+
+    async def pace(self, seconds: float) -> None:
+        """Let the load run for *seconds* (the test's duration, not a synchronisation)."""
+        await asyncio.sleep(seconds)
+
+    async def fault_kill(self, group: Group) -> None:
+        for n in range(self.size.kills):
+            label, pid = random.choice([(k, p) for k, p in group.pids().items() if _alive(p)])  # noqa: S311
+            starts = _count(group, f'{label}: started, pid')
+            os.kill(pid, signal.SIGKILL)
+            self.ledger.fault('kill', f'{label} pid {pid}')
+            self.figures['kills'] = n + 1
+            # Back up (a relay may also have killed itself meanwhile: the count is of this label's starts).
+            await group.wait_line(rf'{re.escape(label)}: started, pid', count=starts + 1)
+            await self.pace(2 * self.size.phase / self.size.kills)
+
+    async def fault_cut(self) -> None:
+        self.figures['pg_cuts'] += await self.pg_proxy.reset()
+        self.ledger.fault('cut', 'postgres')
+        await self.pace(self.size.phase / 2)
+        self.figures['broker_cuts'] += await self.rig.proxy.reset()
+        self.ledger.fault('cut', 'broker')
+        await self.pace(self.size.phase / 2)
+
+    async def fault_restart(self) -> None:
+        await asyncio.to_thread(self.postgres.restart, self.size.pg_down)
+        self.figures['pg_restarts'] += 1
+        self.ledger.fault('restart', 'postgres')
+        await self.pace(self.size.phase)
+
+    async def drain(self) -> None:
+        """Wait until every confirmed send has its second effect and the outbox is empty (or the timeout)."""
+        deadline = time.monotonic() + self.size.drain_timeout
+        began = time.monotonic()
+        while time.monotonic() < deadline and not await self._drained():
+            await self.pace(0.5)
+        self.figures['drain_seconds'] = round(time.monotonic() - began, 1)
+        self.figures['drain_complete'] = await self._drained()
+
+    async def _drained(self) -> bool:
+        confirmed = self._confirmed()
+        try:
+            counts = await self._counts()
+        except Exception:  # noqa: BLE001 - the database may still be coming back
+            return False
+        return not counts['outbox_left'] and confirmed <= set(counts['b'])
+
+    def _confirmed(self) -> set[str]:
+        return {r['id'] for r in read_records(self.dir) if r['k'] == 'send' and r['status'] == CONFIRMED}
+
+    async def _counts(self) -> dict[str, Any]:
+        import asyncpg
+
+        connection = await asyncpg.connect(self.postgres.dsn(), timeout=10)
+        try:
+            a = Counter({r['mid']: r['n'] for r in await connection.fetch(
+                f'SELECT mid, count(*) AS n FROM {PREFIX}effect_a GROUP BY mid')})
+            b = Counter({r['mid']: r['n'] for r in await connection.fetch(
+                f'SELECT mid, count(*) AS n FROM {PREFIX}effect_b GROUP BY mid')})
+            left = await connection.fetchval(f'SELECT count(*) FROM {PREFIX}outbox')
+            inbox = await connection.fetchval(f'SELECT count(*) FROM {PREFIX}inbox')
+        finally:
+            await connection.close()
+        return {'a': a, 'b': b, 'outbox_left': int(left), 'inbox_rows': int(inbox)}
+
+    async def close(self) -> None:
+        self.producer.stop()
+        await self.tasks.drain(10)
+        if self.group is not None:
+            try:
+                self.figures['stop_seconds'] = round(await self.group.stop(timeout=40), 2)
+            except TimeoutError:
+                await self.group.kill()
+            self.outputs.append(self.group.output)
+        await self.broker.close()
+        self.ledger.close()
+        for n, text in enumerate(self.outputs):
+            Path(self.dir, f'marun-{n}.log').write_text(text)
+
+    async def result(self) -> dict[str, Any]:
+        from .effects_verdict import judge_effects
+
+        counts = await self._counts()
+        output = '\n'.join(self.outputs)
+        return judge_effects(self.rig.backend, self.size.name, list(read_records(self.dir)), counts,
+                             figures=self.figures, output=output, secret=self.rig.secret)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f'/proc/{pid}/stat') as fh:
+            return fh.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
+    except (OSError, IndexError):
+        return False
+
+
+def _count(group: Group, needle: str) -> int:
+    return sum(1 for line in group.lines if needle in line)
