@@ -8,6 +8,10 @@ be installed locally); without one it falls back to the shared server on
 5672, where ``--rabbit-restart`` allows ``rabbitmqctl stop_app/start_app``
 (it affects every user of that server: only on a machine of your own).
 ``--kafka-durable`` runs tansu on S3 (moto) so Kafka can be restarted.
+
+``--effects`` runs the exactly-once effects fault run instead (issue 20: a chain of agents with
+``PostgresEffects`` on a private PostgreSQL, see reliability/effects_run.py) on each of ``--backends``
+(memory runs in one process); ``--out`` then replaces only its section of the document.
 """
 from __future__ import annotations
 
@@ -37,7 +41,8 @@ def _names(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='python -m reliability', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--backends', default=','.join(BACKENDS), type=lambda t: _names(t, BACKENDS, 'backend'))
+    parser.add_argument('--backends', type=lambda t: _names(t, (*BACKENDS, 'memory'), 'backend'),
+                        help=f'default: {",".join(BACKENDS)} (with --effects: memory too)')
     parser.add_argument('--faults', default=','.join(FAULTS), type=lambda t: _names(t, FAULTS, 'fault'))
     parser.add_argument('--size', choices=sorted(SIZES), default='smoke')
     parser.add_argument('--out', type=Path, help='write the markdown report here')
@@ -48,7 +53,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         help='without a local rabbitmq-server for a private node: allow restarting the shared RabbitMQ')
     parser.add_argument('--kafka-durable', action='store_true',
                         help='tansu on S3 storage (a local moto server), so the Kafka restart fault can run')
-    return parser.parse_args(argv)
+    parser.add_argument('--effects', action='store_true',
+                        help='run the exactly-once effects fault run (needs PostgreSQL server binaries)')
+    args = parser.parse_args(argv)
+    if args.backends is None:
+        args.backends = ('memory', *BACKENDS) if args.effects else BACKENDS
+    if 'memory' in args.backends and not args.effects:
+        parser.error('memory has no fault run of its own (one process): only with --effects')
+    return args
 
 
 async def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -74,8 +86,39 @@ def _kept_tail(path: Path) -> str:
     return '\n' + text[text.index(KEPT):] if KEPT in text else ''
 
 
+async def run_effects_all(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from .effects_run import EFFECT_SIZES, run_effects
+
+    results = []
+    for backend in args.backends:
+        logging.getLogger('reliability').warning('reliability: effects on %s', backend)
+        results.append(await run_effects(backend, EFFECT_SIZES[args.size]))
+    return results
+
+
+def main_effects(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from .effects_report import effects_markdown, replace_section
+
+    began = time.monotonic()
+    results = asyncio.run(run_effects_all(args))
+    lines = json_lines(results, [])
+    if args.jsonl:
+        args.jsonl.write_text(lines)
+    else:
+        sys.stdout.write(lines)
+    if args.out:
+        command = '.venv/bin/python -m reliability ' + ' '.join(sys.argv[1:] if argv is None else argv)
+        section = effects_markdown(results, command=command, took=time.monotonic() - began)
+        args.out.write_text(replace_section(args.out.read_text() if args.out.exists() else '', section))
+    return 0 if all(r['ok'] for r in results) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.effects:
+        logging.basicConfig(level=logging.CRITICAL)
+        logging.getLogger('reliability').setLevel(logging.INFO)
+        return main_effects(args, argv)
     # The clients' own chatter about the injected faults is expected: only our progress lines show.
     logging.basicConfig(level=logging.CRITICAL)
     logging.getLogger('reliability').setLevel(logging.INFO)

@@ -37,8 +37,11 @@ from typing import Any
 
 from microagent import Catalog, Queue
 from microagent._tasks import TaskSet
+from microagent.broker import AbstractQueueBroker
 from microagent.effects import Tables, migrate
+from microagent.exceptions import BackendError
 
+from .effects_memory import MemoryChain
 from .group import Group
 from .ledger import CONFIRMED, Ledger, read_records
 from .pgserver import PostgresServer
@@ -83,8 +86,9 @@ async def run_effects(backend: str, size: EffectSize) -> dict[str, Any]:
     run: EffectsRun | None = None
     try:
         pg_proxy = await FaultProxy(postgres.port).start()
-        rig = await make_rig(backend, uid=uid, durable=False)
-        run = EffectsRun(rig, postgres, pg_proxy, size, queue=f'rel_fx_{backend}_{uid}', ledger_dir=ledger_dir)
+        rig = None if backend == 'memory' else await make_rig(backend, uid=uid, durable=False)
+        run = EffectsRun(backend, rig, postgres, pg_proxy, size, queue=f'rel_fx_{backend}_{uid}',
+                         ledger_dir=ledger_dir)
         try:
             await run.execute()
         finally:
@@ -93,6 +97,8 @@ async def run_effects(backend: str, size: EffectSize) -> dict[str, Any]:
     finally:
         if rig is not None:
             await rig.close()
+        if run is not None:
+            await run.pg_proxy.close()
         await asyncio.to_thread(postgres.close)
     if result['ok']:
         shutil.rmtree(ledger_dir, ignore_errors=True)
@@ -101,25 +107,100 @@ async def run_effects(backend: str, size: EffectSize) -> dict[str, Any]:
     return result
 
 
-class EffectsRun:
-    """One backend's effects run: the servers, the group, the producer, what was injected."""
+class GroupWorkers:
+    """The chain as ``marun reliability.effects_settings``: a kill is a SIGKILL, the launcher restarts."""
 
-    def __init__(self, rig: Rig, postgres: PostgresServer, pg_proxy: FaultProxy, size: EffectSize, *,
-                 queue: str, ledger_dir: str) -> None:
-        self.rig, self.postgres, self.pg_proxy, self.size, self.queue, self.dir = \
-            rig, postgres, pg_proxy, size, queue, ledger_dir
-        rig.queues.append(queue)
+    def __init__(self, env: dict[str, str], replicas: int) -> None:
+        self.env, self.replicas = env, replicas
+        self.group: Group | None = None
+
+    async def start(self) -> None:
+        self.group = await Group.start(self.env, grace=3.0, settings='reliability.effects_settings')
+        await self.group.wait_started(3 * self.replicas)
+
+    async def kill_one(self) -> str:
+        group = self._group()
+        label, pid = random.choice([(k, p) for k, p in group.pids().items() if _alive(p)])  # noqa: S311
+        starts = _count(group, f'{label}: started, pid')
+        os.kill(pid, signal.SIGKILL)
+        # Back up (a relay may also have killed itself meanwhile: the count is of this label's starts).
+        await group.wait_line(rf'{re.escape(label)}: started, pid', count=starts + 1)
+        return f'{label} pid {pid}'
+
+    async def stop(self) -> dict[str, Any]:
+        group = self._group()
+        try:
+            return {'stop_seconds': round(await group.stop(timeout=40), 2)}
+        except TimeoutError:
+            await group.kill()
+            return {'stop_seconds': None}
+
+    def _group(self) -> Group:
+        if self.group is None:
+            raise BackendError('the effects group did not start')
+        return self.group
+
+    @property
+    def output(self) -> str:
+        return self.group.output if self.group is not None else ''
+
+
+class MemoryWorkers:
+    """The chain in this process (:mod:`reliability.effects_memory`): a kill is a stop with no grace."""
+
+    def __init__(self, chain: MemoryChain) -> None:
+        self.chain = chain
+        self.tasks = TaskSet('memory chain supervisor')
+
+    async def start(self) -> None:
+        await self.chain.start()
+        self.tasks.spawn(self.chain.supervise(), name='memory chain supervisor')
+
+    async def kill_one(self) -> str:
+        label = random.choice(self.chain.labels())  # noqa: S311 - choosing a victim, not crypto
+        await self.chain.kill(label)
+        return label
+
+    async def stop(self) -> dict[str, Any]:
+        await self.tasks.cancel()
+        await self.chain.stop()
+        return {}
+
+    @property
+    def output(self) -> str:
+        return self.chain.output
+
+
+class EffectsRun:
+    """One backend's effects run: the servers, the workers, the producer, what was injected."""
+
+    def __init__(self, backend: str, rig: Rig | None, postgres: PostgresServer, pg_proxy: FaultProxy,
+                 size: EffectSize, *, queue: str, ledger_dir: str) -> None:
+        self.backend, self.rig, self.postgres, self.pg_proxy, self.size, self.queue, self.dir = \
+            backend, rig, postgres, pg_proxy, size, queue, ledger_dir
         self.catalog = Catalog()
         Queue(name=queue, catalog=self.catalog)
-        self.broker = rig.broker(catalog=self.catalog)
+        self.workers: GroupWorkers | MemoryWorkers
+        self.broker: AbstractQueueBroker
+        if rig is None:
+            chain = MemoryChain(postgres.dsn(pg_proxy.port), queue, ledger_dir, replicas=size.replicas,
+                                relay_die=size.relay_die)
+            self.broker = chain.broker()
+            self.workers = MemoryWorkers(chain)
+        else:
+            rig.queues.append(queue)
+            self.broker = rig.broker(catalog=self.catalog)
+            self.workers = GroupWorkers(self.env(), size.replicas)
         self.ledger = Ledger(ledger_dir, 'driver', fsync=False)
         self.producer = Producer(self.broker, queue, self.ledger, rate=size.rate, slow_ms=200)
         self.tasks = TaskSet('effects run')
-        self.group: Group | None = None
+        self.started = False
         self.outputs: list[str] = []
         self.figures: dict[str, Any] = {'kills': 0, 'pg_cuts': 0, 'broker_cuts': 0, 'pg_restarts': 0}
 
     def env(self) -> dict[str, str]:
+        if self.rig is None:
+            raise BackendError('the memory chain runs in this process: no environment for marun')
         return {'REL_BACKEND': self.rig.backend, 'REL_DSN': self.rig.dsn, 'REL_QUEUE': self.queue,
                 'REL_LEDGER': self.dir, 'REL_REPLICAS': str(self.size.replicas),
                 'REL_BROKER_OPTIONS': json.dumps(self.rig.options), 'REL_PG_DSN': self.postgres.dsn(self.pg_proxy.port),
@@ -140,11 +221,11 @@ class EffectsRun:
 
     async def execute(self) -> None:
         await self.prepare()
-        self.group = group = await Group.start(self.env(), grace=3.0, settings='reliability.effects_settings')
-        await group.wait_started(3 * self.size.replicas)
+        self.started = True
+        await self.workers.start()
         self.tasks.spawn(self.producer.run(), name='producer')
         await self.pace(self.size.phase)
-        await self.fault_kill(group)
+        await self.fault_kill()
         await self.fault_cut()
         await self.fault_restart()
         await self.pace(self.size.phase)
@@ -156,22 +237,19 @@ class EffectsRun:
         """Let the load run for *seconds* (the test's duration, not a synchronisation)."""
         await asyncio.sleep(seconds)
 
-    async def fault_kill(self, group: Group) -> None:
+    async def fault_kill(self) -> None:
         for n in range(self.size.kills):
-            label, pid = random.choice([(k, p) for k, p in group.pids().items() if _alive(p)])  # noqa: S311
-            starts = _count(group, f'{label}: started, pid')
-            os.kill(pid, signal.SIGKILL)
-            self.ledger.fault('kill', f'{label} pid {pid}')
+            victim = await self.workers.kill_one()
+            self.ledger.fault('kill', victim)
             self.figures['kills'] = n + 1
-            # Back up (a relay may also have killed itself meanwhile: the count is of this label's starts).
-            await group.wait_line(rf'{re.escape(label)}: started, pid', count=starts + 1)
             await self.pace(2 * self.size.phase / self.size.kills)
 
     async def fault_cut(self) -> None:
         self.figures['pg_cuts'] += await self.pg_proxy.reset()
         self.ledger.fault('cut', 'postgres')
         await self.pace(self.size.phase / 2)
-        self.figures['broker_cuts'] += await self.rig.proxy.reset()
+        # The memory broker has no connection to cut: only PostgreSQL's.
+        self.figures['broker_cuts'] += await self.rig.proxy.reset() if self.rig is not None else 0
         self.ledger.fault('cut', 'broker')
         await self.pace(self.size.phase / 2)
 
@@ -219,12 +297,9 @@ class EffectsRun:
     async def close(self) -> None:
         self.producer.stop()
         await self.tasks.drain(10)
-        if self.group is not None:
-            try:
-                self.figures['stop_seconds'] = round(await self.group.stop(timeout=40), 2)
-            except TimeoutError:
-                await self.group.kill()
-            self.outputs.append(self.group.output)
+        if self.started:
+            self.figures.update(await self.workers.stop())
+            self.outputs.append(self.workers.output)
         await self.broker.close()
         self.ledger.close()
         for n, text in enumerate(self.outputs):
@@ -235,8 +310,11 @@ class EffectsRun:
 
         counts = await self._counts()
         output = '\n'.join(self.outputs)
-        return judge_effects(self.rig.backend, self.size.name, list(read_records(self.dir)), counts,
-                             figures=self.figures, output=output, secret=self.rig.secret)
+        if isinstance(self.workers, MemoryWorkers):
+            self.figures['relay_deaths'] = self.workers.chain.relay_deaths
+        return judge_effects(self.backend, self.size.name, list(read_records(self.dir)), counts,
+                             figures=self.figures, output=output,
+                             secret=self.rig.secret if self.rig is not None else None)
 
 
 def _alive(pid: int) -> bool:
