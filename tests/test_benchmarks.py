@@ -24,7 +24,7 @@ PORTS = {'redis': 6379, 'amqp': 5672, 'kafka': 9092, 'nats': 4222}
 FIGURES = {
     'A': ('send_rate', 'e2e_rate'), 'A2': ('send_rate', 'e2e_rate'), 'B': ('rate', 'loss'),
     'C': ('p50_ms', 'p99_ms'), 'D': ('e2e_rate', 'asyncio_rate'), 'F': ('first_ms', 'start_ms'),
-    'G': ('rss_growth_mb', 'rss_end_mb'),
+    'G': ('rss_growth_mb', 'rss_end_mb'), 'E': ('per_message_ms', 'e2e_rate'),
 }
 # Memory runs every library path; the networked backends run one scenario per raw code path
 # (A shares A2's, D and F the library's), to stay within seconds.
@@ -74,6 +74,17 @@ def test_smoke_run(which: str, tmp_path: Path) -> None:
     document = out.read_text()
     assert '| Backend | Scenario | Metric |' in document
     assert 'python -m benchmarks' in document
+
+
+def test_effects_scenario_on_both_sides(tmp_path: Path) -> None:
+    """E: a consumer with effects and the plain handler it is compared with, on the memory broker."""
+    pytest.importorskip('asyncpg')
+    require_port('PostgreSQL', 5432)
+    lines = bench('--backends', 'memory', '--scenarios', 'E', '--out', str(tmp_path / 'performance.md'))
+    check_runs(lines, 'memory', ['E'])
+    assert {r['side'] for r in lines if r['kind'] == 'run'} == {'lib', 'raw'}
+    row = next(r for r in lines if r['kind'] == 'summary' and r['scenario'] == 'E' and r['target'])
+    assert row['target'] == '<= 1.3x' and isinstance(row['ratio'], float)  # its value: never asserted
 
 
 def test_unreachable_service_is_a_status_never_a_number() -> None:
