@@ -59,7 +59,7 @@ class StubDelivery(Delivery):
     """A delivery with a given id that records how it was settled."""
 
     def __init__(self, body: str, message_id: str, attempt: int = 1) -> None:
-        super().__init__(body, attempt, message_id)
+        super().__init__(body, attempt, copy_id=f'copy-{attempt}', message_id=message_id)
         self.settled: list[str] = []
 
     async def ack(self) -> None:
@@ -78,14 +78,21 @@ class RecordingBroker(AbstractQueueBroker):
     def __init__(self, catalog: Catalog | None = None) -> None:
         super().__init__('memory://recording', catalog=catalog)
         self.sent: list[tuple[str, str, str | None]] = []
+        self.ids: list[str | None] = []
+        self.headers: list[Any] = []
         self.fail_on: set[str] = set()
         self.gate: asyncio.Event | None = None
         self.changed = asyncio.Event()
 
-    async def send(self, name: str, message: str, **kwargs: Any) -> None:
+    async def send(self, name: str, message: str, *, headers: Any = None, message_id: str | None = None) -> None:
+        self.ids.append(message_id)
+        self.headers.append(headers)
         await self._record(name, message, None)
 
-    async def publish(self, exchange: str, message: str, topic: str | None = None, **kwargs: Any) -> None:
+    async def publish(self, exchange: str, message: str, topic: str | None = None, *, headers: Any = None,
+                      message_id: str | None = None) -> None:
+        self.ids.append(message_id)
+        self.headers.append(headers)
         await self._record(exchange, message, topic)
 
     async def _record(self, name: str, message: str, topic: str | None) -> None:

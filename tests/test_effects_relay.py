@@ -27,7 +27,7 @@ def decl(uid):
 
 @pytest.fixture
 async def effects(uid, decl):
-    async for made in effects_for(uid, catalog=decl['catalog']):
+    async for made in effects_for(uid, catalog=decl['catalog'], relay=False):  # the tests run relays
         yield made
 
 
@@ -225,3 +225,83 @@ def test_the_db_command_creates_shows_and_prunes(uid, capsys, monkeypatch) -> No
     assert 'MICROAGENT_DB_DSN' in capsys.readouterr().err
     assert main(['db', 'status', 'postgresql://u:hunter2@127.0.0.1:1/x']) == 2
     assert 'hunter2' not in capsys.readouterr().err
+
+
+async def test_a_row_published_twice_is_handled_once_downstream(effects, decl) -> None:
+    """The end-to-end promise: a relay dies after publishing, the next publishes again, one effect."""
+    from microagent import consumer
+    from microagent.tools.memory import MemoryBroker
+
+    target = decl['queues'][0]
+    runs = []
+
+    class Downstream(MicroAgent):
+        @consumer(target, effects=effects)
+        async def handle(self, tx, k: int) -> None:
+            runs.append(k)
+            await tx.execute(f'INSERT INTO {effects.tables.prefix}effects VALUES ($1, $2)', 'down', k)
+
+    class GatedMemory(MemoryBroker):
+        gate: asyncio.Event | None = None
+
+        async def send(self, name: str, message: str, **options: Any) -> None:
+            await super().send(name, message, **options)
+            if self.gate is not None:
+                await self.gate.wait()  # published; the relay is "killed" here, before its delete
+
+    async with effects.transaction() as tx:
+        await getattr(tx.broker, target.name).send({'k': 1}, headers={'tenant': 'acme'})
+    broker = GatedMemory('memory://', catalog=decl['catalog'])
+    downstream = Downstream(broker=MemoryBroker('memory://', catalog=decl['catalog']))
+    await downstream.start()
+    try:
+        broker.gate = asyncio.Event()
+        dying = asyncio.create_task(effects.relay(broker).run_once())
+        await eventually(lambda: len(runs) == 1)
+        dying.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await dying
+        broker.gate = None
+        await eventually(effects.relay(broker).run_once)  # the same row, the same message id, again
+        runner = downstream.broker.runner(target.name)
+        await eventually(lambda: runner.stats.handled == 2)  # both copies acknowledged ...
+        assert runs == [1]  # ... the handler ran once
+        pool = await effects.pool()
+        assert await pool.fetchval(f"SELECT count(*) FROM {effects.tables.prefix}effects WHERE mid = 'down'") == 1
+    finally:
+        await downstream.stop()
+
+
+async def test_the_relay_publishes_under_the_rows_message_id_and_headers(effects, decl) -> None:
+    async with effects.transaction() as tx:
+        first = await getattr(tx.broker, decl['queues'][0].name).send({'k': 1}, headers={'traceparent': 't1'})
+        second = await getattr(tx.broker, decl['push'].exchange).send({'k': 2}, topic='push.ios')
+    broker = RecordingBroker(decl['catalog'])
+    assert await effects.relay(broker).run_once() == 2
+    assert sorted(broker.ids) == sorted([first, second])
+    assert {'traceparent': 't1'} in broker.headers
+    with pytest.raises(Exception, match='reserved'):
+        async with effects.transaction() as tx:
+            await getattr(tx.broker, decl['queues'][0].name).send({'k': 3}, headers={'x-attempt': '9'})
+
+
+async def test_signal_headers_travel_through_the_outbox(effects, decl) -> None:
+    from microagent.bus import signal_headers
+
+    got = Collector()
+
+    class Listener(MicroAgent):
+        @receiver(decl['created'])
+        async def created(self, signal: Any, sender: str, n: int) -> None:
+            got.add(dict(signal_headers()))
+
+    bus = MemorySignalBus('memory://', catalog=decl['catalog'])
+    listener = Listener(bus=bus)
+    await listener.start()
+    try:
+        async with effects.transaction() as tx:
+            await getattr(tx.bus, decl['created'].name).send('tests', n=1, headers={'tenant': 'acme'})
+        await effects.relay(RecordingBroker(decl['catalog']), bus).run_once()
+        assert await got.wait(1) == [{'tenant': 'acme'}]
+    finally:
+        await listener.stop()

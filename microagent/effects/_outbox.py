@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .._message import check_headers
 from ..exceptions import ConfigurationError, DeliveryError, QueueNotFound
 
 if TYPE_CHECKING:
@@ -66,11 +67,8 @@ class Stager(Protocol):
 
 
 def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
-    if not headers:
-        return {}
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-        raise ConfigurationError('outbox: headers must map str to str')
-    return dict(headers)
+    # The contract's own check (str -> str, no reserved names): a bad header fails the send now, not the relay.
+    return check_headers(headers) if headers else {}
 
 
 class OutboxQueue:
@@ -161,10 +159,18 @@ class OutboxSignal:
         return f'<OutboxSignal {self.signal.name}>'
 
     async def send(self, sender: str, **kwargs: Any) -> str:
-        """Check the arguments (SignalArgumentsError: nothing staged) and stage the signal; its message id."""
+        """Check the arguments (SignalArgumentsError: nothing staged) and stage the signal; its message id.
+
+        ``headers={...}`` travels in the envelope, as with ``bus.<signal>.send``.
+        """
+        headers = None
+        if 'headers' in kwargs and 'headers' not in self.signal.providing_args:
+            headers = _check_headers(kwargs.pop('headers'))
         self.signal.check(kwargs)
-        body = self.signal.serialize({'s': sender, 'a': kwargs})
-        return self.stager.stage(destination_of('signal', self.signal.name), body)
+        envelope: dict[str, Any] = {'s': sender, 'a': kwargs}
+        if headers:
+            envelope['h'] = headers
+        return self.stager.stage(destination_of('signal', self.signal.name), self.signal.serialize(envelope))
 
     __call__ = send
 
