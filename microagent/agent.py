@@ -212,7 +212,8 @@ class MicroAgent:
                           for r in self.receivers],
             'consumers': [{'handler': name(c.handler), 'queue': c.queue.name, 'timeout': c.timeout,
                            'dto_class': name(c.dto_class) if c.dto_class else None,
-                           'options': {k: v for k, v in c.options.items() if _jsonable(v)}}
+                           'options': {k: v for k, v in c.options.items() if _jsonable(v)},
+                           **({'effects': str(c.options['effects'])} if c.options.get('effects') else {})}
                           for c in self.consumers],
             'schedules': [task.info() for task in self.schedules],
         }

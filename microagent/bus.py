@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from .agent import MicroAgent
     from .telemetry import Telemetry
 
-__all__ = ['AbstractSignalBus', 'BoundSignal', 'BusStats', 'Receiver', 'signal_headers']
+__all__ = ['AbstractSignalBus', 'BoundSignal', 'BusStats', 'Receiver', 'signal_envelope', 'signal_headers']
 
 # The headers of the signal a receiver is handling: each handler call runs in a task of its own.
 _HEADERS: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar('microagent_signal_headers',
@@ -84,6 +84,24 @@ class BusStats:
         found = self.latencies.setdefault(signal, [])
         if len(found) < 10_000:
             found.append(seconds)
+
+
+def signal_envelope(signal: Signal, sender: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The envelope of a send of *signal* (see the module docstring); SignalArgumentsError if *kwargs* misfit.
+
+    A ``headers`` keyword the signal does not declare is taken out of *kwargs* into the envelope.
+
+    >>> signal_envelope(Signal('ping_envelope', ['n'], catalog=Catalog()), 'me', {'n': 1, 'headers': {'k': 'v'}})
+    {'s': 'me', 'a': {'n': 1}, 'h': {'k': 'v'}}
+    """
+    headers = None
+    if 'headers' in kwargs and 'headers' not in signal.providing_args:
+        headers = check_headers(kwargs.pop('headers'))
+    signal.check(kwargs)
+    envelope: dict[str, Any] = {'s': sender, 'a': kwargs}
+    if headers:
+        envelope['h'] = headers
+    return envelope
 
 
 @dataclass(eq=False)
@@ -129,14 +147,7 @@ class BoundSignal:
             await bus.send(bus.channel(self.signal.name), self.signal.serialize(envelope))
 
     def _envelope(self, sender: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-        headers = None
-        if 'headers' in kwargs and 'headers' not in self.signal.providing_args:
-            headers = check_headers(kwargs.pop('headers'))
-        self.signal.check(kwargs)
-        envelope = {'s': sender, 'a': kwargs}
-        if headers:
-            envelope['h'] = headers
-        return envelope
+        return signal_envelope(self.signal, sender, kwargs)
 
     __call__ = send
 

@@ -96,16 +96,19 @@ async def run_effects_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     return results
 
 
+def _write_lines(args: argparse.Namespace, lines: str) -> None:
+    if args.jsonl:
+        args.jsonl.write_text(lines)
+    else:
+        sys.stdout.write(lines)
+
+
 def main_effects(args: argparse.Namespace, argv: list[str] | None) -> int:
     from .effects_report import effects_markdown, replace_section
 
     began = time.monotonic()
     results = asyncio.run(run_effects_all(args))
-    lines = json_lines(results, [])
-    if args.jsonl:
-        args.jsonl.write_text(lines)
-    else:
-        sys.stdout.write(lines)
+    _write_lines(args, json_lines(results, []))
     if args.out:
         command = '.venv/bin/python -m reliability ' + ' '.join(sys.argv[1:] if argv is None else argv)
         section = effects_markdown(results, command=command, took=time.monotonic() - began)
@@ -115,21 +118,15 @@ def main_effects(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    if args.effects:
-        logging.basicConfig(level=logging.CRITICAL)
-        logging.getLogger('reliability').setLevel(logging.INFO)
-        return main_effects(args, argv)
     # The clients' own chatter about the injected faults is expected: only our progress lines show.
     logging.basicConfig(level=logging.CRITICAL)
     logging.getLogger('reliability').setLevel(logging.INFO)
+    if args.effects:
+        return main_effects(args, argv)
     began = time.monotonic()
     results, security = asyncio.run(run(args))
     took = time.monotonic() - began
-    lines = json_lines(results, security)
-    if args.jsonl:
-        args.jsonl.write_text(lines)
-    else:
-        sys.stdout.write(lines)
+    _write_lines(args, json_lines(results, security))
     if args.out:
         command = '.venv/bin/python -m reliability ' + ' '.join(sys.argv[1:] if argv is None else argv)
         args.out.write_text(markdown(results, security, command=command, took=took) + _kept_tail(args.out))

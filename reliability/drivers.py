@@ -42,7 +42,7 @@ from microagent import Catalog, Queue
 from microagent._tasks import TaskSet
 from microagent.exceptions import BackendError
 
-from .group import Group
+from .group import Group, alive
 from .ledger import Ledger, count, read_records
 from .producer import Producer
 from .rigs import Rig, make_rig
@@ -185,7 +185,7 @@ class Run:
         await asyncio.sleep(seconds)
 
     def _worker_pids(self, group: Group) -> list[int]:
-        return [pid for pid in group.pids().values() if _alive(pid)]
+        return [pid for pid in group.pids().values() if alive(pid)]
 
     async def fault_kill(self, group: Group) -> None:
         for n in range(self.size.kills):
@@ -234,17 +234,17 @@ class Run:
         await self.pace(self.size.phase)
 
     async def fault_killer(self, group: Group) -> None:
-        exits = _count(group, 'exited with')
+        exits = group.count('exited with')
         await self.producer.send({'mid': 'killer-0', 'mode': 'kill-once'})
         await group.wait_line(r'exited with -9', count=exits + 1)
-        self.figures['killer_exits'] = _count(group, 'exited with') - exits
+        self.figures['killer_exits'] = group.count('exited with') - exits
         await self.pace(self.size.phase)
 
     async def fault_poison(self, group: Group) -> None:
         # The rate is measured against poison only: a group still recovering from the previous fault (on Kafka,
         # a rebalance after the killer's death) would be counted against it.
         await self._handling_since(time.time(), timeout=30.0)
-        exits = _count(group, 'exited with')
+        exits = group.count('exited with')
         began = time.time()
         for n in range(self.size.poison):
             await self.producer.send({'mid': f'poison-{n}', 'mode': 'poison'})
@@ -253,7 +253,7 @@ class Run:
                                      + '}', mode='nested')
         await self.pace(max(self.size.phase, 3.0))
         self.figures['poison_window'] = (began, time.time())
-        self.figures['poison_exits'] = _count(group, 'exited with') - exits
+        self.figures['poison_exits'] = group.count('exited with') - exits
 
     async def fault_singleton(self, group: Group) -> None:
         ticker = self.ticker
@@ -364,17 +364,6 @@ class Run:
         return judge(self.rig, faults, self.size, list(read_records(self.dir)), figures=self.figures,
                      dead=self.dead, outputs=self.outputs, notes=self.notes)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f'/proc/{pid}/stat') as fh:
-            return fh.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
-    except (OSError, IndexError):
-        return False
-
-
-def _count(group: Group, needle: str) -> int:
-    return sum(1 for line in group.lines if needle in line)
 
 
 async def _dead_letters(broker: Any, queue: str) -> list[dict[str, Any]]:

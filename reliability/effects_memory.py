@@ -118,12 +118,7 @@ class MemoryChain:
 
     async def kill(self, label: str) -> None:
         """Stop *label* with no grace (in-flight work cancelled) and start a fresh one in its place."""
-        worker, effects = self.workers.pop(label)
-        if isinstance(worker, Relay):
-            await worker.stop()
-        else:
-            await worker.stop(timeout=0)
-        await effects.close()
+        await self._stop_worker(label, grace=0)
         self.lines.append(f'{label}: exited with -9')
         await self.start_worker(label)
 
@@ -138,14 +133,17 @@ class MemoryChain:
 
     async def stop(self) -> None:
         for label in list(self.workers):
-            worker, effects = self.workers.pop(label)
-            if isinstance(worker, Relay):
-                await worker.stop()
-            else:
-                await worker.stop(timeout=5)
-            await effects.close()
+            await self._stop_worker(label, grace=5)
         logging.getLogger('microagent.effects').removeHandler(self._log)
         self.ledger.close()
+
+    async def _stop_worker(self, label: str, grace: float) -> None:
+        worker, effects = self.workers.pop(label)
+        if isinstance(worker, Relay):
+            await worker.stop()
+        else:
+            await worker.stop(timeout=grace)
+        await effects.close()
 
     @property
     def output(self) -> str:

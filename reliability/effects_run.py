@@ -42,7 +42,7 @@ from microagent.effects import Tables, migrate
 from microagent.exceptions import BackendError
 
 from .effects_memory import MemoryChain
-from .group import Group
+from .group import Group, alive
 from .ledger import CONFIRMED, Ledger, read_records
 from .pgserver import PostgresServer
 from .producer import Producer
@@ -120,8 +120,8 @@ class GroupWorkers:
 
     async def kill_one(self) -> str:
         group = self._group()
-        label, pid = random.choice([(k, p) for k, p in group.pids().items() if _alive(p)])  # noqa: S311
-        starts = _count(group, f'{label}: started, pid')
+        label, pid = random.choice([(k, p) for k, p in group.pids().items() if alive(p)])  # noqa: S311
+        starts = group.count(f'{label}: started, pid')
         os.kill(pid, signal.SIGKILL)
         # Back up (a relay may also have killed itself meanwhile: the count is of this label's starts).
         await group.wait_line(rf'{re.escape(label)}: started, pid', count=starts + 1)
@@ -316,14 +316,3 @@ class EffectsRun:
                              figures=self.figures, output=output,
                              secret=self.rig.secret if self.rig is not None else None)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f'/proc/{pid}/stat') as fh:
-            return fh.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
-    except (OSError, IndexError):
-        return False
-
-
-def _count(group: Group, needle: str) -> int:
-    return sum(1 for line in group.lines if needle in line)

@@ -21,7 +21,7 @@ from pathlib import Path
 from microagent._tasks import TaskSet
 from microagent.exceptions import BackendError
 
-__all__ = ['Group']
+__all__ = ['Group', 'alive']
 
 MARUN = str(Path(sys.executable).parent / 'marun')
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,6 +95,10 @@ class Group:
                 self._changed.clear()
                 await self._changed.wait()
 
+    def count(self, needle: str) -> int:
+        """How many output lines so far contain *needle*."""
+        return sum(1 for line in self.lines if needle in line)
+
     async def wait_started(self, count: int, timeout: float = 60.0) -> None:
         await self.wait_line(r'started, pid \d+', count, timeout)
 
@@ -138,3 +142,12 @@ class Group:
             async with asyncio.timeout(10):
                 await self.process.wait()
         await self._tasks.cancel()
+
+
+def alive(pid: int) -> bool:
+    """Whether process *pid* runs (a zombie waiting for its parent does not)."""
+    try:
+        with open(f'/proc/{pid}/stat') as fh:
+            return fh.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
+    except (OSError, IndexError):
+        return False

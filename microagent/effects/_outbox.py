@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._message import check_headers
+from ..bus import signal_envelope
 from ..exceptions import ConfigurationError, DeliveryError, QueueNotFound
 
 if TYPE_CHECKING:
@@ -163,14 +164,8 @@ class OutboxSignal:
 
         ``headers={...}`` travels in the envelope, as with ``bus.<signal>.send``.
         """
-        headers = None
-        if 'headers' in kwargs and 'headers' not in self.signal.providing_args:
-            headers = _check_headers(kwargs.pop('headers'))
-        self.signal.check(kwargs)
-        envelope: dict[str, Any] = {'s': sender, 'a': kwargs}
-        if headers:
-            envelope['h'] = headers
-        return self.stager.stage(destination_of('signal', self.signal.name), self.signal.serialize(envelope))
+        body = self.signal.serialize(signal_envelope(self.signal, sender, kwargs))
+        return self.stager.stage(destination_of('signal', self.signal.name), body)
 
     __call__ = send
 

@@ -178,8 +178,8 @@ class Relay:
         failures = 0
         while True:
             self._wake.clear()
+            await self._listen()
             try:
-                await self._listen()
                 while await self.run_once() >= self.batch:
                     pass
                 failures = 0
@@ -201,19 +201,28 @@ class Relay:
         return max(0.05, random.uniform(0, cap))  # noqa: S311 - jitter, not crypto
 
     async def _listen(self) -> None:
+        """(Re)open the LISTEN connection; a failure is logged: the poll goes on without it."""
         if self._listener is not None and not self._listener.is_closed():
             return
         if self._listener is not None:
             self._listener.terminate()
             self._listener = None
+        try:
+            self._listener = await self._open_listener()
+        except Exception as exc:  # noqa: BLE001 - without notifications the relay still polls
+            self.log.warning('effects relay: cannot LISTEN (polling every %gs): %s', self.poll_interval,
+                             mask_text(f'{type(exc).__name__}: {exc}'))
+            return
+        self.wake()  # rows committed while nobody listened: one pass at once
+
+    async def _open_listener(self) -> Any:
         listener = await self.effects.connect()
         try:
             await listener.add_listener(self.effects.tables.channel, self._notified)
         except BaseException:
             listener.terminate()
             raise
-        self._listener = listener
-        self.wake()  # rows committed while nobody listened: one pass at once
+        return listener
 
     def _notified(self, connection: Any, pid: int, channel: str, payload: object) -> None:
         self._wake.set()
