@@ -241,3 +241,24 @@ def test_the_consumer_option_is_checked_when_declared(decl) -> None:
 async def test_consumers_without_effects_are_unchanged(decl) -> None:
     target = Consumer(agent=None, handler=lambda: None, queue=decl['orders'], timeout=1)  # type: ignore[arg-type]
     assert 'effects' not in target.options
+
+
+async def test_a_connection_whose_prepared_inbox_insert_was_dropped_is_replaced(effects, decl) -> None:
+    import asyncpg
+
+    from microagent.effects import PostgresEffects
+
+    async def reckless(agent, tx, mid: str, n: int) -> None:
+        await tx.execute('DEALLOCATE ALL')  # what tx.connection must not do; the library recovers anyway
+        await tx.execute(f'INSERT INTO {effects.tables.prefix}effects VALUES ($1, $2)', mid, n)
+
+    one = PostgresEffects(effects.dsn, prefix=effects.tables.prefix, relay=False, max_size=1)
+    try:
+        target = agent_with(one, decl['orders'], reckless)(broker=MemoryBroker('memory://')).consumers[0]
+        assert await one.run(target, StubDelivery('{}', 'id-1'), {'mid': 'a', 'n': 1})
+        with pytest.raises(asyncpg.InvalidSQLStatementNameError):  # a failed attempt: the runner retries
+            await one.run(target, StubDelivery('{}', 'id-2'), {'mid': 'b', 'n': 2})
+        assert await one.run(target, StubDelivery('{}', 'id-2', attempt=2), {'mid': 'b', 'n': 2})
+        assert [r['mid'] for r in await rows(effects)] == ['a', 'b']
+    finally:
+        await one.close()

@@ -112,6 +112,7 @@ class PostgresEffects:
         self._relay: Relay | None = None
         self._reapers = TaskSet('effects: abandoned backends')
         self._begin = f'BEGIN ISOLATION LEVEL {self.isolation}'
+        self._inbox_statement = f'microagent_inbox_{self.tables.schema or ""}_{self.tables.prefix}'
         self._notify_commit = f'NOTIFY {self.tables.channel}; COMMIT'
 
     def __repr__(self) -> str:
@@ -139,21 +140,31 @@ class PostgresEffects:
             return self._pool
 
     async def _open_pool(self) -> asyncpg.Pool:
-        driver = _asyncpg()
-        pool: asyncpg.Pool = await driver.create_pool(
-            self.dsn, timeout=self.connect_timeout, **{'server_settings': {'application_name': 'microagent'},
-                                                       **self.pool_options})
+        # The tables first, on a connection of its own: the pool's connections prepare a statement on them.
+        connection = await self.connect()
         try:
-            async with pool.acquire(timeout=self.statement_timeout) as connection:
-                version = await schema_version(connection, self.tables, timeout=self.statement_timeout)
-        except BaseException:
-            await _close_pool(pool)
-            raise
+            version = await schema_version(connection, self.tables, timeout=self.statement_timeout)
+        finally:
+            await connection.close(timeout=self.statement_timeout)
         if version != SCHEMA_VERSION:
-            await _close_pool(pool)
             raise ConfigurationError(f'effects tables {self.tables.prefix}* are missing or at version {version} '
                                      f'(expected {SCHEMA_VERSION}): run `microagent db init`')
+        options = {'server_settings': {'application_name': 'microagent'}, **self.pool_options}
+        options['init'] = self._initializer(options.get('init'))
+        pool: asyncpg.Pool = await _asyncpg().create_pool(self.dsn, timeout=self.connect_timeout, **options)
         return pool
+
+    def _initializer(self, theirs: Any) -> Any:
+        """The pool's ``init``: prepare the inbox insert on each new connection (then the caller's ``init``)."""
+        prepare = (f'PREPARE {self._inbox_statement}(uuid, text) AS INSERT INTO {self.tables.inbox} (key, queue) '
+                   'VALUES ($1, $2) ON CONFLICT DO NOTHING')
+
+        async def init(connection: Any) -> None:
+            # A generic plan, made once per connection: the hot path then only binds and executes it.
+            await connection.execute(prepare, timeout=self.statement_timeout)
+            if theirs is not None:
+                await theirs(connection)
+        return init
 
     async def connect(self) -> asyncpg.Connection:
         """A connection of its own (not pooled) with the same settings: the relay's LISTEN, the CLI."""
@@ -180,13 +191,13 @@ class PostgresEffects:
             raise ConfigurationError(f'effects: queue name {queue!r} must match [a-z_][a-z0-9_]*')
         message_id = delivery_id(delivery)
         key = inbox_key(queue, message_id)
-        # One round trip: BEGIN and the inbox row. Only the UUID and the checked queue name enter the text.
-        begin = (f"{self._begin}; INSERT INTO {self.tables.inbox} (key, queue) VALUES ('{key}', '{queue}') "
-                 'ON CONFLICT DO NOTHING')
+        # One round trip: BEGIN and the inbox row (the statement prepared on every pooled connection). Only
+        # the UUID and the checked queue name enter the text.
+        begin = f"{self._begin}; EXECUTE {self._inbox_statement}('{key}', '{queue}')"
         pool = await self.pool()
         # No timeout per statement here: the consumer's timeout (its watchdog) bounds the whole call.
         async with pool.acquire() as connection, self.guard(connection):
-            if await connection.execute(begin) == 'INSERT 0 0':
+            if await self._begin_with_inbox(connection, begin) == 'INSERT 0 0':
                 await connection.execute('ROLLBACK')
                 self.log.info('%s: message %s was handled before: acked without running the handler again',
                               queue, message_id)
@@ -196,6 +207,15 @@ class PostgresEffects:
             await consumer.handler(**kwargs, tx=tx)
             await self._commit(connection, tx, None)
         return True
+
+    async def _begin_with_inbox(self, connection: Connection, begin: str) -> str:
+        try:
+            return str(await connection.execute(begin))
+        except _asyncpg().InvalidSQLStatementNameError:
+            # The prepared statement is gone (DEALLOCATE or DISCARD on tx.connection): this connection is
+            # closed, and the retry gets a fresh one from the pool, prepared again.
+            connection.terminate()
+            raise
 
     async def start(self, agent: Any) -> None:
         """An agent starts consuming with these effects: the first one starts the relay (``relay=True``)."""

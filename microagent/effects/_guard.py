@@ -35,9 +35,11 @@ async def rolled_back_on_error(connection: Connection, timeout: float, log: logg
     except asyncio.CancelledError:
         # No round trip while cancelled (the network may be what hangs): the server rolls back when the
         # connection goes, and the pool replaces it.
-        pid = connection.get_server_pid()
-        connection.terminate()
-        if reap is not None:
+        pid = None
+        with contextlib.suppress(Exception):  # a connection closed already has nothing left to end
+            pid = connection.get_server_pid()
+            connection.terminate()
+        if reap is not None and pid is not None:
             reap(pid)
         raise
     except BaseException:
@@ -50,6 +52,8 @@ async def _rollback(connection: Connection, timeout: float, log: logging.Logger)
         await connection.execute('ROLLBACK', timeout=timeout)
     except BaseException as exc:
         log.debug('effects: rollback failed (%s); closing the connection', mask_text(f'{type(exc).__name__}: {exc}'))
-        connection.terminate()
+        # Already closed (and given back to the pool) is fine: the server rolled back when it went.
+        with contextlib.suppress(Exception):
+            connection.terminate()
         if not isinstance(exc, Exception):
             raise
