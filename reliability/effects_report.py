@@ -28,7 +28,9 @@ def effects_markdown(results: list[dict[str, Any]], *, command: str, took: float
            'writes a row. Consumers and relays are SIGKILLed, relays also kill themselves right after a '
            'publish (before deleting the row), connections to PostgreSQL and to the broker are cut at fault '
            'proxies, and a private PostgreSQL is crashed (immediate stop) and restarted. Counted from the '
-           'database: every confirmed message must have exactly one row per stage. See '
+           'database: every confirmed message must have exactly one row per stage. The memory backend runs in one '
+           'process (its hub does not cross processes): there a kill is a stop with no grace (handlers and relay '
+           'passes cancelled mid-flight) and a relay dies by an exception right after a publish. See '
            '`reliability/effects_run.py` and docs/exactly-once.md.', '',
            '```', command, '```', '',
            f'Run {stamp} on {platform.machine()} / Python {platform.python_version()}, {took:.0f} s in all.', '',
