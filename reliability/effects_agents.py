@@ -25,11 +25,13 @@ from microagent import MicroAgent, Queue, consumer, on
 from microagent.effects import PostgresEffects, Relay
 from microagent.tools.amqp import AMQPBroker
 from microagent.tools.kafka import KafkaBroker
+from microagent.tools.nats import NATSBroker
 from microagent.tools.redis import RedisBroker
 
 from .ledger import Ledger
 
-__all__ = ['FirstStage', 'RelayAgent', 'RelayAMQPBroker', 'RelayKafkaBroker', 'RelayRedisBroker', 'SecondStage']
+__all__ = ['FirstStage', 'RelayAMQPBroker', 'RelayAgent', 'RelayKafkaBroker', 'RelayNATSBroker', 'RelayRedisBroker',
+           'SecondStage']
 
 QUEUE = Queue(name=os.environ.get('REL_QUEUE', 'reliability_effects'))
 QUEUE_OUT = Queue(name=f'{QUEUE.name}_out')
@@ -116,3 +118,7 @@ class RelayAMQPBroker(_DiesAfterSend, AMQPBroker):
 
 class RelayKafkaBroker(_DiesAfterSend, KafkaBroker):
     """KafkaBroker for the relay agent."""
+
+
+class RelayNATSBroker(_DiesAfterSend, NATSBroker):
+    """NATSBroker for the relay agent."""

@@ -1,6 +1,6 @@
 """The launcher settings of the effects fault run: two consumer stages and a relay, from the driver's environment.
 
-``REL_BACKEND`` (redis, amqp, kafka), ``REL_DSN``, ``REL_BROKER_OPTIONS`` as for
+``REL_BACKEND`` (redis, amqp, kafka, nats), ``REL_DSN``, ``REL_BROKER_OPTIONS`` as for
 :mod:`reliability.group_settings`; ``REL_REPLICAS`` replicas of each stage and of the relay; the rest
 is read by :mod:`reliability.effects_agents`::
 
@@ -16,10 +16,11 @@ _BACKEND = os.environ.get('REL_BACKEND', 'redis')
 _OPTIONS = {'dsn': os.environ.get('REL_DSN', 'redis://127.0.0.1:6390/0'),
             **json.loads(os.environ.get('REL_BROKER_OPTIONS', '{}'))}
 _BROKERS = {'redis': 'microagent.tools.redis.RedisBroker', 'amqp': 'microagent.tools.amqp.AMQPBroker',
-            'kafka': 'microagent.tools.kafka.KafkaBroker'}
+            'kafka': 'microagent.tools.kafka.KafkaBroker', 'nats': 'microagent.tools.nats.NATSBroker'}
 _RELAY_BROKERS = {'redis': 'reliability.effects_agents.RelayRedisBroker',
                   'amqp': 'reliability.effects_agents.RelayAMQPBroker',
-                  'kafka': 'reliability.effects_agents.RelayKafkaBroker'}
+                  'kafka': 'reliability.effects_agents.RelayKafkaBroker',
+                  'nats': 'reliability.effects_agents.RelayNATSBroker'}
 _REPLICAS = int(os.environ.get('REL_REPLICAS', '2'))
 
 BROKER = {'default': {'backend': _BROKERS[_BACKEND], **_OPTIONS},

@@ -5,6 +5,7 @@ The full size runs with ``--slow`` (or ``python -m reliability --effects --size 
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections import Counter
 
 import pytest
@@ -25,7 +26,10 @@ def effects_backends() -> list[str]:
         if IN_CI:
             pytest.fail('CI=true: the effects run needs PostgreSQL server binaries (/usr/lib/postgresql/*/bin)')
         pytest.skip('no PostgreSQL server binaries for a private instance')
-    return ['memory', *available()]
+    nats = ['nats'] if shutil.which('nats-server') else []
+    if IN_CI and not nats:
+        pytest.fail('CI=true: nats-server is required (apt-get install nats-server)')
+    return ['memory', *available(), *nats]
 
 
 def failed(result: dict) -> list[dict]:
@@ -45,7 +49,7 @@ async def test_the_effects_run_counts_every_effect_once_on_every_backend_at_smok
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-@pytest.mark.parametrize('name', ['memory', 'redis', 'amqp', 'kafka'])
+@pytest.mark.parametrize('name', ['memory', 'redis', 'amqp', 'kafka', 'nats'])
 async def test_the_effects_run_at_full_size(name: str) -> None:
     result = await run_effects(name, EFFECT_SIZES['full'])
     assert not failed(result), (failed(result), result['summary'])
