@@ -70,7 +70,7 @@ class EffectSize:
 
 
 EFFECT_SIZES = {
-    'smoke': EffectSize('smoke', rate=30, phase=1.5, kills=3, relay_die=0.005, replicas=2, drain_timeout=60,
+    'smoke': EffectSize('smoke', rate=30, phase=1.5, kills=3, relay_die=0.005, replicas=2, drain_timeout=120,
                         pg_down=0.5),
     'full': EffectSize('full', rate=60, phase=8.0, kills=24, relay_die=0.002, replicas=2, drain_timeout=240,
                        pg_down=2.0),

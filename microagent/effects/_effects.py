@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from .._dsn import mask_dsn
 from .._tasks import TaskSet
 from ..catalog import DEFAULT_CATALOG, Catalog
-from ..exceptions import ConfigurationError, EffectsError
+from ..exceptions import BackendNotInstalled, ConfigurationError, EffectsError
 from ._contract import delivery_id
 from ._guard import rolled_back_on_error
 from ._ids import inbox_key
@@ -60,7 +60,6 @@ def _asyncpg() -> Any:
     try:
         import asyncpg
     except ModuleNotFoundError as exc:
-        from ..exceptions import BackendNotInstalled
         raise BackendNotInstalled('PostgresEffects needs asyncpg: pip install "microagent[postgres]"') from exc
     return asyncpg
 
