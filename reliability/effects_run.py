@@ -245,6 +245,7 @@ class EffectsRun:
             await self.pace(2 * self.size.phase / self.size.kills)
 
     async def fault_cut(self) -> None:
+        await self._flowing()  # handlers and relays are at work: there are connections to cut
         self.figures['pg_cuts'] += await self.pg_proxy.reset()
         self.ledger.fault('cut', 'postgres')
         await self.pace(self.size.phase / 2)
@@ -252,6 +253,22 @@ class EffectsRun:
         self.figures['broker_cuts'] += await self.rig.proxy.reset() if self.rig is not None else 0
         self.ledger.fault('cut', 'broker')
         await self.pace(self.size.phase / 2)
+
+    async def _flowing(self, timeout: float = 60.0) -> None:
+        """Wait until a second-stage effect is written after now (the whole chain is moving)."""
+        before = await self._latest_effect()
+        async with asyncio.timeout(timeout):
+            while await self._latest_effect() == before:
+                await self.pace(0.2)
+
+    async def _latest_effect(self) -> Any:
+        import asyncpg
+
+        connection = await asyncpg.connect(self.postgres.dsn(), timeout=10)
+        try:
+            return await connection.fetchval(f'SELECT max(at) FROM {PREFIX}effect_b')
+        finally:
+            await connection.close()
 
     async def fault_restart(self) -> None:
         await asyncio.to_thread(self.postgres.restart, self.size.pg_down)
