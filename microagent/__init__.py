@@ -10,7 +10,9 @@ from .exceptions import (
     BackendNotInstalled,
     ConfigurationError,
     DeliveryError,
+    DoubleLoadError,
     MicroAgentError,
+    MissConfig,
     QueueException,
     QueueNotFound,
     SerializingError,
@@ -19,7 +21,7 @@ from .exceptions import (
     SignalException,
     SignalNotFound,
 )
-from .loader import load_queues, load_signals, load_stuff
+from .loader import configure, load_queues, load_signals, load_stuff
 from .queue import Queue
 from .signal import Signal
 
@@ -40,8 +42,10 @@ __all__ = [
     'DeadLetter',
     'Delivery',
     'DeliveryError',
+    'DoubleLoadError',
     'MicroAgent',
     'MicroAgentError',
+    'MissConfig',
     'Queue',
     'QueueException',
     'QueueNotFound',
@@ -53,6 +57,7 @@ __all__ = [
     'SignalException',
     'SignalNotFound',
     '__version__',
+    'configure',
     'consumer',
     'cron',
     'load_queues',

@@ -1,13 +1,14 @@
-"""What signals and queues have in common: a checked name, a codec, a catalog."""
+"""What signals and queues have in common: a checked name, a codec, a catalog, class attribute access."""
 from __future__ import annotations
 
 import re
 from typing import Any
 
 from ._jsonlib import get_codec
+from .catalog import DEFAULT_CATALOG
 from .exceptions import ConfigurationError, SerializingError
 
-__all__ = ['check_name', 'Serializable']
+__all__ = ['DeclaredType', 'Serializable', 'check_name']
 
 NAME_RE = re.compile(r'^[a-z_][a-z0-9_]*$')
 
@@ -17,6 +18,24 @@ def check_name(kind: str, name: Any) -> str:
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise ConfigurationError(f'{kind} name {name!r} must match [a-z_][a-z0-9_]*')
     return name
+
+
+class DeclaredType(type):
+    """``Signal.<name>`` / ``Queue.<name>``: the declaration of the default catalog (microagent 1.9's access).
+
+    The class names its kind in ``_kind`` (``'signal'`` or ``'queue'``: the catalog's lookup method).
+    """
+
+    _kind: str
+
+    def __getattr__(cls, name: str) -> Any:
+        if name.startswith('_'):
+            raise AttributeError(name)
+        try:
+            return getattr(DEFAULT_CATALOG, cls._kind)(name)
+        except AttributeError as exc:  # SignalNotFound / QueueNotFound
+            known = sorted(getattr(DEFAULT_CATALOG, f'{cls._kind}s')) or 'none: were the declarations loaded?'
+            raise type(exc)(f'{exc}; known: {known}') from None
 
 
 class Serializable:

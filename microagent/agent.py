@@ -24,14 +24,15 @@ from .broker import AbstractQueueBroker, Consumer
 from .bus import AbstractSignalBus, Receiver
 from .decorators import ConsumerSpec, CronSpec, HookSpec, PeriodicSpec, ReceiverSpec, Spec, specs_of
 from .delivery import Effects
-from .exceptions import ConfigurationError, ServerInterrupt
+from .exceptions import ConfigurationError, MissConfig, ServerInterrupt
 from .lease import lease_for
-from .schedule import ScheduledTask, lease_ttl
+from .schedule import ScheduledTask, ThreadedJob, lease_ttl
+from .timer import CRONTask, PeriodicTask
 
 if TYPE_CHECKING:
     from .telemetry import Telemetry
 
-__all__ = ['MicroAgent']
+__all__ = ['MicroAgent', 'MissConfig']
 
 
 class MicroAgent:
@@ -79,13 +80,21 @@ class MicroAgent:
         self.started = False
         for name, spec in self._handlers:
             self._bind_spec(name, spec)
-        if self.receivers and bus is None:
-            raise ConfigurationError(f'{type(self).__name__} has receivers but no bus')
-        if self.consumers and broker is None:
-            raise ConfigurationError(f'{type(self).__name__} has consumers but no broker')
+        _check_backend(self, 'bus')
+        _check_backend(self, 'broker')
 
     def __repr__(self) -> str:
         return f'<{type(self).__name__} bus={self.bus!r} broker={self.broker!r}>'
+
+    @property
+    def periodic_tasks(self) -> list[PeriodicTask]:
+        """The agent's ``@periodic`` methods as scheduled tasks."""
+        return [t for t in self.schedules if isinstance(t, PeriodicTask)]
+
+    @property
+    def cron_tasks(self) -> list[CRONTask]:
+        """The agent's ``@cron`` methods as scheduled tasks."""
+        return [t for t in self.schedules if isinstance(t, CRONTask)]
 
     def _bind_spec(self, name: str, spec: Spec) -> None:
         method = getattr(self, name)
@@ -101,11 +110,14 @@ class MicroAgent:
             self.schedules.append(self._scheduled(label, method, spec))
 
     def _scheduled(self, label: str, method: Callable[[], Any], spec: PeriodicSpec | CronSpec) -> ScheduledTask:
+        if not inspect.iscoroutinefunction(method):
+            method = ThreadedJob(method, label, self.log)
+        task: ScheduledTask
         if isinstance(spec, PeriodicSpec):
-            task = ScheduledTask(label, method, spec.timeout, self.log, period=spec.period, jitter=spec.jitter,
-                                 start_after=spec.start_after)
+            task = PeriodicTask(label, method, spec.timeout, self.log, period=spec.period, jitter=spec.jitter,
+                                start_after=spec.start_after)
         else:
-            task = ScheduledTask(label, method, spec.timeout, self.log, cron=spec.cron)
+            task = CRONTask(label, method, spec.timeout, self.log, cron=spec.cron)
         task.overlap, task.catch_up, task.singleton = spec.overlap, spec.catch_up, spec.singleton
         task.telemetry = self.telemetry
         if spec.singleton:
@@ -129,15 +141,13 @@ class MicroAgent:
         """
         await self._run_hooks('pre_start')
         if enable_receiving_signals:
-            for receiver in self.receivers:
-                await self.bus.bind_receiver(receiver)
+            await self.bind_receivers(self.receivers)
         if enable_consuming_messages:
             # Effects first: a consumer's first message may already need its database and relay.
             for effects in self._effects():
                 await effects.start(self)
                 self._effects_started.append(effects)
-            for consumer in self.consumers:
-                await self.broker.bind_consumer(consumer)
+            await self.bind_consumers(self.consumers)
         if enable_periodic_tasks:
             for task in self.schedules:
                 self._loops.spawn(task.run(), name=f'schedule {task.name}')
@@ -148,6 +158,16 @@ class MicroAgent:
             for server in self.hooks['server']:
                 self._servers.spawn(self._serve(server), name=f'server {server.__name__}')
             await self._servers.drain(None)
+
+    async def bind_receivers(self, receivers: list[Receiver]) -> None:
+        """Bind signal receivers to bus subscribers (``start`` does it)."""
+        for receiver in receivers:
+            await self.bus.bind_receiver(receiver)
+
+    async def bind_consumers(self, consumers: list[Consumer]) -> None:
+        """Bind message consumers to queues (``start`` does it)."""
+        for consumer in consumers:
+            await self.broker.bind_consumer(consumer)
 
     async def stop(self, timeout: float = 30.0, *, close: bool = True) -> None:
         """Stop intake, let in-flight handlers finish until *timeout*, run pre_stop hooks, close.
@@ -230,6 +250,24 @@ async def _call(hook: Callable[[], Any]) -> None:
     result = hook()
     if inspect.isawaitable(result):
         await result
+
+
+_NEEDS: dict[str, tuple[str, type, str, str]] = {
+    'bus': ('receivers', AbstractSignalBus, 'bind_receiver', 'signal bus'),
+    'broker': ('consumers', AbstractQueueBroker, 'bind_consumer', 'queue broker'),
+}
+
+
+def _check_backend(agent: MicroAgent, kind: str) -> None:
+    """MissConfig unless the agent's *kind* is a bus/broker (a subclass of the base, or any with its method: mocks)."""
+    handlers, base, method, what = _NEEDS[kind]
+    if not getattr(agent, handlers):
+        return
+    value, name = getattr(agent, kind), type(agent).__name__
+    if value is None:
+        raise MissConfig(f'{name} has {handlers} but no {kind}')
+    if not isinstance(value, base) and not callable(getattr(value, method, None)):
+        raise MissConfig(f'{name} has {handlers}: {kind} must be a {what} ({base.__name__}), got {value!r}')
 
 
 def _jsonable(value: Any) -> bool:

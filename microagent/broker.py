@@ -65,8 +65,9 @@ from ._message import check_message_id, message_ids_for, new_message_id
 from ._tasks import TaskSet, cancel_task
 from .catalog import DEFAULT_CATALOG, Catalog
 from .delivery import ConsumerRunner, DeadLetter
-from .exceptions import ConfigurationError, DeliveryError, QueueNotFound, UnsupportedOption
+from .exceptions import BackendError, ConfigurationError, DeliveryError, QueueNotFound, UnsupportedOption
 from .queue import Queue
+from .wire import MICROAGENT1, NATIVE, check_wire
 
 if TYPE_CHECKING:
     import asyncio
@@ -193,7 +194,12 @@ class AbstractQueueBroker(abc.ABC):
     are the exchanges they are bound to. Options common to every backend:
     ``max_attempts`` (5), ``max_inflight`` per consumer (32), ``retry_delay``
     (first backoff, 1 s), ``max_retry_delay`` (60 s), ``max_message_size``
-    (bytes, 1 MiB; larger messages are dead-lettered before parsing).
+    (bytes, 1 MiB; larger messages are dead-lettered before parsing), ``wire``
+    (``'native'``, or ``'microagent1'`` to share queues with microagent 1.9
+    agents: :mod:`microagent.wire`).
+
+    A backend implements ``send``, ``bind`` and ``queue_length`` (the three
+    abstract methods); ``dead_letters`` is optional.
 
     ``send_options`` names the send options a backend takes besides
     ``headers`` and ``message_id`` (see the module docstring).
@@ -216,7 +222,8 @@ class AbstractQueueBroker(abc.ABC):
     def __init__(self, dsn: str, *, uid: str | None = None, log: logging.Logger | None = None,
                  catalog: Catalog | None = None, max_attempts: int = 5, max_inflight: int = 32,
                  retry_delay: float = 1.0, max_retry_delay: float = 60.0,
-                 max_message_size: int = 1024 * 1024, telemetry: Telemetry | None = None) -> None:
+                 max_message_size: int = 1024 * 1024, telemetry: Telemetry | None = None,
+                 wire: str = NATIVE) -> None:
         if max_attempts < 1 or max_inflight < 1 or retry_delay < 0 or max_message_size < 1:
             raise ConfigurationError('max_attempts, max_inflight and max_message_size must be >= 1, '
                                      'retry_delay >= 0')
@@ -230,6 +237,7 @@ class AbstractQueueBroker(abc.ABC):
         self.max_retry_delay = max_retry_delay
         self.max_message_size = max_message_size
         self.telemetry = telemetry
+        self.wire = MICROAGENT1 if check_wire(type(self).__name__, wire) == MICROAGENT1 else NATIVE
         self._bindings: dict[str, Consumer] = {}
         self._runners: dict[str, ConsumerRunner] = {}
         self._readers: dict[str, asyncio.Task[Any]] = {}
@@ -286,9 +294,27 @@ class AbstractQueueBroker(abc.ABC):
     async def queue_length(self, name: str, **options: Any) -> int:
         """Messages waiting in queue *name* (not yet taken by a consumer)."""
 
-    @abc.abstractmethod
     async def dead_letters(self, name: str, limit: int = 100) -> list[DeadLetter]:
-        """Up to *limit* messages in ``<name>.dlq``, oldest first, without removing them."""
+        """Up to *limit* messages in ``<name>.dlq``, oldest first, without removing them.
+
+        A backend that keeps no dead letters need not implement it: this
+        default raises :class:`BackendError` saying so.
+        """
+        raise BackendError(f'{type(self).__name__} keeps no dead letters (it does not implement dead_letters)')
+
+    @staticmethod
+    def prepared_data(consumer: Consumer, raw_data: str | bytes) -> dict[str, Any]:
+        """The handler's keyword arguments for a raw message: decoded, with the DTO (microagent 1.9's helper).
+
+        For backends that call handlers themselves; the built-in ones go
+        through :class:`~microagent.delivery.ConsumerRunner`.
+
+        >>> data = AbstractQueueBroker.prepared_data(consumer, '{"user_id": 1}')   # doctest: +SKIP
+        """
+        data = consumer.queue.deserialize(raw_data)
+        if consumer.dto_class is not None:
+            data[consumer.dto_name or 'dto'] = consumer.dto_class(**data)
+        return data
 
     async def publish(self, exchange: str, message: str, topic: str | None = None, *,
                       headers: Mapping[str, str] | None = None, message_id: str | None = None) -> None:

@@ -10,7 +10,9 @@ declarations apart, as tests do::
     broker = MemoryBroker('memory://', catalog=catalog)
 
 Adding an equal declaration twice is a no-op; adding a different one under the
-same name raises :class:`ConfigurationError` naming the field.
+same name raises :class:`DoubleLoadError` (a :class:`ConfigurationError`)
+naming the field. A catalog also keeps the ``default_prefix`` of the signal
+buses built on it (a declarations file may set it; ``prefix=`` wins).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import dataclasses
 import threading
 from typing import TYPE_CHECKING, Any
 
-from .exceptions import ConfigurationError, QueueNotFound, SignalNotFound
+from .exceptions import ConfigurationError, DoubleLoadError, QueueNotFound, SignalNotFound
 from .routing import topic_matches
 
 if TYPE_CHECKING:
@@ -29,9 +31,16 @@ __all__ = ['DEFAULT_CATALOG', 'Catalog']
 
 
 class Catalog:
-    """Signals, queues and the exchanges their queues are bound to."""
+    """Signals, queues, the exchanges their queues are bound to, and the buses' default prefix.
+
+    >>> catalog = Catalog()
+    >>> catalog.set_default_prefix('MYAPP')
+    >>> catalog.default_prefix
+    'MYAPP'
+    """
 
     def __init__(self) -> None:
+        self.default_prefix: str | None = None
         self._signals: dict[str, Signal] = {}
         self._queues: dict[str, Queue] = {}
         self._routes: dict[tuple[str, str | None], tuple[Queue, ...]] = {}
@@ -57,6 +66,15 @@ class Catalog:
             kept: Queue = _merge(self._queues, queue, 'queue')
             self._routes.clear()
             return kept
+
+    def set_default_prefix(self, prefix: str) -> None:
+        """Set the prefix of buses built without ``prefix=``; a different second value is a DoubleLoadError."""
+        if not isinstance(prefix, str) or not prefix or ':' in prefix or '#' in prefix:
+            raise ConfigurationError(f'default_prefix must be a non-empty string without ":" or "#", got {prefix!r}')
+        with self._lock:
+            if self.default_prefix not in (None, prefix):
+                raise DoubleLoadError(f'default_prefix redeclared: {self.default_prefix!r} != {prefix!r}')
+            self.default_prefix = prefix
 
     def signal(self, name: str) -> Signal:
         """The signal named *name*, or :class:`SignalNotFound`."""
@@ -110,7 +128,7 @@ def _merge(store: dict[str, Any], item: Any, kind: str) -> Any:
         return item
     for field in dataclasses.fields(item):
         if field.compare and getattr(old, field.name) != getattr(item, field.name):
-            raise ConfigurationError(
+            raise DoubleLoadError(
                 f'{kind} {item.name!r} redeclared with a different {field.name}: '
                 f'{getattr(old, field.name)!r} != {getattr(item, field.name)!r}')
     return old

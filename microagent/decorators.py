@@ -130,6 +130,10 @@ def periodic(period: float, timeout: float = 1, start_after: float = 0, *, overl
     one replica only, through a lease on the agent's backend (ticks then sit on
     multiples of *period* since the epoch). See docs/scheduling.md.
 
+    A plain (sync) method runs in a worker thread, so it never blocks the event
+    loop. A thread cannot be cancelled: at the timeout the run is logged as
+    timed out and later ticks are skipped until the thread returns.
+
     >>> @periodic(period=5, timeout=10, start_after=1)   # doctest: +SKIP
     ... async def refresh_cache(self): ...
     """
@@ -138,7 +142,7 @@ def periodic(period: float, timeout: float = 1, start_after: float = 0, *, overl
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ConfigurationError(f'periodic: {name} must be a number >= 0, got {value!r}')
     return _mark(PeriodicSpec(float(period), float(timeout), float(start_after),
-                              bool(overlap), float(jitter), bool(singleton), bool(catch_up)))
+                              bool(overlap), float(jitter), bool(singleton), bool(catch_up)), need_async=False)
 
 
 def cron(spec: str, timeout: float = 1, *, timezone: str = 'UTC', overlap: bool = False,
@@ -148,15 +152,15 @@ def cron(spec: str, timeout: float = 1, *, timezone: str = 'UTC', overlap: bool 
     *spec* has 5 fields (minute hour day-of-month month day-of-week), 6 with
     seconds first, or is one of ``@hourly @daily @weekly @monthly @yearly``.
     An invalid spec raises :class:`ConfigurationError` (a ``ValueError``)
-    naming the bad field. DST rules, ``overlap``, ``catch_up`` and
-    ``singleton``: see :func:`periodic` and docs/scheduling.md.
+    naming the bad field. DST rules, ``overlap``, ``catch_up``,
+    ``singleton`` and sync methods: see :func:`periodic` and docs/scheduling.md.
 
     >>> @cron('0 */4 * * *', timeout=60, timezone='Europe/Berlin')   # doctest: +SKIP
     ... async def send_report(self): ...
     """
     _positive('cron', timeout=timeout)
     return _mark(CronSpec(Cron(spec, timezone=timezone), float(timeout), bool(overlap), bool(singleton),
-                          bool(catch_up)))
+                          bool(catch_up)), need_async=False)
 
 
 def receiver(*signals: Signal, timeout: float = 60) -> Callable[[F], F]:

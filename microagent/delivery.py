@@ -49,7 +49,10 @@ if TYPE_CHECKING:
     from .broker import AbstractQueueBroker, Consumer
     from .telemetry import Telemetry
 
-__all__ = ['ConsumerRunner', 'ConsumerStats', 'DeadLetter', 'Delivery', 'Effects', 'current_delivery']
+__all__ = ['RAW_KEYWORDS', 'ConsumerRunner', 'ConsumerStats', 'DeadLetter', 'Delivery', 'Effects', 'current_delivery']
+
+# Keywords under which backends hand their own message to handlers that name them (microagent 1.9's API).
+RAW_KEYWORDS = frozenset({'amqp', 'kafka'})
 
 # The delivery a handler is running for: each delivery is handled in a task of its own, so the
 # variable is that handler's alone (documented in the module docstring; nothing else is global).
@@ -111,6 +114,10 @@ class Delivery(abc.ABC):
 
         The default does nothing: the broker redelivers what was never acked.
         """
+
+    def raw(self) -> dict[str, Any]:
+        """The backend's own message, by keyword, for handlers that name it (``amqp``, ``kafka``); none here."""
+        return {}
 
 
 @runtime_checkable
@@ -197,6 +204,7 @@ class ConsumerRunner:
         self._changed = asyncio.Event()
         self._effects: Effects | None = options.get('effects')
         self._accepts = _accepts(consumer, injected=EFFECTS_KEYWORD if self._effects is not None else None)
+        self._raw = _raw_keywords(consumer)
         self._label = f'{type(consumer.agent).__name__}.{getattr(consumer.handler, "__name__", "handler")}'
         self._watchdog = Watchdog(consumer.timeout)
         # Tracing is decided once per consumer: without it the hot path pays one None check.
@@ -308,6 +316,9 @@ class ConsumerRunner:
                 dto_label = getattr(consumer.dto_class, '__name__', 'dto')
                 return {}, f'{self._label}: {dto_label} rejected the message: {exc}'
             data = {**data, consumer.dto_name or 'dto': dto}
+        if self._raw:
+            raw = delivery.raw()
+            data.update((key, raw[key]) for key in self._raw if key in raw)
         if not self._accepts(data):
             return {}, f'{self._label} cannot accept keys {sorted(data)}'
         return data, None
@@ -345,6 +356,19 @@ class ConsumerRunner:
     def _unsettled(self, delivery: Delivery, exc: Exception) -> None:
         self.broker.log.warning('%s: cannot settle %s (%s); the broker will redeliver it',
                                 self._label, delivery.message_id, type(exc).__name__)
+
+
+def _raw_keywords(consumer: Consumer) -> frozenset[str]:
+    """The raw-message keywords (``amqp``, ``kafka``) the handler names as parameters.
+
+    Only named ones: a handler taking ``**kwargs`` often passes them on
+    (``broker.x.send(kwargs)``), and a raw message is not JSON.
+    """
+    try:
+        names = inspect.signature(consumer.handler).parameters
+    except (TypeError, ValueError):
+        return frozenset()
+    return RAW_KEYWORDS.intersection(n for n, p in names.items() if p.kind is not p.VAR_KEYWORD)
 
 
 def _accepts(consumer: Consumer, injected: str | None = None) -> Any:

@@ -17,8 +17,10 @@ __all__ = [
     'BackendNotInstalled',
     'ConfigurationError',
     'DeliveryError',
+    'DoubleLoadError',
     'EffectsError',
     'MicroAgentError',
+    'MissConfig',
     'QueueException',
     'QueueNotFound',
     'SerializingError',
@@ -51,6 +53,36 @@ class UnsupportedOption(ConfigurationError, TypeError):
     Traceback (most recent call last):
     ...
     microagent.exceptions.UnsupportedOption: RedisBroker.send: unsupported option 'key' (supported: headers, message_id)
+    """
+
+
+class DoubleLoadError(ConfigurationError, RuntimeError):
+    """A declaration loaded again with a different definition (microagent 1.9's name for it).
+
+    Loading the same declarations twice, or adding new ones, is fine; only a
+    conflicting redefinition raises:
+
+    >>> from microagent import Catalog, Signal
+    >>> catalog = Catalog()
+    >>> _ = Signal('user_created', ['user_id'], catalog=catalog)
+    >>> Signal('user_created', ['id'], catalog=catalog)  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    ...
+    microagent.exceptions.DoubleLoadError: signal 'user_created' redeclared with a different providing_args
+    """
+
+
+class MissConfig(ConfigurationError):
+    """An agent needs a bus or a broker and got something else (microagent 1.9's name for it).
+
+    >>> from microagent import MicroAgent, Signal, receiver
+    >>> class Agent(MicroAgent):
+    ...     @receiver(Signal('ping_missconfig', []))
+    ...     async def pong(self, **kwargs): ...
+    >>> Agent(bus='redis://localhost')
+    Traceback (most recent call last):
+    ...
+    microagent.exceptions.MissConfig: Agent has receivers: bus must be a signal bus (AbstractSignalBus), got 'redis://localhost'
     """
 
 

@@ -5,8 +5,21 @@
 >>> signals.user_created, queues.mailer                # doctest: +SKIP
 
 Loading several sources merges them into one catalog (the default unless
-``catalog=`` is given). Every problem is a :class:`ConfigurationError` that
+``catalog=`` is given): loading a file again, or signals and queues from
+separate files, is fine; a conflicting redefinition raises
+:class:`DoubleLoadError`. Every problem is a :class:`ConfigurationError` that
 names the source and the place in it.
+
+A document may also set ``"default_prefix"`` (the prefix of signal buses built
+without ``prefix=``), ``"jsonlib"`` and ``"version"`` (accepted, as
+microagent 1.9 files carry it). Other top-level keys are logged as a warning
+naming them and otherwise ignored.
+
+``configure(source)`` is microagent 1.9's way: load, return nothing, and use
+``Signal.<name>`` / ``Queue.<name>``::
+
+    configure('file://signals.json')
+    Signal.user_created, Queue.mailer
 """
 from __future__ import annotations
 
@@ -24,12 +37,12 @@ from .exceptions import ConfigurationError
 from .queue import Queue
 from .signal import Signal
 
-__all__ = ['Stuff', 'load_queues', 'load_signals', 'load_stuff', 'read_source']
+__all__ = ['Stuff', 'configure', 'load_queues', 'load_signals', 'load_stuff', 'read_source']
 
 log = logging.getLogger('microagent.loader')
 MAX_SIZE = 4 * 1024 * 1024
 TIMEOUT = 10.0
-TOP_KEYS = {'signals', 'queues', 'jsonlib'}
+TOP_KEYS = {'signals', 'queues', 'jsonlib', 'default_prefix', 'version'}
 ENTRY_KEYS = {
     'signals': {'name', 'providing_args', 'description'},
     'queues': {'name', 'exchange', 'topics'},
@@ -53,6 +66,19 @@ def load_queues(source: str, *, catalog: Catalog | None = None) -> Any:
     return load_stuff(source, catalog=catalog).queues
 
 
+def configure(source: str, *, catalog: Catalog | None = None) -> None:
+    """Load the signals and queues of *source*; use them as ``Signal.<name>`` and ``Queue.<name>``.
+
+    The microagent 1.9 entry point. Calling it again with the same or more
+    declarations is fine; a conflicting redefinition raises DoubleLoadError.
+
+    >>> configure('file://signals.json')   # doctest: +SKIP
+    >>> Signal.user_created                # doctest: +SKIP
+    Signal(name='user_created', providing_args=('user_id',), jsonlib='json')
+    """
+    load_stuff(source, catalog=catalog)
+
+
 def load_stuff(source: str, *, catalog: Catalog | None = None) -> Stuff:
     """Load signals and queues declared in one source: ``(signals, queues)``."""
     data = parse(source, read_source(source))
@@ -60,6 +86,11 @@ def load_stuff(source: str, *, catalog: Catalog | None = None) -> Stuff:
     if not isinstance(jsonlib, str):
         raise ConfigurationError(f'{_where(source)}: "jsonlib" must be a string')
     cat = catalog or DEFAULT_CATALOG
+    if 'default_prefix' in data:
+        try:
+            cat.set_default_prefix(data['default_prefix'])
+        except ConfigurationError as exc:
+            raise type(exc)(f'{_where(source)}: {exc}') from None
     built = {kind: [_build(source, kind, i, e, jsonlib=jsonlib, catalog=cat) for i, e in enumerate(data.get(kind, []))]
              for kind in ('signals', 'queues')}
     return Stuff(_named('Signals', built['signals']), _named('Queues', built['queues']))
@@ -76,8 +107,16 @@ def parse(source: str, raw: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigurationError(f'{_where(source)}: top level must be an object with "signals"/"queues"')
     unknown = sorted(set(data) - TOP_KEYS)
+    if unknown and not {'signals', 'queues'} & set(data):
+        raise ConfigurationError(f'{_where(source)}: declares nothing: unknown keys {unknown}, '
+                                 f'expected {sorted(TOP_KEYS)}')
     if unknown:
-        raise ConfigurationError(f'{_where(source)}: unknown keys {unknown}, expected {sorted(TOP_KEYS)}')
+        # A newer file may carry keys this version does not know: loading what we do know keeps a
+        # rolling upgrade going; the warning says what was left out.
+        log.warning('%s: ignoring unknown top-level keys %s (known: %s)', _where(source), unknown, sorted(TOP_KEYS))
+    version = data.get('version', 1)
+    if isinstance(version, bool) or not isinstance(version, int | str):
+        raise ConfigurationError(f'{_where(source)}: "version" must be a number or a string, got {version!r}')
     for key in ('signals', 'queues'):
         if not isinstance(data.get(key, []), list):
             raise ConfigurationError(f'{_where(source)}: "{key}" must be a list')
@@ -119,7 +158,9 @@ def _build(source: str, kind: str, index: int, entry: Any, *, jsonlib: str, cata
         if kind == 'signals':
             return Signal(jsonlib=jsonlib, catalog=catalog, **entry)
         return Queue(jsonlib=jsonlib, catalog=catalog, **entry)
-    except (ConfigurationError, TypeError) as exc:
+    except ConfigurationError as exc:
+        raise type(exc)(f'{where}: {exc}') from None  # a DoubleLoadError stays one
+    except TypeError as exc:
         raise ConfigurationError(f'{where}: {exc}') from None
 
 

@@ -8,13 +8,16 @@ declared in a JSON file and loaded with :func:`microagent.load_queues`::
 
 A queue with ``exchange`` is bound to that exchange and gets every message sent
 to it; with ``topics`` too, only those whose topic matches a pattern.
+
+Declared queues are also attributes of the class (default catalog), as in
+microagent 1.9: ``Queue.mailer is Queue.get('mailer')``.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
-from ._declaration import Serializable, check_name
+from ._declaration import DeclaredType, Serializable, check_name
 from ._jsonlib import get_codec
 from .catalog import DEFAULT_CATALOG, Catalog, topic_route_ok
 from .exceptions import ConfigurationError, QueueException, QueueNotFound, SerializingError
@@ -24,15 +27,16 @@ __all__ = ['Queue', 'QueueException', 'QueueNotFound', 'SerializingError']
 
 
 @dataclasses.dataclass(frozen=True)
-class Queue(Serializable):
+class Queue(Serializable, metaclass=DeclaredType):
     """Dataclass (declaration) for a queue entity with a unique name.
 
     Each instance is registered at creation, in *catalog* or the default one::
 
         some_queue = Queue(name='some_queue')
-        assert Queue.get('some_queue') is some_queue
+        assert Queue.get('some_queue') is some_queue is Queue.some_queue
     """
 
+    _kind: ClassVar[str] = 'queue'
     name: str
     exchange: str = ''
     topics: tuple[str, ...] = ()

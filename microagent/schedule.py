@@ -23,6 +23,7 @@ datetime.datetime(2026, 1, 1, 4, 0, tzinfo=zoneinfo.ZoneInfo(key='UTC'))
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import logging
 import math
@@ -41,7 +42,7 @@ from .lease import Lease
 if TYPE_CHECKING:
     from .telemetry import Telemetry
 
-__all__ = ['Cron', 'ScheduleStats', 'ScheduledTask', 'lease_ttl']
+__all__ = ['Cron', 'ScheduleStats', 'ScheduledTask', 'ThreadedJob', 'lease_ttl']
 
 
 @dataclass
@@ -228,6 +229,46 @@ class ScheduledTask:
         nxt = self.next_run if self.next_run is not None else self.first_run(self.clock())
         out['next_run'] = _iso(nxt)
         return out
+
+
+class ThreadedJob:
+    """A sync ``@periodic``/``@cron`` method, run in a worker thread so the event loop never blocks.
+
+    A thread cannot be cancelled: a run past its timeout is reported as timed
+    out and goes on in its thread; ticks due meanwhile are skipped (no overlap).
+
+    >>> job = ThreadedJob(agent.refresh_cache, 'Agent.refresh_cache', log)   # doctest: +SKIP
+    >>> await job()                                                         # doctest: +SKIP
+    """
+
+    def __init__(self, func: Callable[[], Any], name: str, log: logging.Logger) -> None:
+        self.func = func
+        self.name = name
+        self.log = log
+        self.__name__ = getattr(func, '__name__', name)
+        self._running: asyncio.Future[Any] | None = None
+        self._waiting = False
+
+    async def __call__(self) -> None:
+        running = self._running
+        if running is not None and not running.done():
+            self.log.warning('%s: the previous run is still going in its thread, tick skipped', self.name)
+            return
+        loop = asyncio.get_running_loop()
+        running = self._running = loop.run_in_executor(None, contextvars.copy_context().run, self.func)
+        running.add_done_callback(self._finished)
+        self._waiting = True
+        try:
+            # Shielded: a timeout stops the wait, not the thread (which the next tick must still see).
+            await asyncio.shield(running)
+        finally:
+            self._waiting = False
+
+    def _finished(self, future: asyncio.Future[Any]) -> None:
+        error = None if future.cancelled() else future.exception()  # retrieved: never "never retrieved"
+        if error is not None and not self._waiting:
+            # Nobody waits any more (the run timed out): this is the only place to report it.
+            self.log.error('%s: run failed after its timeout', self.name, exc_info=error)
 
 
 def lease_ttl(interval: float) -> float:

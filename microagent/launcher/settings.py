@@ -13,6 +13,13 @@ A settings module, as the reference uses it::
 >>> [a.name for a in group.agents]                    # doctest: +SKIP
 ['users', 'comments', 'emails']
 
+Two optional module variables: ``CONFIG``, a declarations source (or a list
+of them) loaded with :func:`microagent.configure` before the backends and
+agents are imported (as microagent 1.9 does); ``WIRE``, the wire format of
+every ``BUS``/``BROKER`` entry that does not set ``'wire'`` itself
+(``'microagent1'`` in a fleet shared with microagent 1.9 agents, see
+:mod:`microagent.wire`).
+
 Every problem is a :class:`ConfigurationError` naming the module and the key.
 """
 from __future__ import annotations
@@ -30,9 +37,11 @@ from ..broker import AbstractQueueBroker
 from ..bus import AbstractSignalBus
 from ..decorators import ConsumerSpec, ReceiverSpec
 from ..exceptions import ConfigurationError
+from ..loader import configure
+from ..wire import check_wire
 
 __all__ = ['AgentEntry', 'BackendEntry', 'GroupSettings', 'cwd_on_path', 'import_settings', 'load_settings',
-           'module_name']
+           'module_name', 'resolve']
 
 AGENT_KEYS = {'backend', 'bus', 'broker', 'replicas', 'settings'}
 MEMORY_PREFIX = 'memory://'
@@ -160,9 +169,13 @@ def load_settings(ref: str) -> GroupSettings:
     """Import and validate settings module *ref*; nothing is started or connected."""
     module = import_settings(ref)
     name = module.__name__
+    _configure(name, getattr(module, 'CONFIG', None))
+    wire = getattr(module, 'WIRE', None)
+    if wire is not None:
+        check_wire(f'settings {name!r}: WIRE', wire)
     group = GroupSettings(name, ref)
-    group.buses = _backends(name, 'BUS', getattr(module, 'BUS', {}), AbstractSignalBus)
-    group.brokers = _backends(name, 'BROKER', getattr(module, 'BROKER', {}), AbstractQueueBroker)
+    group.buses = _backends(name, 'BUS', getattr(module, 'BUS', {}), AbstractSignalBus, wire)
+    group.brokers = _backends(name, 'BROKER', getattr(module, 'BROKER', {}), AbstractQueueBroker, wire)
     agents = getattr(module, 'AGENT', None)
     if not isinstance(agents, dict) or not agents:
         raise ConfigurationError(f'settings {name!r}: AGENT must be a non-empty dict of agents')
@@ -171,12 +184,27 @@ def load_settings(ref: str) -> GroupSettings:
     return group
 
 
+def _configure(module: str, config: Any) -> None:
+    """Load the declarations named by ``CONFIG`` (a source or a list of them)."""
+    if config is None:
+        return
+    sources = [config] if isinstance(config, str) else config
+    if not isinstance(sources, list | tuple) or not all(isinstance(s, str) for s in sources):
+        raise ConfigurationError(f'settings {module!r}: CONFIG must be a declarations source or a list of them')
+    for source in sources:
+        try:
+            configure(source)
+        except ConfigurationError as exc:
+            raise type(exc)(f'settings {module!r}: CONFIG: {exc}') from None
+
+
 def _describe(exc: BaseException) -> str:
     text = f'{type(exc).__name__}: {exc}' if str(exc) else type(exc).__name__
     return mask_text(' '.join(text.split()))
 
 
-def _import(where: str, path: Any) -> Any:
+def resolve(where: str, path: Any) -> Any:
+    """The object at dotted *path* (``module.Class``); ConfigurationError naming *where* otherwise."""
     if not isinstance(path, str) or '.' not in path:
         raise ConfigurationError(f'{where}: "backend" must be a dotted path module.Class, got {path!r}')
     module_path, _, attr = path.rpartition('.')
@@ -190,7 +218,7 @@ def _import(where: str, path: Any) -> Any:
         raise ConfigurationError(f'{where}: unknown backend {path!r} ({module_path!r} has no {attr!r})') from None
 
 
-def _backends(module: str, kind: str, table: Any, base: type) -> dict[str, BackendEntry]:
+def _backends(module: str, kind: str, table: Any, base: type, wire: str | None) -> dict[str, BackendEntry]:
     if not isinstance(table, dict):
         raise ConfigurationError(f'settings {module!r}: {kind} must be a dict')
     out = {}
@@ -199,12 +227,23 @@ def _backends(module: str, kind: str, table: Any, base: type) -> dict[str, Backe
         if not isinstance(entry, dict) or 'backend' not in entry:
             raise ConfigurationError(f'{where}: must be a dict with a "backend" key')
         kwargs = {k: v for k, v in entry.items() if k != 'backend'}
-        cls = _import(where, entry['backend'])
+        cls = resolve(where, entry['backend'])
         if not (isinstance(cls, type) and issubclass(cls, base)):
             raise ConfigurationError(f'{where}: {entry["backend"]!r} is not a {base.__name__}')
+        if wire is not None and 'wire' not in kwargs and _takes(cls, 'wire'):
+            kwargs['wire'] = wire
         _check_call(where, cls, kwargs)
         out[key] = BackendEntry(key, cls, kwargs)
     return out
+
+
+def _takes(cls: type, name: str) -> bool:
+    """Whether *cls*'s constructor takes keyword *name* (a backend of one's own may not)."""
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def _check_call(where: str, cls: type, kwargs: dict[str, Any]) -> None:
@@ -223,7 +262,7 @@ def _agent(group: GroupSettings, key: str, entry: Any) -> AgentEntry:
     unknown = sorted(set(entry) - AGENT_KEYS)
     if unknown:
         raise ConfigurationError(f'{where}: unknown keys {unknown}, expected {sorted(AGENT_KEYS)}')
-    cls = _import(where, entry['backend'])
+    cls = resolve(where, entry['backend'])
     if not (isinstance(cls, type) and issubclass(cls, MicroAgent)):
         raise ConfigurationError(f'{where}: {entry["backend"]!r} is not a MicroAgent subclass')
     bus = _ref(where, 'bus', entry.get('bus'), group.buses)

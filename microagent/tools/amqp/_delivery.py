@@ -148,6 +148,10 @@ class AMQPDelivery(Delivery):
     def _bytes(self) -> bytes:
         return self.body if isinstance(self.body, bytes) else self.body.encode()
 
+    def raw(self) -> dict[str, Any]:
+        """``amqp``: this message as :class:`AMQPMessage`, for handlers with an ``amqp`` parameter."""
+        return {'amqp': AMQPMessage(self)}
+
 
 class ManualAckRunner(ConsumerRunner):
     """The runner of an ``autoack=False`` consumer: the handler gets ``amqp`` and acks itself."""

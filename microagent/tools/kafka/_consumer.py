@@ -111,6 +111,10 @@ class KafkaDelivery(Delivery):
                                            key=self._record.key)
         self._reader.settle(self._part, self._record.offset)
 
+    def raw(self) -> dict[str, Any]:
+        """``kafka``: the aiokafka ``ConsumerRecord``, for handlers with a ``kafka`` parameter."""
+        return {'kafka': self._record}
+
     async def release(self) -> None:
         self._reader.release(self._part)
 
