@@ -16,6 +16,17 @@ A receiver reads the headers of the signal it handles with
 :func:`signal_headers` (a context variable set for each handler call).
 ``headers`` is taken as a signal argument when the signal declares one by
 that name.
+
+With ``wire='microagent1'`` a bus writes microagent 1.9's format instead
+(:mod:`microagent.wire`: the arguments alone, so no headers); every bus whose
+backend can subscribe to channel prefixes reads both.
+
+Receiving is tolerant, sending is strict. ``send``/``call`` refuse arguments
+that do not fit the local declaration. A received signal that does not fit
+(a sender with newer or older declarations, in a rolling deploy) is still
+delivered: each handler gets the arguments it takes (all with ``**kwargs``,
+the unknown ones left out otherwise) and is skipped only when a required
+argument is missing; each difference is logged once per bus, signal and argument.
 """
 from __future__ import annotations
 
@@ -36,9 +47,11 @@ from ._dsn import mask_dsn
 from ._jsonlib import get_codec
 from ._message import NO_HEADERS, check_headers, user_headers
 from ._tasks import TaskSet
+from ._tolerant import Complaints, HandlerParams, log_problems
 from .catalog import DEFAULT_CATALOG, Catalog
-from .exceptions import SerializingError, SignalNotFound
+from .exceptions import ConfigurationError, SerializingError, SignalNotFound
 from .signal import Signal
+from .wire import MICROAGENT1, NATIVE, check_sender, check_wire, legacy_channel, parse_legacy
 
 if TYPE_CHECKING:
     from .agent import MicroAgent
@@ -113,6 +126,10 @@ class Receiver:
     signal: Signal
     timeout: float
     tasks: TaskSet
+    params: HandlerParams = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.params = HandlerParams.of(self.handler)
 
     @property
     def key(self) -> str:
@@ -140,14 +157,28 @@ class BoundSignal:
         bus = self.bus
         bus.stats.sent[self.signal.name] += 1
         if bus.telemetry is None:
-            await bus.send(bus.channel(self.signal.name), self.signal.serialize(envelope))
+            await bus.send(*self._outgoing(envelope))
             return
         with bus.telemetry.producing(bus.dsn, self.signal.name) as context:
             envelope['h'] = {**envelope.get('h', {}), **context}
-            await bus.send(bus.channel(self.signal.name), self.signal.serialize(envelope))
+            await bus.send(*self._outgoing(envelope))
+
+    def _outgoing(self, envelope: dict[str, Any], corr: str = '', reply: str = '') -> tuple[str, str]:
+        """The channel and body of *envelope* in the bus's wire format (*corr* and *reply*: an RPC request)."""
+        bus, signal = self.bus, self.signal
+        if bus.wire is NATIVE:
+            return bus.channel(signal.name), signal.serialize({**envelope, 'c': corr, 'r': reply} if corr else envelope)
+        # microagent 1.9: the arguments are the body, an RPC request id rides on the channel.
+        channel = legacy_channel(bus.prefix, signal.name, check_sender(envelope['s']), corr)
+        return channel, signal.serialize(envelope['a'])
 
     def _envelope(self, sender: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-        return signal_envelope(self.signal, sender, kwargs)
+        envelope = signal_envelope(self.signal, sender, kwargs)
+        bus = self.bus
+        if 'h' in envelope and bus.wire is not NATIVE and bus.complaints.first(('headers', self.signal.name)):
+            bus.log.warning('Signal %s: wire microagent1 has no envelope: headers are not sent (logged once)',
+                            self.signal.name)
+        return envelope
 
     __call__ = send
 
@@ -195,9 +226,9 @@ class BoundSignal:
             reply = await self.bus.response_channel()
         self.bus._pending[corr] = inbox
         try:
-            message = self.signal.serialize({**envelope, 'c': corr, 'r': reply})
+            channel, message = self._outgoing(envelope, corr, reply)
             async with asyncio.timeout_at(deadline):
-                await self.bus.send(self.bus.channel(self.signal.name), message)
+                await self.bus.send(channel, message)
             yield _until(inbox, deadline, self.bus.telemetry, span)
         finally:
             self.bus._pending.pop(corr, None)
@@ -224,20 +255,36 @@ class AbstractSignalBus(abc.ABC):
     :class:`microagent.telemetry.Telemetry`, default None: off) traces signals,
     receivers and RPC, with the trace context in the envelope's headers.
 
+    A backend that can subscribe to every channel starting with a string sets
+    ``prefix_binds`` and implements :meth:`bind_prefix`: it then reads
+    microagent 1.9's channels too, and can write them (``wire='microagent1'``).
+    ``prefix`` defaults to the catalog's ``default_prefix`` (a declarations
+    file may set it), else ``PUBSUB``.
+
     >>> bus = RedisSignalBus('redis://localhost/7')     # doctest: +SKIP
     >>> await bus.user_created.send('user_agent', user_id=1)  # doctest: +SKIP
     """
 
-    def __init__(self, dsn: str, *, uid: str | None = None, prefix: str = 'PUBSUB',
+    #: Whether :meth:`bind_prefix` works: the backend can read (and write) microagent 1.9's channels.
+    prefix_binds = False
+
+    def __init__(self, dsn: str, *, uid: str | None = None, prefix: str | None = None,
                  log: logging.Logger | None = None, catalog: Catalog | None = None,
-                 telemetry: Telemetry | None = None) -> None:
+                 telemetry: Telemetry | None = None, wire: str = NATIVE) -> None:
         self.dsn = dsn
         self.uid = uid or uuid.uuid4().hex
-        self.prefix = prefix
-        self.log = log or logging.getLogger('microagent.bus')
         self.catalog = catalog or DEFAULT_CATALOG
+        self.prefix = prefix or self.catalog.default_prefix or 'PUBSUB'
+        self.log = log or logging.getLogger('microagent.bus')
         self.telemetry = telemetry
         self.stats = BusStats()
+        self.wire = MICROAGENT1 if check_wire(type(self).__name__, wire) == MICROAGENT1 else NATIVE
+        if self.wire is MICROAGENT1 and not self.prefix_binds:
+            # microagent 1.9 had a Redis bus only: nothing to speak its format with here.
+            self.log.info('%s: microagent 1.9 has no such bus; wire=microagent1 keeps the native format',
+                          type(self).__name__)
+            self.wire = NATIVE
+        self.complaints = Complaints()
         self.receivers: dict[str, list[Receiver]] = {}
         self._pending: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._response_bound: asyncio.Lock | None = None
@@ -271,6 +318,10 @@ class AbstractSignalBus(abc.ABC):
     async def bind(self, channel: str) -> None:
         """Subscribe to *channel*; each message is passed to ``self.receiver(channel, message)``."""
 
+    async def bind_prefix(self, head: str) -> None:
+        """Subscribe to every channel starting with *head* (backends with ``prefix_binds``)."""
+        raise ConfigurationError(f'{type(self).__name__} cannot subscribe to channel prefixes')
+
     async def close(self) -> None:
         """Unsubscribe and close connections; a closed bus reconnects lazily when used again."""
         await self._tasks.cancel()
@@ -280,12 +331,14 @@ class AbstractSignalBus(abc.ABC):
     # -- receiving ---------------------------------------------------------------
 
     async def bind_receiver(self, receiver: Receiver) -> None:
-        """Subscribe *receiver* to its signal (the channel is bound once per bus)."""
+        """Subscribe *receiver* to its signal (the channels are bound once per bus)."""
         name = receiver.signal.name
         first = name not in self.receivers
         self.receivers.setdefault(name, []).append(receiver)
         if first:
             await self.bind(self.channel(name))
+            if self.prefix_binds:
+                await self.bind_prefix(legacy_channel(self.prefix, name, ''))
 
     def unbind_receivers(self, agent: MicroAgent) -> None:
         """Stop delivering signals to *agent* (its running handlers go on)."""
@@ -300,20 +353,27 @@ class AbstractSignalBus(abc.ABC):
             async with self._response_bound:
                 if not self._response_ready:
                     await self.bind(channel)
+                    if self.wire is MICROAGENT1:
+                        # 1.9 answers on PREFIX:response:<its own uid>#<request id>.
+                        await self.bind_prefix(f'{self.prefix}:response:')
                     self._response_ready = True
         return channel
 
     def receiver(self, channel: str, message: str | bytes) -> None:
         """Entry point for backends: dispatch one message that arrived on *channel*."""
-        name = channel.rsplit(':', 1)[-1]
-        if channel.startswith(f'{self.prefix}:response:'):
-            self._on_response(message)
+        head = self.prefix + ':'
+        if channel.startswith('response:', len(head)):
+            self._on_response(channel, message)
             return
+        name = channel[len(head):]
         receivers = self.receivers.get(name)
+        if receivers:
+            envelope = self._decode(receivers[0].signal, message)
+        elif receivers is None:  # not one of our channels: microagent 1.9's?
+            name, envelope = self._decode_legacy(channel, message)
+            receivers = self.receivers.get(name)
         if not receivers:
             return
-        signal = receivers[0].signal
-        envelope = self._decode(signal, message)
         if envelope is None:
             self.stats.dropped[name] += 1
             return
@@ -328,12 +388,30 @@ class AbstractSignalBus(abc.ABC):
             self.log.error('Signal %s: dropped undecodable message: %s', signal.name, exc)
             return None
         args = envelope.get('a')
-        problem = signal.mismatch(args) if isinstance(args, dict) else 'no arguments object'
-        if problem:
-            self.log.error('Signal %s: dropped message that does not match the declaration: %s',
-                           signal.name, problem)
+        if not isinstance(args, dict):
+            self.log.error('Signal %s: dropped message without an arguments object', signal.name)
             return None
+        if signal.mismatch(args) is not None:
+            log_problems(self.log, self.complaints, signal, args)
         return envelope
+
+    def _decode_legacy(self, channel: str, message: str | bytes) -> tuple[str, dict[str, Any] | None]:
+        """A microagent 1.9 signal (``PREFIX:name:sender[#id]``, the arguments as the body) as an envelope."""
+        parsed = parse_legacy(self.prefix, channel)
+        receivers = self.receivers.get(parsed[0]) if parsed else None
+        if not parsed or not receivers:
+            return '', None
+        name, sender, request = parsed
+        signal = receivers[0].signal
+        try:
+            args = signal.deserialize(message)
+        except SerializingError as exc:
+            self.log.error('Signal %s: dropped undecodable microagent 1.9 message: %s', name, exc)
+            return name, None
+        if signal.mismatch(args) is not None:
+            log_problems(self.log, self.complaints, signal, args)
+        # 'w' marks the 1.9 format: the response goes back in it.
+        return name, {'s': sender, 'a': args, 'c': request, 'w': MICROAGENT1}
 
     async def _handle(self, receiver: Receiver, envelope: dict[str, Any]) -> None:
         headers = envelope.get('h')
@@ -343,14 +421,24 @@ class AbstractSignalBus(abc.ABC):
         if self.telemetry is None:
             await self._run(receiver, envelope)
             return
-        rpc = bool(envelope.get('c') and envelope.get('r'))
+        rpc = bool(envelope.get('c') and (envelope.get('r') or envelope.get('w')))
         with self.telemetry.receiving(self.dsn, receiver.signal.name, receiver.key, headers, rpc):
             await self._run(receiver, envelope)
 
     async def _run(self, receiver: Receiver, envelope: dict[str, Any]) -> None:
+        params = receiver.params
+        kwargs = None
+        if not params.takes_all:  # the usual **kwargs handler takes any signal as it is
+            kwargs = params.fit({'signal': receiver.signal, 'sender': envelope.get('s'), **envelope['a']})
+            if kwargs is None:
+                self._skipped(receiver, envelope['a'])
+                return
         try:
             async with asyncio.timeout(receiver.timeout):
-                result = await receiver.handler(signal=receiver.signal, sender=envelope.get('s'), **envelope['a'])
+                if kwargs is None:
+                    result = await receiver.handler(signal=receiver.signal, sender=envelope.get('s'), **envelope['a'])
+                else:
+                    result = await receiver.handler(**kwargs)
         except Exception as exc:
             self.stats.failed[receiver.key] += 1
             if self.telemetry is not None:
@@ -358,26 +446,40 @@ class AbstractSignalBus(abc.ABC):
             self.log.exception('Receiver %s failed on signal %s', receiver.key, receiver.signal.name)
             return
         self.stats.handled[receiver.key] += 1
-        if envelope.get('c') and envelope.get('r'):
+        if envelope.get('c') and (envelope.get('r') or envelope.get('w')):
             await self._respond(receiver, envelope, result)
 
+    def _skipped(self, receiver: Receiver, args: dict[str, Any]) -> None:
+        missing = receiver.params.missing({'signal': None, 'sender': None, **args})
+        if self.complaints.first((receiver.key, receiver.signal.name, tuple(missing))):
+            self.log.error('Receiver %s skipped signal %s: it requires %s, not received (logged once)',
+                           receiver.key, receiver.signal.name, missing)
+
     async def _respond(self, receiver: Receiver, envelope: dict[str, Any], result: Any) -> None:
-        response: dict[str, Any] = {'c': envelope['c'], 'r': {receiver.key: result}}
-        if self.telemetry is not None:
-            response['h'] = self.telemetry.carrier()  # the responder's span, for the caller to link to
+        codec = get_codec(receiver.signal.jsonlib)
         try:
-            payload = get_codec(receiver.signal.jsonlib).dumps(response)
-            await self.send(envelope['r'], payload)
+            if envelope.get('w') is MICROAGENT1:
+                # 1.9's answer: the result alone, on PREFIX:response:<our uid>#<request id>.
+                channel = f'{self.prefix}:response:{self.uid}#{envelope["c"]}'
+                await self.send(channel, codec.dumps({receiver.key: result}))
+                return
+            response: dict[str, Any] = {'c': envelope['c'], 'r': {receiver.key: result}}
+            if self.telemetry is not None:
+                response['h'] = self.telemetry.carrier()  # the responder's span, for the caller to link to
+            await self.send(envelope['r'], codec.dumps(response))
         except Exception:
             self.log.exception('Receiver %s: cannot send the RPC response', receiver.key)
 
-    def _on_response(self, message: str | bytes) -> None:
+    def _on_response(self, channel: str, message: str | bytes) -> None:
+        corr = channel.partition('#')[2]  # microagent 1.9's response: the id on the channel, the result alone
         try:
             response = get_codec('json').loads(message)
+            if corr:
+                response = {'c': corr, 'r': response}
             inbox = self._pending.get(response['c'])
-            if 'r' not in response:
+            if not isinstance(response.get('r'), dict):
                 raise KeyError('r')
-        except (SerializingError, KeyError, TypeError):
+        except (SerializingError, KeyError, TypeError, AttributeError):
             self.log.error('Dropped a malformed RPC response')
             return
         if inbox is not None:

@@ -186,6 +186,7 @@ async def test_bus_resubscribes_after_client_kill(admin, uid, caplog):
             seen.add(n)
     bus = RedisSignalBus(DSN, catalog=catalog, prefix=f'T{uid}')
     sender = RedisSignalBus(DSN, catalog=catalog, prefix=f'T{uid}')
+    legacy = RedisSignalBus(DSN, catalog=catalog, prefix=f'T{uid}', wire='microagent1')
     agent = Listener(bus=bus)
     await agent.start()
     try:
@@ -195,11 +196,14 @@ async def test_bus_resubscribes_after_client_kill(admin, uid, caplog):
             assert await kill_clients(admin, f'microagent.bus.{bus.uid}', pubsub=True) == 1
             await eventually(lambda: bus.reconnects == 1, 5, interval=0.01)
         assert 'deaf' in caplog.text
-        # Back within the second: a signal sent now arrives.
+        # Back within the second: a signal sent now arrives, and so does one in microagent 1.9's format
+        # (its channel pattern was subscribed again too).
         await eventually(lambda: _ping(sender, sig.name, seen, 2), 5, interval=0.05)
+        await eventually(lambda: _ping(legacy, sig.name, seen, 3), 5, interval=0.05)
     finally:
         await agent.stop(timeout=2)
         await sender.close()
+        await legacy.close()
 
 
 async def _ping(bus: RedisSignalBus, name: str, seen: Collector, n: int) -> bool:

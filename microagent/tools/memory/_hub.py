@@ -90,6 +90,7 @@ class Hub:
         self.loop = loop
         self.queues: dict[str, MemoryQueue] = {}
         self.channels: dict[str, set[MemorySignalBus]] = {}
+        self.heads: dict[str, set[MemorySignalBus]] = {}  # channel prefixes (microagent 1.9 channels)
         self.ids = itertools.count(1)
         self.tap: Tap | None = None  # test hooks (microagent.testing); None costs one check per send
 

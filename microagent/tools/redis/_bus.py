@@ -4,6 +4,9 @@ A reader task owned by the bus holds the subscriber connection. When the
 connection drops it reconnects with capped backoff, subscribes every bound
 channel again and logs how long the bus was deaf (signals sent meanwhile are
 lost: pub/sub is at most once).
+
+Channel prefixes are bound with ``PSUBSCRIBE <prefix>*``: that is how the bus
+reads microagent 1.9's channels (``PREFIX:signal:sender``) beside its own.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from redis.exceptions import RedisError
 
 from ...bus import AbstractSignalBus
 from ...exceptions import BackendError, ConfigurationError
+from ...wire import glob_escape
 from ._connection import Lane, RedisConnector, close_connection
 
 __all__ = ['RedisSignalBus']
@@ -37,6 +41,8 @@ class RedisSignalBus(AbstractSignalBus):
     {'CommentAgent.count': 3}
     """
 
+    prefix_binds = True
+
     def __init__(self, dsn: str, *, reconnect_delay: float = 0.05, max_reconnect_delay: float = 2.0,
                  subscribe_timeout: float = 10.0, **options: Any) -> None:
         super().__init__(dsn, **options)
@@ -50,7 +56,9 @@ class RedisSignalBus(AbstractSignalBus):
         self._lane = Lane(self.redis)
         self.reconnects = 0
         self._channels: set[str] = set()
+        self._patterns: set[str] = set()
         self._subscribed: set[str] = set()
+        self._psubscribed: set[str] = set()
         self._names: dict[bytes, str] = {}
         self._changed: asyncio.Event | None = None
         self._conn: Connection | None = None
@@ -66,26 +74,37 @@ class RedisSignalBus(AbstractSignalBus):
 
     async def bind(self, channel: str) -> None:
         self._channels.add(channel)
+        await self._subscribe('SUBSCRIBE', channel, self._subscribed)
+
+    async def bind_prefix(self, head: str) -> None:
+        """Subscribe to every channel starting with *head* (``PSUBSCRIBE``)."""
+        pattern = glob_escape(head) + '*'
+        self._patterns.add(pattern)
+        await self._subscribe('PSUBSCRIBE', pattern, self._psubscribed)
+
+    async def _subscribe(self, command: str, name: str, confirmed: set[str]) -> None:
         changed = self._ensure_reader()
         conn = self._conn
         if conn is not None:
-            # On failure the reader reconnects and subscribes every bound channel.
+            # On failure the reader reconnects and subscribes every bound channel and pattern.
             with contextlib.suppress(RedisError, OSError):
-                await conn.send_command('SUBSCRIBE', channel, check_health=False)
+                await conn.send_command(command, name, check_health=False)
         try:
             async with asyncio.timeout(self.subscribe_timeout):
-                while channel not in self._subscribed:
+                while name not in confirmed:
                     changed.clear()
                     await changed.wait()
         except TimeoutError:
-            raise BackendError(f'{self!r}: Redis did not confirm the subscription to {channel} '
+            raise BackendError(f'{self!r}: Redis did not confirm the subscription to {name} '
                                f'within {self.subscribe_timeout}s') from None
 
     async def close(self) -> None:
         await super().close()
         self._reader = None
         self._channels.clear()
+        self._patterns.clear()
         self._subscribed.clear()
+        self._psubscribed.clear()
         await self._lane.close()
         await self.redis.close()
 
@@ -94,6 +113,7 @@ class RedisSignalBus(AbstractSignalBus):
         if reader is None or reader.done() or reader.get_loop() is not asyncio.get_running_loop():
             self._changed, self._conn = asyncio.Event(), None
             self._subscribed.clear()
+            self._psubscribed.clear()
             self._reader = self._tasks.spawn(self._read_forever(), name=f'RedisSignalBus reader {self.uid}')
         if self._changed is None:  # pragma: no cover - set together with the reader
             self._changed = asyncio.Event()
@@ -107,7 +127,10 @@ class RedisSignalBus(AbstractSignalBus):
                 self._conn = conn
                 # The channel set is read after _conn is published: a concurrent bind either
                 # sees _conn and subscribes itself, or is already in this snapshot.
-                await conn.send_command('SUBSCRIBE', *self._channels, check_health=False)
+                if self._channels:
+                    await conn.send_command('SUBSCRIBE', *self._channels, check_health=False)
+                if self._patterns:
+                    await conn.send_command('PSUBSCRIBE', *self._patterns, check_health=False)
                 await self._listen(conn)
             except (RedisError, OSError, BackendError) as exc:
                 self.log.warning('RedisSignalBus: subscriber connection lost: %s; reconnecting in %.2fs',
@@ -115,6 +138,7 @@ class RedisSignalBus(AbstractSignalBus):
             finally:
                 self._conn = None
                 self._subscribed.clear()
+                self._psubscribed.clear()
                 await close_connection(conn)
             if self._lost_at is None:
                 self._lost_at = time.monotonic()
@@ -128,8 +152,10 @@ class RedisSignalBus(AbstractSignalBus):
             kind = reply[0]
             if kind == b'message':
                 self._dispatch(reply[1], reply[2])
-            elif kind == b'subscribe':
-                self._subscribed.add(self._name(reply[1]))
+            elif kind == b'pmessage':
+                self._dispatch(reply[2], reply[3])
+            elif kind in (b'subscribe', b'psubscribe'):
+                (self._subscribed if kind == b'subscribe' else self._psubscribed).add(self._name(reply[1]))
                 if changed is not None:
                     changed.set()
                 if self._lost_at is not None:
@@ -147,7 +173,9 @@ class RedisSignalBus(AbstractSignalBus):
     def _name(self, raw: bytes) -> str:
         name = self._names.get(raw)
         if name is None:
-            name = self._names[raw] = raw.decode()
+            name = raw.decode()
+            if len(self._names) < 10_000:  # 1.9 channels carry sender and request id: no unbounded cache
+                self._names[raw] = name
         return name
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
