@@ -10,6 +10,7 @@
     microagent docs settings --format html -o system.html   # asyncapi-json|asyncapi-yaml|html|svg|dot
     microagent db init postgresql://app@localhost/app        # the effects tables (docs/exactly-once.md)
     MICROAGENT_DB_DSN=postgresql://... microagent db status
+    microagent migrate-queue settings mailer      # a microagent 1.9 Redis list into its stream
 
 ``k=v`` values are JSON when they parse as JSON (``user_id=1`` is a number),
 strings otherwise. Every error is one line on stderr and exit code 2.
@@ -106,6 +107,10 @@ def _parser() -> argparse.ArgumentParser:
     docs.add_argument('-o', '--output', help='write to this file (default: stdout)')
     docs.add_argument('--api-version', default='1.0.0', help="the document's info.version (default 1.0.0)")
     _db_parser(sub)
+    migrate = sub.add_parser('migrate-queue', help="move a microagent 1.9 queue's messages to this project's format")
+    migrate.add_argument('settings')
+    migrate.add_argument('queue')
+    migrate.add_argument('--broker', help='BROKER key (default: "default" or the only one)')
     return parser
 
 
@@ -190,6 +195,22 @@ async def _send(args: argparse.Namespace) -> int:
             await getattr(broker, args.queue).send(message)
     finally:
         await broker.close()
+    return 0
+
+
+async def _migrate(args: argparse.Namespace) -> int:
+    group = load_settings(args.settings)
+    entry = group.default_broker(args.broker)
+    _no_memory(entry, 'BROKER')
+    if not callable(getattr(entry.cls, 'migrate_queue', None)):
+        raise ConfigurationError(f'{entry.cls.__name__} has no microagent 1.9 format to migrate from: its queues '
+                                 'are shared as they are (see docs/migrating.md)')
+    broker = entry.build()
+    try:
+        moved = await broker.migrate_queue(args.queue)
+    finally:
+        await broker.close()
+    _emit({'queue': args.queue, 'moved': moved})
     return 0
 
 
@@ -351,7 +372,8 @@ def _run(args: argparse.Namespace) -> int:
     return launch(args.settings, options, table=table)
 
 
-COMMANDS = {'send': _send, 'signal': _signal, 'call': _signal, 'info': _info, 'docs': _docs, 'db': _db}
+COMMANDS = {'send': _send, 'signal': _signal, 'call': _signal, 'info': _info, 'docs': _docs, 'db': _db,
+            'migrate-queue': _migrate}
 
 
 async def _traced(args: argparse.Namespace) -> int:

@@ -27,11 +27,13 @@ from ..._message import check_headers, check_message_id, message_ids_for, new_me
 from ...broker import AbstractQueueBroker
 from ...delivery import ConsumerRunner, DeadLetter
 from ...exceptions import BackendError, ConfigurationError, DeliveryError
+from ...wire import MICROAGENT1
 from ._confirms import Confirms
 from ._connection import CONNECTION_ERRORS, RobustConnection, close_channel, wait_closed
 from ._deliveries import Deliveries
 from ._delivery import ATTEMPT_HEADER, ATTEMPTS_HEADER, ERROR_HEADER, AMQPDelivery, ManualAckRunner
 from ._feed import Feed
+from ._migrate import migrate_queue
 from ._topology import RETRY_QUEUE_EXPIRES, Topology, retry_queue
 
 __all__ = ['AMQPBroker']
@@ -49,6 +51,11 @@ class AMQPBroker(AbstractQueueBroker):
     within 2 s), ``ssl_context`` (for ``amqps://``; by default the server
     certificate is verified against the system CAs),
     ``queue_expires`` (seconds: RabbitMQ deletes queues unused that long; off).
+    ``wire='microagent1'`` declares queues and exchanges as microagent 1.9 does
+    (not durable, no arguments: no ``x-expires``, and a message an
+    ``autoack=False`` handler rejects is dropped, not dead-lettered). A queue or
+    exchange that exists with the other format's arguments is used as it is
+    (a warning says so); ``migrate_queue`` gives a queue this project's.
     ``max_retry_delay`` must stay under 3000 s (retry queues expire an hour
     after their last use). A message RabbitMQ redelivers (its consumer died
     or lost its connection before settling it) counts as a failed attempt, so
@@ -76,7 +83,7 @@ class AMQPBroker(AbstractQueueBroker):
         self.consume_connection = RobustConnection(dsn, log=self.log, ssl_context=ssl_context,
                                                    connect_timeout=connect_timeout,
                                                    max_reconnect_delay=max_reconnect_delay)
-        self._topology = Topology(self.catalog, queue_expires)
+        self._topology = Topology(self.catalog, queue_expires, legacy=self.wire == MICROAGENT1)
         self._confirms: Confirms | None = None
         self._ops: aiormq.abc.AbstractChannel | None = None
         self._declared: set[str] = set()
@@ -200,6 +207,18 @@ class AMQPBroker(AbstractQueueBroker):
                                 'no queue is bound for it')
         raise DeliveryError(f'{self!r}: the broker did not accept the message to {target} (nack)')
 
+    def _adopt(self, exc: BaseException) -> bool:
+        """A queue or exchange exists with the other format's arguments: use it as it is from now on."""
+        if not isinstance(exc, aiormq.exceptions.ChannelPreconditionFailed):
+            return False
+        name = self._topology.adopt(exc)
+        if name is None:
+            return False
+        other = 'this project (durable)' if self.wire == MICROAGENT1 else 'microagent 1.9 (not durable)'
+        self.log.warning('%r: %s was declared by %s: using it as it is (see docs/migrating.md, migrate-queue)',
+                         self, name, other)
+        return True
+
     def _fatal(self, exc: BaseException, target: str) -> None:
         """Raise BackendError for errors retrying cannot cure (a missing exchange, access refused)."""
         if isinstance(exc, _FATAL):
@@ -209,9 +228,16 @@ class AMQPBroker(AbstractQueueBroker):
         """The publish channel, with *target* (a queue or ``exchange:<name>``) declared on it."""
         try:
             async with asyncio.timeout(timeout):
-                confirms = await self._publish_channel(timeout)
-                if target not in self._declared:
-                    await self._topology.declare(confirms.channel, target, timeout)
+                while True:
+                    confirms = await self._publish_channel(timeout)
+                    if target in self._declared:
+                        break
+                    try:
+                        await self._topology.declare(confirms.channel, target, timeout)
+                    except _FATAL as exc:
+                        if not self._adopt(exc):  # adopted: declared again (on a new channel: this one is closed)
+                            raise
+                        continue
                     self._declared.add(target)
         except _FATAL as exc:
             raise BackendError(self.connection.mask(f'{self!r}: cannot declare {target}: {exc}')) from None
@@ -283,6 +309,8 @@ class AMQPBroker(AbstractQueueBroker):
             try:
                 channel, feed = await self._subscribe(name, runner)
             except (*CONNECTION_ERRORS, BackendError, TimeoutError) as exc:
+                if self._adopt(exc):
+                    continue  # on a new channel, at once
                 self.log.warning('%r: cannot consume %s (%s); retrying in %.1fs', self, name,
                                  self.connection.mask(f'{type(exc).__name__}: {exc}'), delay)
                 # Backoff between attempts, not synchronisation.
@@ -339,6 +367,30 @@ class AMQPBroker(AbstractQueueBroker):
         # Closing the channel requeues whatever is still delivered to it and never settled.
         await close_channel(channel)
         return cut
+
+    async def migrate_queue(self, name: str) -> int:
+        """Give queue *name*, declared by microagent 1.9, this project's arguments; how many messages it held.
+
+        Durable, dead-lettering to ``<name>.dlq``; nothing is lost (see ``amqp._migrate``). No consumer
+        may be attached to it meanwhile.
+
+        >>> await broker.migrate_queue('mailer')   # doctest: +SKIP
+        3
+        """
+        self.catalog.queue(name)  # QueueNotFound for an undeclared queue
+        if self.wire == MICROAGENT1:
+            raise ConfigurationError(f"{self!r}: migrate_queue moves a queue to this project's format: "
+                                     "use a broker with wire='native'")
+        return await migrate_queue(self, name)
+
+    def forget(self, name: str) -> None:
+        """Declare queue *name* with this broker's arguments again next time (after a migration)."""
+        self._topology.adopted.discard(name)
+        self._declared.discard(name)
+
+    async def declare(self, channel: aiormq.abc.AbstractChannel, name: str, timeout: float) -> None:
+        """Declare queue *name* (its DLQ and exchange) on *channel* as this broker does before using it."""
+        await self._topology.declare(channel, name, timeout)
 
     async def putout(self, amqp: Any) -> None:
         """Acknowledge a message an ``autoack=False`` handler got as ``amqp`` (reference API)."""

@@ -13,11 +13,22 @@ that does not exist), and the delays in one of them differ only by jitter,
 so a message waits little behind a longer one (RabbitMQ expires messages at
 the head of a queue only).
 
+With ``legacy=True`` (``wire='microagent1'``) queues and exchanges are declared
+as microagent 1.9 declares them: not durable and without arguments, so agents of
+both can declare and use the same ones (RabbitMQ refuses a second declaration
+with other arguments). Retry and dead-letter queues are still ours.
+
+A queue or exchange that already exists with other arguments (declared by the
+other format) is *adopted*: declared passively from then on, i.e. used as it
+is. So a fleet switches format one agent at a time; ``migrate-queue`` (see
+``AMQPBroker.migrate_queue``) gives a queue our arguments when convenient.
+
 >>> retry_queue('mailer', 2)
 'mailer.retry.2'
 """
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -33,6 +44,7 @@ __all__ = ['RETRY_QUEUE_EXPIRES', 'Topology', 'retry_queue']
 # arguments of one queue.
 RETRY_QUEUE_EXPIRES = 3600.0
 _RETRY = '.retry.'
+_INEQUIVALENT = re.compile(r"inequivalent arg '[^']+' for (?:queue|exchange) '([^']+)'")
 
 
 def retry_queue(queue: str, retry: int) -> str:
@@ -43,8 +55,10 @@ def retry_queue(queue: str, retry: int) -> str:
 class Topology:
     """Declares targets on a channel, from the catalog's queue and exchange declarations."""
 
-    def __init__(self, catalog: Catalog, queue_expires: float | None = None) -> None:
+    def __init__(self, catalog: Catalog, queue_expires: float | None = None, *, legacy: bool = False) -> None:
         self.catalog = catalog
+        self.legacy = legacy
+        self.adopted: set[str] = set()  # queues and exchanges found with other arguments: used as they are
         # x-expires of queues and their DLQs: RabbitMQ deletes them after that long unused.
         self._expires: dict[str, Any] = {'x-expires': int(queue_expires * 1000)} if queue_expires else {}
 
@@ -54,13 +68,28 @@ class Topology:
             await self._exchange(channel, target.partition(':')[2], timeout)
         elif _RETRY in target:
             queue = target.partition(_RETRY)[0]
-            await channel.queue_declare(target, durable=True, timeout=timeout, arguments={
+            await self._declare(channel, target, timeout, durable=True, arguments={
                 'x-expires': int(RETRY_QUEUE_EXPIRES * 1000),
                 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': queue})
         elif target.endswith('.dlq'):
-            await channel.queue_declare(target, durable=True, timeout=timeout, arguments=self._expires)
+            await self._declare(channel, target, timeout, durable=True, arguments=self._expires)
         else:
             await self._queue(channel, target, timeout)
+
+    async def _declare(self, channel: aiormq.abc.AbstractChannel, name: str, timeout: float, **options: Any) -> None:
+        """``queue.declare`` with *options*, or passive for an adopted queue (it exists: used as it is)."""
+        if name in self.adopted:
+            await channel.queue_declare(name, passive=True, timeout=timeout)
+        else:
+            await channel.queue_declare(name, timeout=timeout, **options)
+
+    def adopt(self, exc: BaseException) -> str | None:
+        """The queue or exchange RabbitMQ found *exc* (inequivalent arguments) for, now adopted; else None."""
+        found = _INEQUIVALENT.search(str(exc))
+        if found is None or found.group(1) in self.adopted:
+            return None
+        self.adopted.add(found.group(1))
+        return found.group(1)
 
     def exchange_type(self, exchange: str) -> str:
         """``topic`` when a queue bound to *exchange* has topics, else ``fanout``."""
@@ -68,14 +97,21 @@ class Topology:
         return 'topic' if any(q.topics for q in queues) else 'fanout'
 
     async def _queue(self, channel: aiormq.abc.AbstractChannel, name: str, timeout: float) -> None:
-        await channel.queue_declare(f'{name}.dlq', durable=True, timeout=timeout, arguments=self._expires)
-        await channel.queue_declare(name, durable=True, timeout=timeout, arguments={
-            'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': f'{name}.dlq', **self._expires})
+        await self._declare(channel, f'{name}.dlq', timeout, durable=True, arguments=self._expires)
+        if self.legacy:
+            await self._declare(channel, name, timeout, durable=False)
+        else:
+            await self._declare(channel, name, timeout, durable=True, arguments={
+                'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': f'{name}.dlq', **self._expires})
         queue = self.catalog.queues.get(name)
         if queue is None or not queue.exchange:
             return
         kind = self.exchange_type(queue.exchange)
-        await channel.exchange_declare(queue.exchange, exchange_type=kind, durable=True, timeout=timeout)
+        if queue.exchange in self.adopted:
+            await channel.exchange_declare(queue.exchange, passive=True, timeout=timeout)
+        else:
+            await channel.exchange_declare(queue.exchange, exchange_type=kind, durable=not self.legacy,
+                                           timeout=timeout)
         patterns = (queue.topics or ('#',)) if kind == 'topic' else ('',)
         for pattern in patterns:
             await channel.queue_bind(name, queue.exchange, routing_key=pattern, timeout=timeout)

@@ -11,6 +11,12 @@ An acknowledged entry is XACKed and XDELed in one round trip, so the stream
 only holds what is waiting or in flight. A consumer whose heartbeat key has
 expired is dead: live consumers XCLAIM its pending entries and handle them.
 A live consumer's long-running message is never taken away from it.
+
+microagent 1.9 queues are lists named ``<queue>``. With ``wire='microagent1'``
+the broker sends with ``RPUSH`` to them, and its consumers move list items into
+the stream as they come (``_lists``). Native consumers move what is left in a
+list into the stream when they bind and every second after
+(``drain_lists=False`` turns that off); ``migrate_queue`` moves a whole list.
 """
 from __future__ import annotations
 
@@ -25,7 +31,9 @@ from ..._tasks import cancel_task
 from ...broker import AbstractQueueBroker
 from ...delivery import DeadLetter
 from ...exceptions import ConfigurationError
+from ...wire import MICROAGENT1
 from ._connection import Lane, RedisConnector, pack_args
+from ._lists import PUSH_MANY, ListDrainer, draining_key
 from ._reader import QueueReader
 from ._scripts import ADD_MANY, CLAIM_DEAD, QUEUE_LENGTH
 from ._wire import dead_letter, fields
@@ -41,7 +49,9 @@ class RedisBroker(AbstractQueueBroker):
     Options beyond the common ones: ``prefix`` of every key, ``heartbeat_interval``
     and ``heartbeat_ttl`` (a consumer silent for ``heartbeat_ttl`` seconds is dead
     and its messages are reclaimed), ``block`` (seconds a read waits for new
-    messages), ``reconnect_delay``/``max_reconnect_delay`` (capped backoff).
+    messages), ``reconnect_delay``/``max_reconnect_delay`` (capped backoff),
+    ``drain_lists`` (native consumers move what microagent 1.9 producers push to
+    the list ``<queue>`` into the stream; default on).
 
     >>> broker = RedisBroker('redis://localhost/7')     # doctest: +SKIP
     >>> await broker.user_created.send({'user_id': 1})  # doctest: +SKIP
@@ -49,7 +59,7 @@ class RedisBroker(AbstractQueueBroker):
 
     def __init__(self, dsn: str, *, prefix: str = 'microagent', heartbeat_interval: float = 2.0,
                  heartbeat_ttl: float = 10.0, block: float = 1.0, reconnect_delay: float = 0.05,
-                 max_reconnect_delay: float = 2.0, **options: Any) -> None:
+                 max_reconnect_delay: float = 2.0, drain_lists: bool = True, **options: Any) -> None:
         super().__init__(dsn, **options)
         if heartbeat_interval <= 0 or heartbeat_ttl < heartbeat_interval * 2 or block <= 0:
             raise ConfigurationError('RedisBroker: heartbeat_ttl must be at least twice heartbeat_interval (> 0), '
@@ -61,6 +71,7 @@ class RedisBroker(AbstractQueueBroker):
         self.retry_poll = 1.0  # how often due retries of other consumers (dead ones too) are looked for
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
+        self.drain_lists = drain_lists
         self.redis = RedisConnector(dsn, f'microagent.broker.{self.uid}')
         # Senders and acks on lanes of their own: a producer and a consumer in one process never queue behind
         # each other.
@@ -69,11 +80,17 @@ class RedisBroker(AbstractQueueBroker):
         self._states: dict[str, QueueReader] = {}
         self._heads: dict[str, bytes] = {}  # packed 'XADD <stream> * b' per queue: the send hot path
         self._pumps: dict[str, asyncio.Task[Any]] = {}
+        self._drainers: dict[str, asyncio.Task[Any]] = {}
+        self._warned: set[tuple[str, str]] = set()
         self._keeper: asyncio.Task[Any] | None = None
         self.upkeep_rounds = 0
 
     async def _execute(self, *args: Any) -> Any:
         return await self.redis.client().execute_command(*args)  # type: ignore[no-untyped-call]
+
+    async def execute(self, *args: Any) -> Any:
+        """Run one Redis command on the pooled client (retried by redis-py on a lost connection)."""
+        return await self._execute(*args)
 
     @property
     def heartbeat_key(self) -> str:
@@ -88,6 +105,10 @@ class RedisBroker(AbstractQueueBroker):
 
     async def send(self, name: str, message: str, *, headers: Mapping[str, str] | None = None,
                    message_id: str | None = None) -> None:
+        if self.wire == MICROAGENT1:
+            self._bare(name, headers)
+            await self._push([name], [message])
+            return
         message_id = check_message_id(message_id) if message_id is not None else new_message_id()
         checked = check_headers(headers)
         try:
@@ -106,6 +127,10 @@ class RedisBroker(AbstractQueueBroker):
 
     async def send_many(self, name: str, messages: Sequence[str], *, headers: Mapping[str, str] | None = None,
                         message_ids: Sequence[str] | None = None) -> None:
+        if self.wire == MICROAGENT1:
+            self._bare(name, headers)
+            await self._push([name] * len(messages), list(messages))
+            return
         stream = self.stream(name)
         await self._add_many([stream] * len(messages), message_ids_for(messages, message_ids), list(messages),
                              check_headers(headers))
@@ -113,9 +138,32 @@ class RedisBroker(AbstractQueueBroker):
     async def publish(self, exchange: str, message: str, topic: str | None = None, *,
                       headers: Mapping[str, str] | None = None, message_id: str | None = None) -> None:
         # One script: every bound queue gets the message or none does, all with one id.
+        names = [q.name for q in self.catalog.route(exchange, topic)]
+        if self.wire == MICROAGENT1:
+            self._bare(exchange, headers)
+            await self._push(names, [message] * len(names))
+            return
         message_id = check_message_id(message_id) if message_id is not None else new_message_id()
-        streams = [self.stream(q.name) for q in self.catalog.route(exchange, topic)]
+        streams = [self.stream(name) for name in names]
         await self._add_many(streams, [message_id] * len(streams), [message] * len(streams), check_headers(headers))
+
+    def _bare(self, name: str, headers: Mapping[str, str] | None) -> None:
+        """microagent 1.9's lists hold the body alone: headers (and message ids) are not carried."""
+        if headers and ('headers', name) not in self._warned:
+            self._warned.add(('headers', name))
+            self.log.warning('RedisBroker: %s: wire microagent1 carries the body only, headers are not sent '
+                             '(logged once)', name)
+
+    async def _push(self, lists: list[str], messages: list[str]) -> None:
+        """microagent 1.9's queues: RPUSH to the lists (in one script when several: all or none)."""
+        try:
+            if len(lists) == 1:
+                await self._lane.execute('RPUSH', lists[0], messages[0])
+                return
+            for start in range(0, len(messages), _BATCH):
+                await PUSH_MANY.run(self._lane.execute, lists[start:start + _BATCH], messages[start:start + _BATCH])
+        except RedisError as exc:
+            raise self.redis.error(exc, 'cannot send') from None
 
     async def _add_many(self, streams: list[str], ids: list[str], messages: list[str],
                         headers: dict[str, str]) -> None:
@@ -133,9 +181,11 @@ class RedisBroker(AbstractQueueBroker):
     # -- inspecting ----------------------------------------------------------------
 
     async def queue_length(self, name: str, **options: Any) -> int:
+        """Messages waiting: in the stream, its retries, and the microagent 1.9 list of the queue."""
         stream = self.stream(name)
+        keys = [stream, f'{stream}.delayed', name, draining_key(self.prefix, name)]
         try:
-            return int(await QUEUE_LENGTH.run(self._execute, [stream, f'{stream}.delayed'], [name]))
+            return int(await QUEUE_LENGTH.run(self._execute, keys, [name]))
         except RedisError as exc:
             raise self.redis.error(exc, f'cannot measure {name}') from None
 
@@ -148,16 +198,42 @@ class RedisBroker(AbstractQueueBroker):
 
     # -- consuming -----------------------------------------------------------------
 
+    async def migrate_queue(self, name: str) -> int:
+        """Move every message of the microagent 1.9 list ``<name>`` into the stream; how many moved.
+
+        Safe to run while producers and consumers of either version work:
+        each message moves atomically (it is in the list or in the stream).
+
+        >>> await broker.migrate_queue('mailer')   # doctest: +SKIP
+        12
+        """
+        self.catalog.queue(name)  # QueueNotFound for an undeclared queue
+        if self.wire == MICROAGENT1:
+            raise ConfigurationError(f"{self!r}: migrate_queue moves a queue to this project's format: "
+                                     "use a broker with wire='native'")
+        try:
+            return await ListDrainer(self, name).drain_all()
+        except RedisError as exc:
+            raise self.redis.error(exc, f'cannot migrate {name}') from None
+
     async def bind(self, name: str) -> None:
         reader = self._states[name] = QueueReader(self, name)
-        self._start_reader(name, reader.run(self._runners[name]))
+        runner = self._runners[name]
+        self._start_reader(name, reader.run(runner))
         self._pumps[name] = self._tasks.spawn(reader.pump(), name=f'RedisBroker retries {name}')
+        drainer = ListDrainer(self, name)
+        if self.wire == MICROAGENT1:
+            self._drainers[name] = self._tasks.spawn(drainer.follow(runner, reader.next_read),
+                                                     name=f'RedisBroker list {name}')
+        elif self.drain_lists:
+            self._drainers[name] = self._tasks.spawn(drainer.poll(self.retry_poll), name=f'RedisBroker list {name}')
         keeper = self._keeper
         if keeper is None or keeper.done() or keeper.get_loop() is not asyncio.get_running_loop():
             self._keeper = self._tasks.spawn(self._keep_alive(), name='RedisBroker heartbeat')
 
     async def unbind(self, name: str, timeout: float | None = 30.0) -> int:
         await cancel_task(self._pumps.pop(name, None))
+        await cancel_task(self._drainers.pop(name, None))
         cut = await super().unbind(name, timeout)
         reader = self._states.pop(name, None)
         if reader is not None:

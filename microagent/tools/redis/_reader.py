@@ -55,6 +55,7 @@ class QueueReader:
         self.riders: list[str] = []  # acked entries waiting to ride along with the next read
         self.backlog = False        # the last read was full: read the next batch without blocking
         self.reads = 0
+        self.read_done = asyncio.Event()  # set after every read (a list drainer waits for room)
 
     async def run(self, runner: ConsumerRunner) -> None:
         """The reader task: (re)connect with capped backoff, then read until stopped."""
@@ -139,6 +140,7 @@ class QueueReader:
         entries = unpack(reply) if backlog else [entry(*item) for item in reply[0][1]] if reply else []
         self.backlog = len(entries) >= count
         self.reads += 1
+        self.read_done.set()
         return entries
 
     async def _ride(self, conn: Connection, read: bytes) -> Any:
@@ -184,6 +186,15 @@ class QueueReader:
         self.inflight.difference_update(riders)
         if not ok:
             self.rescan = True
+
+    async def next_read(self, timeout: float) -> None:
+        """Return after the next read of the stream, or after *timeout* seconds."""
+        self.read_done.clear()
+        try:
+            async with asyncio.timeout(timeout):
+                await self.read_done.wait()
+        except TimeoutError:
+            pass
 
     async def _fetch_own(self, conn: Connection, count: int) -> list[Entry]:
         """Our pending entries not in flight: reads cut by a lost connection, failed acks, claims."""

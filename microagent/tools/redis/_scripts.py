@@ -235,11 +235,14 @@ end
 return #p
 """)
 
-# KEYS: stream, delayed zset. ARGV: group.
+# KEYS: stream, delayed zset, and optionally the microagent 1.9 list and its draining list. ARGV: group.
 # Acked entries are deleted, so the stream holds waiting + pending ones: waiting = XLEN - pending.
 QUEUE_LENGTH = Lua("""
 local n = redis.call('XLEN', KEYS[1])
 local p = redis.pcall('XPENDING', KEYS[1], ARGV[1])
 if type(p) == 'table' and not p.err then n = n - p[1] end
+for i = 3, #KEYS do
+  if redis.call('TYPE', KEYS[i])['ok'] == 'list' then n = n + redis.call('LLEN', KEYS[i]) end
+end
 return n + redis.call('ZCARD', KEYS[2])
 """)
