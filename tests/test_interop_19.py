@@ -22,6 +22,9 @@ from .helpers import Collector, eventually
 from .microagent19 import environment, old_agent
 from .services import require_port
 
+# Subprocesses of another interpreter on a busy machine: more room than the suite's default.
+pytestmark = pytest.mark.timeout(300)
+
 REDIS = 'redis://127.0.0.1:6379/13'
 AMQP = 'amqp://guest:guest@127.0.0.1:5672/'
 

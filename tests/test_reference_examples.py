@@ -27,6 +27,9 @@ from .amqp_support import rabbitmqctl
 from .microagent19 import reference_source
 from .services import require_port
 
+# Subprocesses of another interpreter on a busy machine: more room than the suite's default.
+pytestmark = pytest.mark.timeout(300)
+
 REDIS = 'redis://127.0.0.1:6379/12'
 BIN = Path(sys.executable).parent
 
