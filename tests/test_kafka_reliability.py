@@ -251,8 +251,8 @@ async def test_poison_message_reaches_dead_letter_topic_while_others_flow(stack,
     records = await _raw_records(bootstrap, f'{queue.name}.dlq')
     assert len(records) == 1
     headers = dict(records[0].headers)
-    assert headers['attempts'] == b'3'
-    assert b'ValueError: poison pill' in headers['error']
+    assert headers['x-attempts'] == b'3'
+    assert b'ValueError: poison pill' in headers['x-error']
     await eventually(lambda: _eq(broker.queue_length(queue.name), 0), 20 * SLOW)
 
 
