@@ -4,9 +4,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiormq
+import aiormq.abc
 import pytest
 
 from microagent import BackendError, Catalog, ConfigurationError, DeliveryError, MicroAgent, Queue, consumer
@@ -32,9 +34,18 @@ def make(brokers: list[AMQPBroker], catalog: Catalog, dsn: str = DSN, **options:
     return broker
 
 
+@asynccontextmanager
+async def raw_channel() -> AsyncIterator[aiormq.abc.AbstractChannel]:
+    """A channel on a connection of its own (aiormq 6 has no ``async with aiormq.connect()``)."""
+    connection = await aiormq.connect(DSN)
+    try:
+        yield await connection.channel()
+    finally:
+        await connection.close()
+
+
 async def raw_queue(name: str, passive: bool = True) -> Any:
-    async with aiormq.connect(DSN) as connection:
-        channel = await connection.channel()
+    async with raw_channel() as channel:
         return await channel.queue_declare(name, passive=passive)
 
 
@@ -61,8 +72,7 @@ async def test_persistent_durable_and_dlq_declared(brokers, catalog, uid):
     ok = await raw_queue(queue.name)
     assert ok.message_count == 1
     assert (await raw_queue(f'{queue.name}.dlq')).message_count == 0
-    async with aiormq.connect(DSN) as connection:
-        channel = await connection.channel()
+    async with raw_channel() as channel:
         message = await channel.basic_get(queue.name, no_ack=True)
     assert message.header.properties.delivery_mode == 2
     assert await broker.queue_length(queue.name) == 0
@@ -212,8 +222,7 @@ async def test_poison_lands_in_a_real_dlq_with_its_error(brokers, catalog, uid):
     await seen.wait(4, 20)
     await eventually(lambda: broker.dead_letters(queue.name), 20)
     await agent.stop(timeout=1)
-    async with aiormq.connect(DSN) as connection:
-        channel = await connection.channel()
+    async with raw_channel() as channel:
         message = await channel.basic_get(f'{queue.name}.dlq', no_ack=False)
         headers = message.header.properties.headers or {}
         await channel.basic_nack(message.delivery_tag, requeue=True)

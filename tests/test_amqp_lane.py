@@ -25,7 +25,7 @@ from microagent.tools.amqp._deliveries import Deliveries, Incoming
 from microagent.tools.amqp._lane import Lane
 
 from .amqp_support import DSN, require_rabbit
-from .helpers import Collector
+from .helpers import Collector, eventually
 
 log = logging.getLogger('test.lane')
 HEARTBEAT = b'\x08\x00\x00\x00\x00\x00\x00\xce'
@@ -197,10 +197,12 @@ async def test_confirms_ack_multiple_nack_and_return() -> None:
     lane, transport, _ = wired_lane()
     channel = FakeChannel()
     confirms = Confirms(channel, lane)  # type: ignore[arg-type]
-    futures = [await confirms.publish('', 'q', b'{}', props(f'm{n}')) for n in range(1, 6)]
+    futures = [asyncio.ensure_future(confirms.publish('', 'q', b'{}', props(f'm{n}'))) for n in range(1, 6)]
+    await asyncio.sleep(0)  # each task writes its publish at once (the lane's fast path), in order
     assert len(transport.written) == 5
     take = confirms.take
     assert take(wire.METHOD, wire.payload_of(method(Basic.Ack(delivery_tag=2, multiple=True))))
+    await asyncio.sleep(0)
     assert [f.done() for f in futures] == [True, True, False, False, False]
     # A basic.return comes before the confirm of the same publish.
     assert take(wire.METHOD, wire.payload_of(method(Basic.Return(312, 'NO_ROUTE', '', 'q'))))
@@ -209,6 +211,7 @@ async def test_confirms_ack_multiple_nack_and_return() -> None:
     assert take(wire.BODY, b'{}')
     assert take(wire.METHOD, wire.payload_of(method(Basic.Nack(delivery_tag=3))))
     assert take(wire.METHOD, wire.payload_of(method(Basic.Ack(delivery_tag=4))))
+    await asyncio.gather(*futures[:4])
     assert [f.result() for f in futures[:4]] == [None, None, 'nack', 'returned: NO_ROUTE']
     assert not take(wire.METHOD, wire.payload_of(method(Basic.QosOk())))
     channel.closing.set_exception(aiormq.ChannelClosed(None, None))
@@ -228,12 +231,15 @@ async def test_confirm_numbers_follow_wire_order_when_writes_queue() -> None:
     await asyncio.sleep(0)
     for _ in range(10):
         queue.get_nowait()
-    futures = await asyncio.gather(*waiting)
+    await eventually(lambda: queue.qsize() == 3)
     queued = [pamqp.frame.unmarshal(queue.get_nowait().payload[len(method(Basic.Publish(
         exchange='', routing_key='q', mandatory=True))):])[2].properties.message_id for _ in range(3)]
     assert queued == ['m0', 'm1', 'm2']
     confirms.take(wire.METHOD, wire.payload_of(method(Basic.Ack(delivery_tag=2))))
-    assert [f.done() for f in futures] == [False, True, False]
+    await asyncio.sleep(0)
+    assert [f.done() for f in waiting] == [False, True, False]
+    for task in waiting:
+        task.cancel()
 
 
 async def test_a_cancelled_queued_publish_gives_its_number_back() -> None:
@@ -246,9 +252,10 @@ async def test_a_cancelled_queued_publish_gives_its_number_back() -> None:
             await confirms.publish('', 'q', b'{}', props('lost'))
     while not queue.empty():
         queue.get_nowait()
-    future = await confirms.publish('', 'q', b'{}', props('next'))
+    future = asyncio.ensure_future(confirms.publish('', 'q', b'{}', props('next')))
+    await asyncio.sleep(0)
     confirms.take(wire.METHOD, wire.payload_of(method(Basic.Ack(delivery_tag=1))))
-    assert future.done() and future.result() is None
+    assert await future is None
 
 
 # -- deliveries ------------------------------------------------------------------------------

@@ -39,5 +39,5 @@ def all_backends() -> list[BackendSpec]:
         spec = getattr(module, 'BACKEND', None)
         if spec is not None:
             found.append(spec)
-    order = ['memory', 'redis', 'amqp', 'kafka', 'nats']
+    order = ['memory', 'redis', 'amqp', 'amqp_plain', 'kafka', 'nats']
     return sorted(found, key=lambda s: order.index(s.name) if s.name in order else len(order))

@@ -28,7 +28,7 @@ from ...broker import AbstractQueueBroker
 from ...delivery import ConsumerRunner, DeadLetter
 from ...exceptions import BackendError, ConfigurationError, DeliveryError
 from ...wire import MICROAGENT1
-from ._confirms import Confirms
+from ._confirms import Publisher, publisher
 from ._connection import CONNECTION_ERRORS, RobustConnection, close_channel, wait_closed
 from ._deliveries import Deliveries
 from ._delivery import ATTEMPT_HEADER, ATTEMPTS_HEADER, ERROR_HEADER, AMQPDelivery, ManualAckRunner
@@ -50,7 +50,10 @@ class AMQPBroker(AbstractQueueBroker):
     ``max_reconnect_delay`` (2: a broker back after an outage is found
     within 2 s), ``ssl_context`` (for ``amqps://``; by default the server
     certificate is verified against the system CAs),
-    ``queue_expires`` (seconds: RabbitMQ deletes queues unused that long; off).
+    ``queue_expires`` (seconds: RabbitMQ deletes queues unused that long; off),
+    ``fast_lane`` (True: publishes, confirms, deliveries and acks take the
+    fast lane, ``amqp._lane``, where the installed aiormq fits it; False:
+    plain aiormq, same contract, slower).
     ``wire='microagent1'`` declares queues and exchanges as microagent 1.9 does
     (not durable, no arguments: no ``x-expires``, and a message an
     ``autoack=False`` handler rejects is dropped, not dead-lettered). A queue or
@@ -70,21 +73,21 @@ class AMQPBroker(AbstractQueueBroker):
 
     def __init__(self, dsn: str, *, publish_timeout: float = 30.0, connect_timeout: float = 10.0,
                  max_reconnect_delay: float = 2.0, ssl_context: ssl.SSLContext | None = None,
-                 queue_expires: float | None = None, **options: Any) -> None:
+                 queue_expires: float | None = None, fast_lane: bool = True, **options: Any) -> None:
         super().__init__(dsn, **options)
         if self.max_retry_delay * 1.2 >= RETRY_QUEUE_EXPIRES:
             raise ConfigurationError(f'AMQP: max_retry_delay must be under {RETRY_QUEUE_EXPIRES / 1.2:.0f}s')
         self.publish_timeout = publish_timeout
         self.connection = RobustConnection(dsn, log=self.log, ssl_context=ssl_context,
                                            connect_timeout=connect_timeout,
-                                           max_reconnect_delay=max_reconnect_delay)
+                                           max_reconnect_delay=max_reconnect_delay, fast_lane=fast_lane)
         # Consumers get a connection of their own: the broker's flow control of a busy
         # publisher then never holds back acks, and confirms do not queue behind deliveries.
         self.consume_connection = RobustConnection(dsn, log=self.log, ssl_context=ssl_context,
                                                    connect_timeout=connect_timeout,
-                                                   max_reconnect_delay=max_reconnect_delay)
+                                                   max_reconnect_delay=max_reconnect_delay, fast_lane=fast_lane)
         self._topology = Topology(self.catalog, queue_expires, legacy=self.wire == MICROAGENT1)
-        self._confirms: Confirms | None = None
+        self._confirms: Publisher | None = None
         self._ops: aiormq.abc.AbstractChannel | None = None
         self._declared: set[str] = set()
         self._channel_lock = asyncio.Lock()
@@ -136,8 +139,7 @@ class AMQPBroker(AbstractQueueBroker):
         confirms = await self._ready(name, timeout)
         try:
             async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
-                futures = await confirms.publish_many('', name, items)
-                results = await asyncio.gather(*futures, return_exceptions=True)
+                results = await confirms.publish_many('', name, items)
         except TimeoutError:
             raise BackendError(f'{self!r}: no confirms for {name} within {timeout}s') from None
         except CONNECTION_ERRORS as exc:
@@ -175,8 +177,7 @@ class AMQPBroker(AbstractQueueBroker):
         if confirms is None or not confirms.is_open or target not in self._declared:
             confirms = await self._ready(target, max(0.001, deadline - time.monotonic()))
         async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
-            outcome = await confirms.publish(exchange, key, body, properties)
-            return await outcome
+            return await confirms.publish(exchange, key, body, properties)
 
     async def _publish_again(self, target: str, body: bytes, properties: Basic.Properties, first: BaseException, *,
                              exchange: str, key: str, deadline: float) -> None:
@@ -224,7 +225,7 @@ class AMQPBroker(AbstractQueueBroker):
         if isinstance(exc, _FATAL):
             raise BackendError(self.connection.mask(f'{self!r}: {target}: {type(exc).__name__}: {exc}')) from None
 
-    async def _ready(self, target: str, timeout: float) -> Confirms:
+    async def _ready(self, target: str, timeout: float) -> Publisher:
         """The publish channel, with *target* (a queue or ``exchange:<name>``) declared on it."""
         try:
             async with asyncio.timeout(timeout):
@@ -246,12 +247,12 @@ class AMQPBroker(AbstractQueueBroker):
             raise BackendError(f'{self!r}: not connected within {timeout}s ({target}){reason}') from None
         return confirms
 
-    async def _publish_channel(self, timeout: float) -> Confirms:
+    async def _publish_channel(self, timeout: float) -> Publisher:
         async with self._channel_lock:
             confirms = self._confirms
             if confirms is None or not confirms.is_open:
                 channel, lane = await self.connection.channel(timeout, publisher_confirms=True)
-                self._confirms = confirms = Confirms(channel, lane)
+                self._confirms = confirms = publisher(channel, lane)
                 self._declared.clear()
             return confirms
 
@@ -334,7 +335,8 @@ class AMQPBroker(AbstractQueueBroker):
             channel.closing.add_done_callback(lambda _: feed.inbox.put_nowait(None))
             # The tag is known before basic.consume, so the lane takes the very first delivery.
             feed.tag = f'{name}.{self._ids_prefix}{next(self._ids)}'
-            Deliveries(channel, lane).consumers[feed.tag] = feed.accept
+            if lane is not None:
+                Deliveries(channel, lane).consumers[feed.tag] = feed.accept
             await channel.basic_consume(name, feed.fallback, consumer_tag=feed.tag, timeout=timeout)
         except BaseException:
             await close_channel(channel)

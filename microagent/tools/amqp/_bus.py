@@ -12,7 +12,9 @@ publisher never stalls deliveries), one publish channel and one consuming channe
 re-subscribes every bus (a new queue, every channel rebound) after a loss. A
 new bus thus costs a queue, not a connection and its tasks. Publishes are
 written and signals received through the connections' lanes (``amqp._lane``):
-a received signal reaches the bus in the protocol callback.
+a received signal reaches the bus in the protocol callback. Without a lane
+(``fast_lane=False``, or an aiormq it does not fit) both go through aiormq's
+channel API.
 """
 from __future__ import annotations
 
@@ -37,7 +39,9 @@ __all__ = ['AMQPSignalBus']
 
 # Signals are at most once: transient, and no message id (nothing maps a return or confirm back).
 _TRANSIENT = Basic.Properties(delivery_mode=1)
-_HUBS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Hub]] = weakref.WeakKeyDictionary()
+# Per event loop, the hub of each (DSN, fast_lane).
+_HUBS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, bool], _Hub]] = \
+    weakref.WeakKeyDictionary()
 
 
 class _Hub:
@@ -58,17 +62,23 @@ class _Hub:
 
     async def publish(self, exchange: str, key: str, body: bytes, timeout: float) -> None:
         channel, lane = self.publisher, self.lane
-        if channel is None or lane is None or channel.is_closed or exchange not in self.exchanges:
+        if channel is None or channel.is_closed or exchange not in self.exchanges:
             channel, lane = await self._publish_channel(exchange, timeout)
+        if lane is None:
+            # Properties of its own: aiormq writes a message id into the ones it is given.
+            await channel.basic_publish(body, exchange=exchange, routing_key=key,
+                                        properties=Basic.Properties(delivery_mode=1), timeout=timeout)
+            return
         number = channel.number
         data = publish_frames(number, lane.publish_method(number, exchange, key, mandatory=False), body,
                               _TRANSIENT, lane.max_content_size)
         await lane.send(data, timeout)
 
-    async def _publish_channel(self, exchange: str, timeout: float) -> tuple[aiormq.abc.AbstractChannel, Lane]:
+    async def _publish_channel(self, exchange: str, timeout: float
+                               ) -> tuple[aiormq.abc.AbstractChannel, Lane | None]:
         async with self._lock:
             channel, lane = self.publisher, self.lane
-            if channel is None or lane is None or channel.is_closed:
+            if channel is None or channel.is_closed:
                 channel, lane = await self.publish_connection.channel(timeout)
                 self.publisher, self.lane = channel, lane
                 self.exchanges.clear()
@@ -77,8 +87,8 @@ class _Hub:
                 self.exchanges.add(exchange)
             return channel, lane
 
-    async def subscription(self, timeout: float) -> tuple[aiormq.abc.AbstractChannel, Deliveries]:
-        """The consuming channel and its deliveries, waiting for them up to *timeout*."""
+    async def subscription(self, timeout: float) -> tuple[aiormq.abc.AbstractChannel, Deliveries | None]:
+        """The consuming channel and its lane's deliveries (None: plain), waiting for them up to *timeout*."""
         if not self.tasks:
             self.tasks.spawn(self._supervise(), name='amqp bus hub supervisor')
         try:
@@ -86,7 +96,7 @@ class _Hub:
                 while True:
                     await self.subscribed.wait()
                     sub, deliveries = self.sub, self.deliveries
-                    if sub is not None and deliveries is not None and not sub.is_closed:
+                    if sub is not None and not sub.is_closed:
                         return sub, deliveries
                     self.subscribed.clear()
         except TimeoutError:
@@ -106,7 +116,7 @@ class _Hub:
                 delay = min(delay * 2, self.connection.max_reconnect_delay)
                 continue
             delay = self.connection.reconnect_delay
-            deliveries = Deliveries(channel, lane)
+            deliveries = None if lane is None else Deliveries(channel, lane)
             for bus in tuple(self.members):
                 if bus.listening:
                     await self._attach(bus, channel, deliveries)
@@ -118,7 +128,8 @@ class _Hub:
             self.connection.log.warning('AMQP bus: consuming channel closed; re-subscribing %d buses',
                                         len(self.members))
 
-    async def _attach(self, bus: AMQPSignalBus, channel: aiormq.abc.AbstractChannel, deliveries: Deliveries) -> None:
+    async def _attach(self, bus: AMQPSignalBus, channel: aiormq.abc.AbstractChannel,
+                      deliveries: Deliveries | None) -> None:
         try:
             await bus.attach(channel, deliveries)
         except (*CONNECTION_ERRORS, TimeoutError) as exc:
@@ -140,7 +151,9 @@ class AMQPSignalBus(AbstractSignalBus):
 
     Options: ``send_timeout`` (10 s, waiting for a lost connection included),
     ``connect_timeout`` (10), ``max_reconnect_delay`` (2), ``ssl_context``
-    (buses sharing a DSN in one event loop share the first one's connection).
+    (buses sharing a DSN in one event loop share the first one's connection),
+    ``fast_lane`` (True: through the fast lane where the installed aiormq
+    fits it; False: plain aiormq; buses differing only in this share nothing).
 
     >>> bus = AMQPSignalBus('amqp://guest:guest@localhost:5672/', prefix='APP')  # doctest: +SKIP
     >>> await bus.user_created.send('users', user_id=1)                          # doctest: +SKIP
@@ -148,15 +161,16 @@ class AMQPSignalBus(AbstractSignalBus):
 
     def __init__(self, dsn: str, *, send_timeout: float = 10.0, connect_timeout: float = 10.0,
                  max_reconnect_delay: float = 2.0, ssl_context: ssl.SSLContext | None = None,
-                 **options: Any) -> None:
+                 fast_lane: bool = True, **options: Any) -> None:
         super().__init__(dsn, **options)
+        self.fast_lane = fast_lane
         self.send_timeout = send_timeout
         self.exchange = f'microagent.signals.{self.prefix}'
         # Built now to validate the DSN; a hub adopts it if none exists for this DSN yet.
-        self._own = RobustConnection(dsn, log=self.log, ssl_context=ssl_context, connect_timeout=connect_timeout,
-                                     max_reconnect_delay=max_reconnect_delay)
-        self._own_publisher = RobustConnection(dsn, log=self.log, ssl_context=ssl_context,
-                                               connect_timeout=connect_timeout, max_reconnect_delay=max_reconnect_delay)
+        options = {'log': self.log, 'ssl_context': ssl_context, 'connect_timeout': connect_timeout,
+                   'max_reconnect_delay': max_reconnect_delay, 'fast_lane': fast_lane}
+        self._own = RobustConnection(dsn, **options)
+        self._own_publisher = RobustConnection(dsn, **options)
         self._bound: set[str] = set()
         self._attached: tuple[aiormq.abc.AbstractChannel, str, str] | None = None
         self._attach_lock = asyncio.Lock()
@@ -172,9 +186,9 @@ class AMQPSignalBus(AbstractSignalBus):
 
     def _hub(self) -> _Hub:
         hubs = _HUBS.setdefault(asyncio.get_running_loop(), {})
-        hub = hubs.get(self.dsn)
+        hub = hubs.get((self.dsn, self.fast_lane))
         if hub is None:
-            hub = hubs[self.dsn] = _Hub(self._own, self._own_publisher)
+            hub = hubs[(self.dsn, self.fast_lane)] = _Hub(self._own, self._own_publisher)
         hub.members.add(self)
         return hub
 
@@ -213,7 +227,7 @@ class AMQPSignalBus(AbstractSignalBus):
                 # The hub re-subscribes every bus and rebinds its channels, this one included.
                 await wait_closed(sub, deadline - loop.time())
 
-    async def attach(self, channel: aiormq.abc.AbstractChannel, deliveries: Deliveries) -> str:
+    async def attach(self, channel: aiormq.abc.AbstractChannel, deliveries: Deliveries | None) -> str:
         """Declare this bus's queue on *channel*, bind every bound channel, consume; the queue name."""
         async with self._attach_lock:
             if self._attached is not None and self._attached[0] is channel:
@@ -225,8 +239,9 @@ class AMQPSignalBus(AbstractSignalBus):
             for bound in tuple(self._bound):
                 await channel.queue_bind(queue, self.exchange, routing_key=bound, timeout=timeout)
             tag = f'bus.{queue}'
-            # Registered before basic.consume: the lane hands over the very first signal.
-            deliveries.consumers[tag] = self._on_incoming
+            if deliveries is not None:
+                # Registered before basic.consume: the lane hands over the very first signal.
+                deliveries.consumers[tag] = self._on_incoming
             await channel.basic_consume(queue, self._on_message, no_ack=True, consumer_tag=tag, timeout=timeout)
             self._attached = (channel, queue, tag)
             return queue
@@ -246,7 +261,7 @@ class AMQPSignalBus(AbstractSignalBus):
         await super().close()
         self._bound.clear()
         hubs = _HUBS.get(asyncio.get_running_loop(), {})
-        hub = hubs.get(self.dsn)
+        hub = hubs.get((self.dsn, self.fast_lane))
         attached, self._attached = self._attached, None
         if attached is not None and not attached[0].is_closed:
             # Cancelling the only consumer deletes the auto-delete queue.
@@ -256,5 +271,5 @@ class AMQPSignalBus(AbstractSignalBus):
             return
         hub.members.discard(self)
         if not hub.members:
-            hubs.pop(self.dsn, None)
+            hubs.pop((self.dsn, self.fast_lane), None)
             await hub.close()

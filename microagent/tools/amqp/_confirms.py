@@ -1,23 +1,30 @@
 """Publishing on a confirm-mode channel through the lane, confirms and returns read off it.
 
-Contract. :meth:`Confirms.publish` writes one ``basic.publish`` (mandatory) and
-returns a future: ``None`` once the broker confirmed the message (it is routed
-and, persistent to durable queues, safe), or the reason it refused it:
-``'returned: <text>'`` (no queue is bound for it: RabbitMQ sends the
-``basic.return`` before the confirm) or ``'nack'``. If the channel closes
-first, the future fails with the channel's error. A publish is numbered (its
-delivery tag) when its frames are written, so numbers and wire order agree
-even when a write has to wait for aiormq's queue. Every publish on the channel
-must go through here.
+Contract (:class:`Publisher`). ``publish`` writes one ``basic.publish``
+(mandatory) and returns its outcome: ``None`` once the broker confirmed the
+message (it is routed and, persistent to durable queues, safe), or the reason
+it refused it: ``'returned: <text>'`` (no queue is bound for it: RabbitMQ sends
+the ``basic.return`` before the confirm) or ``'nack'``. If the channel closes
+first, it raises the channel's error. ``publish_many`` writes a batch and
+returns each outcome, or the error of each that failed, in order. Every
+publish on the channel must go through one publisher. A publish whose message
+id is in flight already waits for that one's outcome: a ``basic.return`` names
+its message by id only.
 
->>> confirms = Confirms(channel, lane)                         # doctest: +SKIP
->>> outcome = await (await confirms.publish('', 'mailer', b'{}', properties))   # doctest: +SKIP
+:class:`Confirms` is the fast lane's: a publish is numbered (its delivery
+tag) when its frames are written, so numbers and wire order agree even when a
+write has to wait for aiormq's queue. :class:`PlainConfirms` is aiormq's own
+``basic_publish`` (no lane: ``fast_lane=False``, or an aiormq the lane does
+not fit). :func:`publisher` picks one for a channel.
+
+>>> confirms = publisher(channel, lane)                               # doctest: +SKIP
+>>> refused = await confirms.publish('', 'mailer', b'{}', properties)   # doctest: +SKIP
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiormq
 from pamqp.commands import Basic
@@ -28,7 +35,67 @@ from ._lane import publish_frames
 if TYPE_CHECKING:
     from ._lane import Lane
 
-__all__ = ['Confirms']
+__all__ = ['Confirms', 'PlainConfirms', 'Publisher', 'publisher']
+
+Outcome = str | None
+
+
+class Publisher(Protocol):
+    """Publishing with confirms on one channel; see the module docstring."""
+
+    channel: aiormq.abc.AbstractChannel
+
+    @property
+    def is_open(self) -> bool: ...
+
+    async def publish(self, exchange: str, key: str, body: bytes, properties: Basic.Properties) -> Outcome: ...
+
+    async def publish_many(self, exchange: str, key: str, items: list[tuple[bytes, Basic.Properties]]
+                           ) -> list[Outcome | BaseException]: ...
+
+
+def publisher(channel: aiormq.abc.AbstractChannel, lane: Lane | None) -> Publisher:
+    """The publisher for a confirm-mode *channel*: through its connection's *lane*, or plain aiormq."""
+    return PlainConfirms(channel) if lane is None else Confirms(channel, lane)
+
+
+class PlainConfirms:
+    """Publishing with confirms through aiormq's channel API (the channel opened with ``on_return_raises``).
+
+    >>> refused = await PlainConfirms(channel).publish('', 'mailer', b'{}', properties)   # doctest: +SKIP
+    """
+
+    def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
+        self.channel = channel
+        # Message id -> done when its publish has its outcome: aiormq, too, maps a return by id only.
+        self._flying: dict[str, asyncio.Future[None]] = {}
+
+    @property
+    def is_open(self) -> bool:
+        return not self.channel.is_closed
+
+    async def publish(self, exchange: str, key: str, body: bytes, properties: Basic.Properties) -> Outcome:
+        message_id = str(properties.message_id)
+        while (twin := self._flying.get(message_id)) is not None:
+            await asyncio.wait([twin])
+        done = self._flying[message_id] = asyncio.get_running_loop().create_future()
+        try:
+            await self.channel.basic_publish(body, exchange=exchange, routing_key=key, properties=properties,
+                                             mandatory=True)
+        except aiormq.exceptions.PublishError as exc:
+            return f'returned: {getattr(exc.frame, "reply_text", "") or "unroutable"}'
+        except aiormq.exceptions.DeliveryError:
+            return 'nack'
+        finally:
+            del self._flying[message_id]
+            done.set_result(None)
+        return None
+
+    async def publish_many(self, exchange: str, key: str, items: list[tuple[bytes, Basic.Properties]]
+                           ) -> list[Outcome | BaseException]:
+        # aiormq numbers and writes them in call order; gather awaits every confirm at once.
+        return await asyncio.gather(*(self.publish(exchange, key, body, props) for body, props in items),
+                                    return_exceptions=True)
 
 
 class Confirms:
@@ -53,9 +120,25 @@ class Confirms:
     def is_open(self) -> bool:
         return not self.channel.is_closed
 
-    async def publish(self, exchange: str, key: str, body: bytes,
-                      properties: Basic.Properties) -> asyncio.Future[str | None]:
-        """Write one publish; the future of its outcome (see the module docstring)."""
+    async def publish(self, exchange: str, key: str, body: bytes, properties: Basic.Properties) -> Outcome:
+        """Write one publish and wait for its outcome (see the module docstring)."""
+        return await (await self._write_one(exchange, key, body, properties))
+
+    async def publish_many(self, exchange: str, key: str, items: list[tuple[bytes, Basic.Properties]]
+                           ) -> list[Outcome | BaseException]:
+        """Write many publishes in one go (a pipelined confirm window); their outcomes in order."""
+        message_ids = [str(props.message_id) for _, props in items]
+        futures = None
+        if len(set(message_ids)) == len(message_ids):
+            futures = await self._write_numbered(self._frames(exchange, key, items), message_ids)
+        if futures is None:
+            # An id twice in the batch, or already in flight: one at a time (see _after_twin).
+            futures = [await self._write_one(exchange, key, body, props) for body, props in items]
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    async def _write_one(self, exchange: str, key: str, body: bytes,
+                         properties: Basic.Properties) -> asyncio.Future[Outcome]:
+        """Write one publish; the future of its outcome."""
         message_id = str(properties.message_id)
         while True:
             await self._after_twin(message_id)
@@ -65,17 +148,6 @@ class Confirms:
             futures = await self._write_numbered(data, [message_id])
             if futures is not None:
                 return futures[0]
-
-    async def publish_many(self, exchange: str, key: str, items: list[tuple[bytes, Basic.Properties]]
-                           ) -> list[asyncio.Future[str | None]]:
-        """Write many publishes in one go (a pipelined confirm window); their futures in order."""
-        message_ids = [str(props.message_id) for _, props in items]
-        if len(set(message_ids)) == len(message_ids):
-            futures = await self._write_numbered(self._frames(exchange, key, items), message_ids)
-            if futures is not None:
-                return futures
-        # An id twice in the batch, or already in flight: one at a time (see _after_twin).
-        return [await self.publish(exchange, key, body, props) for body, props in items]
 
     async def _after_twin(self, message_id: str) -> None:
         """Wait while a publish with the same message id is unconfirmed.

@@ -12,8 +12,11 @@ connection, re-declaring what it needs. This keeps the recovery logic next to
 the state it restores.
 
 Every connection runs over a :class:`~._lane.Lane`, the hot path for
-publishes, confirms, deliveries and acks; :meth:`RobustConnection.channel`
-opens a channel and returns it with its connection's lane.
+publishes, confirms, deliveries and acks, unless ``fast_lane=False`` or the
+installed aiormq is not the one the lane was written for (``amqp._compat``:
+then one warning, and plain aiormq). :meth:`RobustConnection.channel` opens a
+channel and returns it with its connection's lane, or None: its users then
+go through aiormq's own channel API.
 
     conn = RobustConnection('amqp://guest:guest@localhost/', log=log)
     channel, lane = await conn.channel(timeout=10, publisher_confirms=True)
@@ -32,6 +35,7 @@ import aiormq.abc
 from ..._dsn import mask_dsn, mask_text, password_of, scheme_of
 from ..._tasks import TaskSet
 from ...exceptions import BackendError, ConfigurationError
+from ._compat import lane_problem, report
 from ._lane import Lane, LaneTransport
 
 __all__ = ['CONNECTION_ERRORS', 'RobustConnection', 'close_channel', 'wait_closed']
@@ -45,13 +49,15 @@ CONNECTION_ERRORS = (
 class RobustConnection:
     """One AMQP connection, reopened after every loss; see the module docstring.
 
+    ``fast_lane=False`` never uses the lane (plain aiormq), whatever aiormq is installed.
+
     >>> conn = RobustConnection('amqp://guest:guest@localhost/')  # doctest: +SKIP
     >>> channel = await (await conn.get(timeout=5)).channel()      # doctest: +SKIP
     """
 
     def __init__(self, dsn: str, *, log: logging.Logger | None = None, ssl_context: ssl.SSLContext | None = None,
                  connect_timeout: float = 10.0, reconnect_delay: float = 0.1,
-                 max_reconnect_delay: float = 2.0) -> None:
+                 max_reconnect_delay: float = 2.0, fast_lane: bool = True) -> None:
         if scheme_of(dsn) not in ('amqp', 'amqps'):
             raise ConfigurationError(f'AMQP needs an amqp:// or amqps:// DSN, got {mask_dsn(dsn)!r}')
         if connect_timeout <= 0 or reconnect_delay <= 0 or max_reconnect_delay < reconnect_delay:
@@ -64,6 +70,7 @@ class RobustConnection:
         self.connect_timeout = connect_timeout
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
+        self.fast_lane = fast_lane
         self.last_error = ''
         self.connects = 0
         self._connection: aiormq.abc.AbstractConnection | None = None
@@ -102,11 +109,11 @@ class RobustConnection:
             raise BackendError(f'{mask_dsn(self._dsn)}: not connected within {timeout}s{reason}') from None
 
     async def channel(self, timeout: float | None, *, publisher_confirms: bool = False
-                      ) -> tuple[aiormq.abc.AbstractChannel, Lane]:
-        """A new channel on the open connection (waiting up to *timeout* for one), and its lane."""
+                      ) -> tuple[aiormq.abc.AbstractChannel, Lane | None]:
+        """A new channel on the open connection (waiting up to *timeout* for one), and its lane (None: plain)."""
         connection = await self.get(timeout)
         channel = await connection.channel(publisher_confirms=publisher_confirms, timeout=timeout)
-        return channel, self._lanes[connection]
+        return channel, self._lanes.get(connection)
 
     async def close(self) -> None:
         """Stop reconnecting and close the connection; :meth:`get` opens it again later."""
@@ -144,12 +151,20 @@ class RobustConnection:
             self.log.warning('AMQP connection to %s lost (%s); reconnecting', mask_dsn(self._dsn), self.last_error)
 
     async def _connect(self) -> aiormq.abc.AbstractConnection | None:
-        lane = Lane(self.log)
-        connection = aiormq.Connection(self._dsn, context=self.ssl_context, transport_factory=LaneTransport(lane))
+        lane = Lane(self.log) if self.fast_lane and lane_problem() is None else None
+        if lane is None:
+            # No transport_factory at all: before aiormq 6.9.1 it would reach the socket's kwargs.
+            connection = aiormq.Connection(self._dsn, context=self.ssl_context)
+        else:
+            connection = aiormq.Connection(self._dsn, context=self.ssl_context, transport_factory=LaneTransport(lane))
         try:
             async with asyncio.timeout(self.connect_timeout):
                 await connection.connect()
-            lane.bind(connection)
+            if lane is not None and not lane.bind(connection):
+                # Passed the checks, yet not shaped as they said: plain aiormq from the next connect on.
+                report('the connection has no write queue the lane can share')
+                self.fast_lane = False
+                raise BackendError('AMQP fast lane cannot bind; reconnecting on plain aiormq')
         except Exception as exc:  # noqa: BLE001 - whatever fails, the supervisor retries forever
             self.last_error = self.mask(f'{type(exc).__name__}: {exc}')
             self.log.warning('AMQP connect to %s failed: %s', mask_dsn(self._dsn), self.last_error)
@@ -157,7 +172,8 @@ class RobustConnection:
                 async with asyncio.timeout(1):
                     await connection.close()
             return None
-        self._lanes[connection] = lane
+        if lane is not None:
+            self._lanes[connection] = lane
         self.log.info('AMQP connected to %s', mask_dsn(self._dsn))
         return connection
 

@@ -20,10 +20,11 @@ lifecycle, declarations and other RPCs, closing. pamqp builds and reads the
 frames. A sink that fails costs the connection (aborted, so the robust layer
 reconnects and the broker redelivers what was unsettled), never a message.
 
-    lane = Lane(log)
-    connection = aiormq.Connection(dsn, transport_factory=LaneTransport(lane))
-    await connection.connect()
-    lane.bind(connection)
+    if lane_problem() is None:                 # amqp._compat: the aiormq it was written for
+        lane = Lane(log)
+        connection = aiormq.Connection(dsn, transport_factory=LaneTransport(lane))
+        await connection.connect()
+        lane.bind(connection)                  # False: use the connection as plain aiormq
     lane.attach(channel.number, sink)     # sink.take(frame) -> bool
     lane.write_now(data) or await lane.write(data)
 """
@@ -46,6 +47,11 @@ from pamqp.header import ContentHeader
 if TYPE_CHECKING:
     from yarl import URL
 
+    _TransportFactory = aiormq.TransportFactory
+else:
+    # Before aiormq 6.9.1 there is none: amqp._compat then keeps the lane off, and this class unused.
+    _TransportFactory = getattr(aiormq, 'TransportFactory', object)
+
 __all__ = ['Lane', 'LaneTransport', 'Sink', 'publish_frames']
 
 _HEAD = struct.Struct('>BHI')
@@ -57,6 +63,7 @@ _KEEPALIVE = 1.0
 _HEARTBEAT = b'\x08\x00\x00\x00\x00\x00\x00\xce'
 _HIGH_WATER = 256 * 1024
 _MAX_FRAME = 1 << 28  # far above any frame_max a broker grants: a bigger length is not a frame
+_MIN_FRAME_MAX = 4096  # AMQP 0-9-1: every peer accepts frames this big
 
 
 class Sink(Protocol):
@@ -104,10 +111,21 @@ class Lane:
         self._transport = transport
         self._writer = writer
 
-    def bind(self, connection: aiormq.Connection) -> None:
-        """After the handshake: share *connection*'s write queue (and learn its frame size)."""
-        self._queue = connection.write_queue
-        self.max_content_size = connection.connection_tune.frame_max - 8
+    def bind(self, connection: aiormq.Connection) -> bool:
+        """After the handshake: share *connection*'s write queue and learn its frame size.
+
+        False when *connection* has no write queue of the kind the lane shares (then nothing
+        is ever written or taken by the lane: the caller reconnects without it).
+        """
+        queue = getattr(connection, 'write_queue', None)
+        if not isinstance(queue, asyncio.Queue):
+            return False
+        frame_max = getattr(getattr(connection, 'connection_tune', None), 'frame_max', None)
+        # The tune state unreadable: the smallest frame size any broker accepts is still right.
+        size = frame_max if isinstance(frame_max, int) and frame_max >= _MIN_FRAME_MAX else _MIN_FRAME_MAX
+        self.max_content_size = size - 8
+        self._queue = queue
+        return True
 
     def attach(self, number: int, sink: Sink) -> None:
         """Offer the frames of channel *number* to *sink* from now on."""
@@ -227,7 +245,7 @@ class _LaneReader(asyncio.StreamReader):
         self._lane.receive(bytes(data), self._feed)
 
 
-class LaneTransport(aiormq.TransportFactory):
+class LaneTransport(_TransportFactory):
     """aiormq's transport factory for a connection with a :class:`Lane` (TCP, or TLS for ``amqps``).
 
     >>> aiormq.Connection(dsn, transport_factory=LaneTransport(lane))   # doctest: +SKIP
