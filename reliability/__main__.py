@@ -51,6 +51,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--no-faults', action='store_true', help='skip the fault runs (security and bus only)')
     parser.add_argument('--rabbit-restart', action='store_true',
                         help='without a local rabbitmq-server for a private node: allow restarting the shared RabbitMQ')
+    parser.add_argument('--amqp-plain', action='store_true',
+                        help='run AMQP on plain aiormq as well (fast_lane=False), after its fast-lane run')
     parser.add_argument('--kafka-durable', action='store_true',
                         help='tansu on S3 storage (a local moto server), so the Kafka restart fault can run')
     parser.add_argument('--effects', action='store_true',
@@ -65,16 +67,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     results = []
-    for backend in () if args.no_faults else args.backends:
-        logging.getLogger('reliability').warning('reliability: %s, faults %s', backend, ','.join(args.faults))
+    runs: list[tuple[str, dict[str, Any]]] = [(backend, {}) for backend in args.backends]
+    if args.amqp_plain and 'amqp' in args.backends:
+        runs.insert(runs.index(('amqp', {})) + 1, ('amqp', {'fast_lane': False}))
+    for backend, options in () if args.no_faults else runs:
+        logging.getLogger('reliability').warning('reliability: %s %s, faults %s', backend, options or '',
+                                                 ','.join(args.faults))
         results.append(await run_backend(backend, args.faults, SIZES[args.size], rabbit_restart=args.rabbit_restart,
-                                         kafka_durable=args.kafka_durable))
+                                         kafka_durable=args.kafka_durable, options=options))
     if args.no_security:
         return results, []
     security = await run_security(args.backends)
-    for backend in args.backends:
+    for backend, options in runs:
         if backend in BUS_BACKENDS:
-            security += await rpc_under_cuts(backend)
+            security += await rpc_under_cuts(backend, **options)
     return results, security
 
 

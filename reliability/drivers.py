@@ -86,15 +86,17 @@ SIZES = {
 
 
 async def run_backend(backend: str, faults: tuple[str, ...], size: Size, *, rabbit_restart: bool = False,
-                      kafka_durable: bool = False, ledger_dir: str | None = None) -> dict[str, Any]:
+                      kafka_durable: bool = False, ledger_dir: str | None = None,
+                      options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run *backend* through *faults* at *size*; the counted result and its checks.
 
     Broker restarts need storage that survives them: RabbitMQ's is shared (``rabbit_restart`` allows
     it), Kafka's is tansu on S3 (``kafka_durable``, a local moto server); otherwise the fault is skipped.
+    *options* go to every broker of the run (e.g. ``{'fast_lane': False}``: AMQP on plain aiormq).
     """
     uid = uuid.uuid4().hex[:8]
     rig = await make_rig(backend, uid=uid, durable=kafka_durable and 'restart' in faults,
-                         rabbit_restart=rabbit_restart)
+                         rabbit_restart=rabbit_restart, options=options)
     run = Run(rig, size, f'rel_{backend}_{uid}', ledger_dir or tempfile.mkdtemp(prefix=f'reliability-{backend}-'))
     try:
         await run.execute(faults)
@@ -131,7 +133,7 @@ class Run:
         self.dead: list[dict[str, Any]] = []
 
     def env(self) -> dict[str, str]:
-        return {'REL_BACKEND': self.rig.backend, 'REL_DSN': self.rig.dsn, 'REL_QUEUE': self.queue,
+        return {'REL_BACKEND': self.rig.kind, 'REL_DSN': self.rig.dsn, 'REL_QUEUE': self.queue,
                 'REL_LEDGER': self.dir, 'REL_REPLICAS': str(self.size.replicas),
                 'REL_BROKER_OPTIONS': json.dumps(self.rig.options)}
 
@@ -142,7 +144,7 @@ class Run:
 
     async def start_ticker(self) -> Group:
         """The singleton group (fault 7): three replicas of a job that runs one tick at a time."""
-        lease = {'session_timeout': self.rig.options['session_timeout']} if self.rig.backend == 'kafka' else {}
+        lease = {'session_timeout': self.rig.options['session_timeout']} if self.rig.kind == 'kafka' else {}
         env = {**self.env(), 'REL_TICK_PERIOD': str(self.size.tick_period), 'REL_TICK_REPLICAS': str(TICKERS),
                'REL_LEASE_OPTIONS': json.dumps(lease)}
         self.ticker = await Group.start(env, grace=self.size.grace, log_level='DEBUG',
@@ -346,7 +348,7 @@ class Run:
 
     async def _audit_losses(self) -> None:
         lost = count(read_records(self.dir), dead_ids(self.dead)).lost
-        if not lost or self.rig.backend != 'kafka':
+        if not lost or self.rig.kind != 'kafka':
             return
         from .audit import kafka_unhandled
         try:

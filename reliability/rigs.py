@@ -55,7 +55,7 @@ class Rig:
     """A backend ready for a run: ``dsn`` goes through ``proxy``; ``lease`` is how long a stopped consumer
     keeps its messages before another takes them over (None: it keeps them)."""
 
-    backend: str
+    backend: str  # its name in reports: the backend, and any option that sets the run apart
     dsn: str
     proxy: FaultProxy
     options: dict[str, Any]
@@ -68,15 +68,20 @@ class Rig:
 
     def broker(self, **extra: Any) -> AbstractQueueBroker:
         """A plain broker of this backend (the producer's), through the proxy."""
-        cls = {'redis': RedisBroker, 'amqp': AMQPBroker, 'kafka': KafkaBroker, 'nats': NATSBroker}[self.backend]
+        cls = {'redis': RedisBroker, 'amqp': AMQPBroker, 'kafka': KafkaBroker, 'nats': NATSBroker}[self.kind]
         broker: AbstractQueueBroker = cls(self.dsn, **{**self.options, **extra})
         return broker
+
+    @property
+    def kind(self) -> str:
+        """The backend (``amqp`` for ``amqp fast_lane=False``)."""
+        return self.backend.split()[0]
 
     async def restart(self) -> None:
         """Kill the broker and start it again (its durable storage kept); returns once it is back."""
         if not self.can_restart:
             raise ConfigurationError(f'{self.backend}: broker restart is not allowed in this run')
-        if self.backend == 'amqp' and self._user is not None:  # the shared server
+        if self.kind == 'amqp' and self._user is not None:  # the shared server
             await asyncio.to_thread(rabbitmqctl, 'stop_app')
             await asyncio.to_thread(rabbitmqctl, 'start_app')
             await asyncio.to_thread(rabbitmqctl, 'await_startup')
@@ -85,10 +90,10 @@ class Rig:
 
     async def cut_natively(self) -> None:
         """The backend's own way to drop our connections (CLIENT KILL, close_all_user_connections)."""
-        if self.backend == 'amqp':
+        if self.kind == 'amqp':
             closer = self._user or self._servers[0]
             await asyncio.to_thread(closer.close_connections)
-        elif self.backend == 'redis':
+        elif self.kind == 'redis':
             server = self._servers[0]
             await asyncio.to_thread(_redis_cli, server.port, server.password, 'CLIENT', 'KILL', 'TYPE', 'normal')
             await asyncio.to_thread(_redis_cli, server.port, server.password, 'CLIENT', 'KILL', 'TYPE', 'pubsub')
@@ -127,21 +132,26 @@ async def _drop_amqp(user: RabbitUser, queues: list[str]) -> None:
 
 
 async def make_rig(backend: str, *, uid: str, durable: bool, rabbit_restart: bool = False,
-                   secret: str | None = None) -> Rig:
+                   secret: str | None = None, options: dict[str, Any] | None = None) -> Rig:
     """Start what *backend* needs. ``durable``: storage that survives a restart (Kafka: S3 on moto).
 
     ``rabbit_restart``: AMQP on the shared server (no local ``rabbitmq-server`` for a node of our own) may
-    be restarted.
+    be restarted. *options* go to the brokers and name the run apart (``amqp fast_lane=False``).
     """
     if backend == 'redis':
-        return await _redis_rig(uid, secret or f'canary{uid}')
-    if backend == 'amqp':
-        return await _amqp_rig(rabbit_restart)
-    if backend == 'kafka':
-        return await _kafka_rig(durable)
-    if backend == 'nats':
-        return await _nats_rig(secret or f'canary{uid}')
-    raise ConfigurationError(f'unknown backend {backend!r}, expected one of {BACKENDS}')
+        rig = await _redis_rig(uid, secret or f'canary{uid}')
+    elif backend == 'amqp':
+        rig = await _amqp_rig(rabbit_restart)
+    elif backend == 'kafka':
+        rig = await _kafka_rig(durable)
+    elif backend == 'nats':
+        rig = await _nats_rig(secret or f'canary{uid}')
+    else:
+        raise ConfigurationError(f'unknown backend {backend!r}, expected one of {BACKENDS}')
+    if options:
+        rig.options.update(options)
+        rig.backend = ' '.join([backend, *(f'{key}={value}' for key, value in options.items())])
+    return rig
 
 
 async def _redis_rig(uid: str, secret: str | None) -> Rig:

@@ -39,8 +39,11 @@ def _row(check: str, value: Any, limit: str, ok: bool) -> dict[str, Any]:
     return {'check': check, 'value': value, 'limit': limit, 'ok': bool(ok)}
 
 
-async def rpc_under_cuts(backend: str, seconds: float = 8.0) -> list[dict[str, Any]]:
-    """Rows: slowest call vs its deadline, answered/timed-out/failed calls, signal gaps."""
+async def rpc_under_cuts(backend: str, seconds: float = 8.0, **options: Any) -> list[dict[str, Any]]:
+    """Rows: slowest call vs its deadline, answered/timed-out/failed calls, signal gaps.
+
+    *options* go to both buses (e.g. ``fast_lane=False``: AMQP on plain aiormq) and name the rows apart.
+    """
     server: Any = None
     if backend == 'redis':
         server = await asyncio.to_thread(RedisServer(free_port()).start)
@@ -54,19 +57,20 @@ async def rpc_under_cuts(backend: str, seconds: float = 8.0) -> list[dict[str, A
     proxy = await FaultProxy(target).start()
     try:
         dsn = server.dsn(proxy.port)
-        return await _exercise(backend, dsn, proxy, seconds)
+        return await _exercise(backend, dsn, proxy, seconds, options)
     finally:
         await proxy.close()
         await asyncio.to_thread(server.delete if backend == 'amqp' else server.close)
 
 
-def _buses(backend: str, dsn: str, catalog: Catalog) -> tuple[Any, Any]:
+def _buses(backend: str, dsn: str, catalog: Catalog, options: dict[str, Any]) -> tuple[Any, Any]:
     prefix = f'REL{uuid.uuid4().hex[:8]}'
     cls: Any = {'redis': RedisSignalBus, 'amqp': AMQPSignalBus, 'nats': NATSSignalBus}[backend]
-    return cls(dsn, prefix=prefix, catalog=catalog), cls(dsn, prefix=prefix, catalog=catalog)
+    return cls(dsn, prefix=prefix, catalog=catalog, **options), cls(dsn, prefix=prefix, catalog=catalog, **options)
 
 
-async def _exercise(backend: str, dsn: str, proxy: FaultProxy, seconds: float) -> list[dict[str, Any]]:
+async def _exercise(backend: str, dsn: str, proxy: FaultProxy, seconds: float,
+                    options: dict[str, Any]) -> list[dict[str, Any]]:
     catalog = Catalog()
     tick = Signal(name=f'rel_tick_{uuid.uuid4().hex[:8]}', providing_args=('n',), catalog=catalog)
     ask = Signal(name=f'rel_ask_{uuid.uuid4().hex[:8]}', providing_args=('n',), catalog=catalog)
@@ -81,7 +85,7 @@ async def _exercise(backend: str, dsn: str, proxy: FaultProxy, seconds: float) -
         async def on_ask(self, signal: Signal, sender: str, n: int) -> int:
             return n * 2
 
-    responder_bus, caller = _buses(backend, dsn, catalog)
+    responder_bus, caller = _buses(backend, dsn, catalog, options)
     agent = Responder(bus=responder_bus)
     await agent.start()
     tasks = TaskSet('signals under cuts')
@@ -97,7 +101,7 @@ async def _exercise(backend: str, dsn: str, proxy: FaultProxy, seconds: float) -
         await tasks.cancel()
         await agent.stop(timeout=2)
         await caller.close()
-    return _rows(backend, outcomes, sent, heard)
+    return _rows(' '.join([backend, *(f'{key}={value}' for key, value in options.items())]), outcomes, sent, heard)
 
 
 async def _calls(bus: Any, ask: Signal, outcomes: list[tuple[str, float]], deadline: float) -> None:

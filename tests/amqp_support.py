@@ -4,6 +4,8 @@ from __future__ import annotations
 import subprocess
 import uuid
 
+import pytest
+
 from .services import require_port
 
 DSN = 'amqp://guest:guest@127.0.0.1:5672/'
@@ -39,3 +41,13 @@ class RabbitUser:
 
     def delete(self) -> None:
         rabbitmqctl('delete_user', self.name)
+
+
+def require_lane() -> None:
+    """RabbitMQ, and an aiormq the fast lane fits (under ``--deps lowest`` it may not: plain aiormq then)."""
+    from microagent.tools.amqp._compat import lane_problem
+
+    require_rabbit()
+    problem = lane_problem()
+    if problem is not None:
+        pytest.skip(f'the AMQP fast lane is off with this aiormq: {problem}')

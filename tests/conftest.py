@@ -33,9 +33,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def backend(request: pytest.FixtureRequest) -> BackendSpec:
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> BackendSpec:
     spec: BackendSpec = request.param
     spec.prepare()
+    if spec.patch is not None:
+        spec.patch(monkeypatch)
     return spec
 
 

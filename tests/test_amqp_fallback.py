@@ -91,6 +91,8 @@ def test_a_changed_aiormq_turns_the_lane_off_with_one_warning(monkeypatch: pytes
 
 async def test_a_connection_the_lane_cannot_bind_to_is_replaced_by_a_plain_one(monkeypatch, caplog) -> None:
     require_rabbit()
+    if _compat.lane_problem() is not None:
+        pytest.skip(f'the installed aiormq does not fit the lane anyway: {_compat.lane_problem()}')
     monkeypatch.setattr(Lane, 'bind', lambda self, connection: False)
     broker = AMQPBroker(DSN, catalog=Catalog(), queue_expires=120)
     try:
@@ -143,7 +145,7 @@ async def roundtrip(uid: str, **options: Any) -> list[tuple[AMQPBroker, AMQPSign
 
 async def test_without_transport_factory_everything_runs_on_plain_aiormq(monkeypatch, caplog, uid) -> None:
     require_rabbit()
-    monkeypatch.delattr(aiormq, 'TransportFactory')
+    monkeypatch.delattr(aiormq, 'TransportFactory', raising=False)  # none before aiormq 6.9.1 anyway
     with caplog.at_level(logging.WARNING, logger='microagent.amqp'):
         await roundtrip(uid)
     warned = warnings_of(caplog)

@@ -24,7 +24,7 @@ from microagent.tools.amqp._confirms import Confirms
 from microagent.tools.amqp._deliveries import Deliveries, Incoming
 from microagent.tools.amqp._lane import Lane
 
-from .amqp_support import DSN, require_rabbit
+from .amqp_support import DSN, require_lane
 from .helpers import Collector, eventually
 
 log = logging.getLogger('test.lane')
@@ -307,7 +307,7 @@ async def test_a_delivery_aiormq_made_settles_through_aiormq() -> None:
 async def consuming(catalog: Catalog, queue: Queue, dsn: str = DSN, *, max_attempts: int = 5,
                     **options: Any) -> AsyncIterator[tuple[AMQPBroker, Collector]]:
     """A broker with an agent consuming *queue*; yields it and the collected messages."""
-    require_rabbit()
+    require_lane()
     seen = Collector()
 
     class Agent(MicroAgent):
@@ -367,7 +367,7 @@ async def test_aiormq_heartbeat_watch_survives_a_lane_that_takes_every_frame(cat
 
 
 async def test_signals_and_rpc_through_the_lane(catalog, uid):
-    require_rabbit()
+    require_lane()
     from microagent import Signal, receiver
     signal = Signal(f'ping_{uid}', providing_args=['n'], catalog=catalog)
     seen = Collector()

@@ -66,6 +66,10 @@ async def test_every_backend_and_the_security_checks_at_smoke_size() -> None:
         pytest.skip('no backend available (redis-server, RabbitMQ with rabbitmqctl, tansu)')
     runs = [run_backend(b, FAULTS, SMOKE) for b in backends]
     buses = [rpc_under_cuts(b) for b in backends if b in BUS_BACKENDS]
+    if 'amqp' in backends:
+        # And the fast lane's fallback, plain aiormq, through the same faults.
+        runs.append(run_backend('amqp', FAULTS, SMOKE, options={'fast_lane': False}))
+        buses.append(rpc_under_cuts('amqp', fast_lane=False))
     *results, security = await asyncio.gather(*runs, run_security(tuple(backends)))
     bus_rows = [row for rows in await asyncio.gather(*buses) for row in rows]
     problems = {r['backend']: failed(r) for r in results if failed(r) and not broker_bug_only(r)}

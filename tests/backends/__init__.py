@@ -22,6 +22,7 @@ class BackendSpec:
     ``make_broker(catalog, **options)`` / ``make_bus(catalog, prefix)`` build
     objects bound to that catalog; ``None`` when the backend has no such part.
     ``slow_factor`` scales waits for backends with slower redelivery.
+    ``patch(monkeypatch)``, when given, runs before each test (e.g. to take a fallback path).
     """
 
     name: str
@@ -30,6 +31,7 @@ class BackendSpec:
     make_bus: Callable[[Catalog, str], AbstractSignalBus] | None
     slow_factor: float = 1.0
     extra: dict[str, Any] | None = None
+    patch: Callable[[Any], None] | None = None
 
 
 def all_backends() -> list[BackendSpec]:
@@ -39,5 +41,5 @@ def all_backends() -> list[BackendSpec]:
         spec = getattr(module, 'BACKEND', None)
         if spec is not None:
             found.append(spec)
-    order = ['memory', 'redis', 'amqp', 'amqp_plain', 'kafka', 'nats']
+    order = ['memory', 'redis', 'redis_public', 'amqp', 'amqp_plain', 'kafka', 'nats']
     return sorted(found, key=lambda s: order.index(s.name) if s.name in order else len(order))

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import urllib.parse
 from typing import Any
 
+import redis
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection, ConnectionPool
+from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError, RedisError, ResponseError, TimeoutError  # noqa: A004
@@ -22,7 +24,17 @@ from redis.exceptions import ConnectionError, RedisError, ResponseError, Timeout
 from ..._dsn import mask_dsn, mask_text, password_of
 from ...exceptions import BackendError, ConfigurationError
 
-__all__ = ['Lane', 'RedisConnector', 'close_connection', 'command', 'pack', 'pack_args']
+__all__ = ['FAST_WRITES', 'Lane', 'RedisConnector', 'close_connection', 'command', 'fast_writer', 'pack', 'pack_args']
+
+# The redis-py releases whose connection keeps its stream as ``_writer``, as fast_writer() expects. The
+# redis-py major is read once at import; tests set this False to run the public write path.
+FAST_WRITES = redis.__version__.split('.')[0] in {'5', '6', '7', '8'}
+
+# No CLIENT SETINFO on connect (two round trips less per new connection): redis-py 7.2+ says so with
+# driver_info=None (its lib_name/lib_version then warn as deprecated); older releases with those two.
+_NO_SETINFO: dict[str, Any] = (
+    {'driver_info': None} if 'driver_info' in inspect.signature(AbstractConnection.__init__).parameters
+    else {'lib_name': None, 'lib_version': None})
 
 
 def _check_dsn(dsn: str) -> None:
@@ -54,10 +66,12 @@ class RedisConnector:
         self.client_name = client_name
         self.password = password_of(dsn)
         # RESP2: the reply shapes parsed here (XREADGROUP, pub/sub) do not depend on redis-py's default.
-        # No CLIENT SETINFO: two round trips less per new connection.
-        self.options: dict[str, Any] = {'protocol': 2, 'driver_info': None,
+        self.options: dict[str, Any] = {'protocol': 2, **_NO_SETINFO,
                                         'socket_connect_timeout': 5.0, 'socket_timeout': 10.0,
                                         'socket_keepalive': True, **options}
+        if dsn.lower().startswith('rediss:'):
+            # redis-py checks the certificate's host name by default only from 6.0 on.
+            self.options.setdefault('ssl_check_hostname', True)
         self._client: Redis | None = None
         self._raw_pool: ConnectionPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -200,17 +214,38 @@ def pack_args(*args: Any) -> bytes:
     return b''.join(out)
 
 
+def fast_writer(conn: Connection) -> asyncio.StreamWriter | None:
+    """The stream *conn* writes to, where the fast write path may use it; None: redis-py's public path.
+
+    redis-py's ``send_packed_command`` runs each write in a task of its own
+    (``asyncio.wait_for``, as the connection has a ``socket_timeout``): measured,
+    that costs about a sixth of the Redis hot path (docs/performance.md). So
+    where redis-py is a release whose connection keeps its stream as
+    ``_writer`` (5.x to 8.x, :data:`FAST_WRITES`) and this connection has one,
+    a write is a plain buffer append; anywhere else it takes the public API.
+    """
+    if not FAST_WRITES:
+        return None
+    writer = getattr(conn, '_writer', None)
+    return writer if type(writer) is asyncio.StreamWriter else None
+
+
 async def command(conn: Connection, *args: Any, timeout: float = 10.0, raw: bytes = b'') -> Any:
     """Write one command on *conn* (or *raw*, already packed commands) and read the first reply.
 
-    redis-py's own send runs every write in a task of its own (``wait_for``);
-    here a write is a plain buffer append, and only a full buffer is awaited.
+    The write takes the fast path of :func:`fast_writer` where it can (only a
+    full buffer is awaited, within *timeout*), else ``send_packed_command``;
+    the reply is read with ``read_response`` within *timeout*.
     """
-    writer = conn._writer  # the stream redis-py connected for us
-    if writer is None:
+    if not conn.is_connected:
         raise ConnectionError('not connected')
-    writer.write(raw or pack(*args))
-    if writer.transport.get_write_buffer_size() > 65536:
-        async with asyncio.timeout(timeout):
-            await writer.drain()
+    data = raw or pack(*args)
+    writer = fast_writer(conn)
+    if writer is None:
+        await conn.send_packed_command(data, check_health=False)
+    else:
+        writer.write(data)
+        if writer.transport.get_write_buffer_size() > 65536:
+            async with asyncio.timeout(timeout):
+                await writer.drain()
     return await conn.read_response(timeout=timeout)
