@@ -14,6 +14,8 @@ BACKENDS = all_backends()
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption('--slow', action='store_true', help='run long soak and fault tests')
     parser.addoption('--backend', action='append', default=[], help='run the contract suite on these only')
+    parser.addoption('--install', action='store_true',
+                     help='run the install tests (tests/test_install.py) even where a pass is cached')
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
