@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import functools
+import gc
 import io
 import logging
 import os
@@ -298,13 +299,30 @@ async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
     writer.close()
 
 
+def _parse(path: Path) -> ast.Module:
+    """*path*'s syntax tree, with no garbage collection while it is built.
+
+    Python 3.11 formats tracebacks with ``ast.parse`` (for the carets): a finalizer that logs one (an
+    unretrieved future's error, say) during a collection in the middle of an outer ``ast.parse`` corrupts
+    the tree builder's depth count ("SystemError: AST constructor recursion depth mismatch", seen in the
+    whole suite under ``--deps lowest``).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return ast.parse(path.read_text(), str(path))
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def no_pickle(roots: tuple[str, ...] = ('microagent', 'reliability')) -> list[dict[str, Any]]:
     """No module imports pickle, cPickle, dill, shelve or marshal (they execute what they load)."""
     banned = {'pickle', 'cPickle', '_pickle', 'dill', 'shelve', 'marshal', 'cloudpickle'}
     found = []
     for root in roots:
         for path in sorted((ROOT / root).rglob('*.py')):
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            for node in ast.walk(_parse(path)):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                     [node.module or ''] if isinstance(node, ast.ImportFrom) else []
                 found += [f'{path.relative_to(ROOT)}: {n}' for n in names if n.split('.')[0] in banned]
