@@ -321,8 +321,7 @@ async def test_messages_published_before_ids_and_headers_still_decode(brokers, c
     broker = make(brokers, catalog, retry_delay=0.01)
     agent = Agent(broker=broker)
     await agent.start()
-    async with aiormq.connect(DSN) as connection:
-        channel = await connection.channel()
+    async with raw_channel() as channel:
         await channel.basic_publish(b'{"n": 1}', routing_key=queue.name,
                                     properties=aiormq.spec.Basic.Properties(delivery_mode=2))
         await channel.basic_publish(b'{"n": 2}', routing_key=queue.name, properties=aiormq.spec.Basic.Properties(
