@@ -11,14 +11,18 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from .services import IN_CI, require_port
+from .services import IN_CI, port_open, require_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / '.cache' / 'install'
@@ -40,8 +44,13 @@ CASES: dict[str, tuple[int | None, str, str, str]] = {
     'kafka': (9092, 'from microagent.tools.memory import MemorySignalBus\n'
                     'from microagent.tools.kafka import KafkaBroker',
               "bus = MemorySignalBus('memory://')", "broker = KafkaBroker('kafka://127.0.0.1:9092')"),
+    'nats': (4222, 'from microagent.tools.nats import NATSSignalBus, NATSBroker',
+             "bus = NATSSignalBus('nats://127.0.0.1:4222')",
+             "broker = NATSBroker('nats://127.0.0.1:4222', prefix='microagenttest')"),
     'metrics': (None, 'from microagent.tools.memory import MemorySignalBus, MemoryBroker\nimport prometheus_client',
                 "bus = MemorySignalBus('memory://')", "broker = MemoryBroker('memory://')"),
+    'docs': (None, 'from microagent.tools.memory import MemorySignalBus, MemoryBroker\nimport graphviz, yaml',
+             "bus = MemorySignalBus('memory://')", "broker = MemoryBroker('memory://')"),
 }
 
 
@@ -76,6 +85,16 @@ def example_for(extra: str, uid: str) -> tuple[str, str, str]:
     return code, signals, queues
 
 
+def source_copy(target: Path) -> Path:
+    """What a checkout holds for ``pip install .``: an in-tree build of the worktree itself would leave a
+    ``build/`` behind whose stale modules a later build may pick up."""
+    target.mkdir()
+    for name in ('pyproject.toml', 'README.md'):
+        shutil.copy2(ROOT / name, target / name)
+    shutil.copytree(ROOT / 'microagent', target / 'microagent', ignore=shutil.ignore_patterns('__pycache__'))
+    return target
+
+
 def run(args: list[str], cwd: Path, timeout: float) -> str:
     # Only the machine's environment: nothing of the dev venv (VIRTUAL_ENV, PATH entries) leaks in.
     env = {k: v for k, v in os.environ.items() if k not in ('VIRTUAL_ENV', 'PYTHONPATH', 'PYTHONHOME')}
@@ -97,21 +116,48 @@ def forget_redis_keys(uid: str) -> None:
         client.close()
 
 
+def wanted(extra: str, config: pytest.Config) -> bool:
+    """Whether *extra*'s case runs: its service is up (else it skips or, under CI, fails) and no pass is cached."""
+    port = CASES[extra][0]
+    if port is not None and not port_open(port):
+        return False
+    return IN_CI or bool(config.getoption('--install')) or not (CACHE / fingerprint(extra)).exists()
+
+
+def install(extra: str, where: Path) -> Path:
+    """A fresh venv in *where* with ``pip install .[extra]`` run in a copy of the checkout; its python."""
+    system_python = os.environ.get('MICROAGENT_TEST_PYTHON', 'python3')
+    venv = where / 'venv'
+    run([system_python, '-m', 'venv', str(venv)], where, 120)
+    target = f'.[{extra}]' if extra else '.'
+    pip = [str(venv / 'bin' / 'python'), '-m', 'pip', 'install', '-q', '--disable-pip-version-check']
+    run([*pip, target], source_copy(where / 'checkout'), 480)
+    return venv / 'bin' / 'python'
+
+
+@pytest.fixture(scope='module')
+def installs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Every selected case's install, started at once (mostly waiting on the network: side by side they take
+    about as long as the slowest); each test waits for its own."""
+    selected = {item.callspec.params['extra'] for item in request.session.items
+                if getattr(item, 'originalname', '') == 'test_pip_install_then_the_readme_example'}
+    extras = [extra for extra in CASES if extra in selected and wanted(extra, request.config)]
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix='pip-install') as pool:
+        yield {extra: pool.submit(install, extra, tmp_path_factory.mktemp(f'install-{extra or "core"}'))
+               for extra in extras}
+
+
 @pytest.mark.install
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize('extra', list(CASES), ids=[e or 'core' for e in CASES])
-def test_pip_install_then_the_readme_example(extra: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_pip_install_then_the_readme_example(extra: str, tmp_path: Path, request: pytest.FixtureRequest,
+                                            installs: dict[str, Any]) -> None:
     port = CASES[extra][0]
     if port is not None:
         require_port(extra, port)
-    stamp = CACHE / fingerprint(extra)
-    if stamp.exists() and not IN_CI and not request.config.getoption('--install'):
+    if extra not in installs:
         pytest.skip('passed before on these sources (cached in .cache/install; --install or CI=true runs it)')
-    system_python = os.environ.get('MICROAGENT_TEST_PYTHON', 'python3')
-    venv = tmp_path / 'venv'
-    run([system_python, '-m', 'venv', str(venv)], tmp_path, 120)
-    target = f'.[{extra}]' if extra else '.'
-    run([str(venv / 'bin' / 'python'), '-m', 'pip', 'install', '-q', '--disable-pip-version-check', target], ROOT, 480)
+    python = installs[extra].result()
     uid = uuid.uuid4().hex[:8]
     code, signals, queues = example_for(extra, uid)
     work = tmp_path / 'example'
@@ -120,12 +166,13 @@ def test_pip_install_then_the_readme_example(extra: str, tmp_path: Path, request
     (work / 'signals.json').write_text(signals)
     (work / 'queues.json').write_text(queues)
     try:
-        out = run([str(venv / 'bin' / 'python'), 'example.py'], work, 120)
+        out = run([str(python), 'example.py'], work, 120)
     finally:
         if extra == 'redis':
             forget_redis_keys(uid)
     assert "{'Agent.count': 42}" in out
-    where = run([str(venv / 'bin' / 'python'), '-c', 'import microagent; print(microagent.__file__)'], work, 60)
-    assert str(venv) in where, f'microagent came from {where.strip()}, not the fresh venv'
+    where = run([str(python), '-c', 'import microagent; print(microagent.__file__)'], work, 60)
+    assert str(python.parent.parent) in where, f'microagent came from {where.strip()}, not the fresh venv'
+    stamp = CACHE / fingerprint(extra)
     stamp.parent.mkdir(parents=True, exist_ok=True)
     stamp.write_text(f'{extra or "core"} passed\n')
