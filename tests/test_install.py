@@ -51,6 +51,11 @@ CASES: dict[str, tuple[int | None, str, str, str]] = {
                 "bus = MemorySignalBus('memory://')", "broker = MemoryBroker('memory://')"),
     'docs': (None, 'from microagent.tools.memory import MemorySignalBus, MemoryBroker\nimport graphviz, yaml',
              "bus = MemorySignalBus('memory://')", "broker = MemoryBroker('memory://')"),
+    'otel': (None, 'from microagent.tools.memory import MemorySignalBus, MemoryBroker\nimport opentelemetry.trace',
+             "bus = MemorySignalBus('memory://')", "broker = MemoryBroker('memory://')"),
+    'otel-export': (None, 'from microagent.tools.memory import MemorySignalBus, MemoryBroker\n'
+                          'import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.http.trace_exporter',
+                    "bus = MemorySignalBus('memory://')", "broker = MemoryBroker('memory://')"),
 }
 
 
