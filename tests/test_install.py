@@ -47,6 +47,8 @@ CASES: dict[str, tuple[int | None, str, str, str]] = {
     'nats': (4222, 'from microagent.tools.nats import NATSSignalBus, NATSBroker',
              "bus = NATSSignalBus('nats://127.0.0.1:4222')",
              "broker = NATSBroker('nats://127.0.0.1:4222', prefix='microagenttest')"),
+    'postgres': (None, 'from microagent.tools.memory import MemorySignalBus, MemoryBroker\nimport asyncpg',
+                 "bus = MemorySignalBus('memory://')", "broker = MemoryBroker('memory://')"),
     'metrics': (None, 'from microagent.tools.memory import MemorySignalBus, MemoryBroker\nimport prometheus_client',
                 "bus = MemorySignalBus('memory://')", "broker = MemoryBroker('memory://')"),
     'docs': (None, 'from microagent.tools.memory import MemorySignalBus, MemoryBroker\nimport graphviz, yaml',
