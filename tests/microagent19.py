@@ -61,7 +61,8 @@ def reference_source(cache_dir: Path) -> Path:
     root = cache_dir / 'src' / f'microagent-{VERSION}'
     if (root / 'README.rst').exists():
         return root
-    download = [sys.executable, '-m', 'pip', 'download', '-q', '--disable-pip-version-check', '--no-deps',
+    # The 1.9 environment's pip: the dev environment (made by uv) has none.
+    download = [str(environment(cache_dir)), '-m', 'pip', 'download', '-q', '--disable-pip-version-check', '--no-deps',
                 '--no-binary', ':all:', f'microagent=={VERSION}', '-d', str(cache_dir / 'sdist')]
     done = subprocess.run(download, capture_output=True, text=True, timeout=INSTALL_TIMEOUT, check=False)
     archives = sorted((cache_dir / 'sdist').glob(f'microagent-{VERSION}.tar.gz'))
