@@ -25,7 +25,7 @@ from .bus import AbstractSignalBus, Receiver
 from .decorators import ConsumerSpec, CronSpec, HookSpec, PeriodicSpec, ReceiverSpec, Spec, specs_of
 from .delivery import Effects
 from .exceptions import ConfigurationError, MissConfig, ServerInterrupt
-from .lease import lease_for
+from .lease import Lease, lease_for
 from .schedule import ScheduledTask, ThreadedJob, lease_ttl
 from .timer import CRONTask, PeriodicTask
 
@@ -121,16 +121,23 @@ class MicroAgent:
         task.overlap, task.catch_up, task.singleton = spec.overlap, spec.catch_up, spec.singleton
         task.telemetry = self.telemetry
         if spec.singleton:
-            # The lease lives on the agent's own backend; it connects only when the schedule starts.
-            found = (self.settings.get('lease_dsn'), getattr(self.broker, 'dsn', None), getattr(self.bus, 'dsn', None))
-            dsn = next((d for d in found if isinstance(d, str)), None)
-            if dsn is None:
-                raise ConfigurationError(f'{label}: singleton=True needs a bus or broker with a DSN '
-                                         "(or settings={'lease_dsn': 'memory://'} with mocks)")
-            prefix = self.settings.get('lease_prefix', 'microagent.lease')
-            options = self.settings.get('lease_options') or {}  # e.g. Kafka's session_timeout
-            task.lease = lease_for(dsn, f'{prefix}.{label}', lease_ttl(task.interval()), **options)
+            task.lease = self._lease(label, lease_ttl(task.interval()))
         return task
+
+    def _lease(self, label: str, ttl: float) -> Lease:
+        # The lease lives on the agent's own backend, connecting as it does (TLS, SASL); it opens its
+        # connection only when the schedule starts.
+        found: list[tuple[object, AbstractQueueBroker | AbstractSignalBus | None]] = [
+            (self.settings.get('lease_dsn'), None), (getattr(self.broker, 'dsn', None), self.broker),
+            (getattr(self.bus, 'dsn', None), self.bus)]
+        dsn, backend = next(((d, b) for d, b in found if isinstance(d, str)), (None, None))
+        if not isinstance(dsn, str):
+            raise ConfigurationError(f'{label}: singleton=True needs a bus or broker with a DSN '
+                                     "(or settings={'lease_dsn': 'memory://'} with mocks)")
+        prefix = self.settings.get('lease_prefix', 'microagent.lease')
+        inherited = backend.lease_options() if isinstance(backend, AbstractQueueBroker | AbstractSignalBus) else {}
+        options = {**inherited, **(self.settings.get('lease_options') or {})}  # e.g. Kafka's session_timeout
+        return lease_for(dsn, f'{prefix}.{label}', ttl, **options)
 
     async def start(self, enable_periodic_tasks: bool = True, enable_receiving_signals: bool = True,
                     enable_consuming_messages: bool = True, enable_servers_running: bool = True) -> None:

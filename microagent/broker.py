@@ -243,6 +243,19 @@ class AbstractQueueBroker(abc.ABC):
         self._readers: dict[str, asyncio.Task[Any]] = {}
         self._tasks = TaskSet(f'{type(self).__name__} tasks')
 
+    def lease_options(self) -> dict[str, Any]:
+        """Keyword arguments for this backend's lease, so it connects the way this broker does (TLS, SASL).
+
+        A singleton schedule's lease lives on its agent's broker
+        (:func:`microagent.lease.lease_for`); backends with connection
+        settings beyond the DSN return them here.
+
+        >>> from microagent.tools.memory import MemoryBroker
+        >>> MemoryBroker('memory://').lease_options()
+        {}
+        """
+        return {}
+
     def __repr__(self) -> str:
         return f'<{type(self).__name__} {mask_dsn(self.dsn)}>'
 

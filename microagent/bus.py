@@ -291,6 +291,13 @@ class AbstractSignalBus(abc.ABC):
         self._response_ready = False
         self._tasks = TaskSet(f'{type(self).__name__} tasks')
 
+    def lease_options(self) -> dict[str, Any]:
+        """What a lease on this bus's backend needs to connect as the bus does; the broker's twin.
+
+        See :meth:`microagent.broker.AbstractQueueBroker.lease_options`.
+        """
+        return {}
+
     def __repr__(self) -> str:
         return f'<{type(self).__name__} {mask_dsn(self.dsn)}>'
 

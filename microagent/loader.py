@@ -32,6 +32,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, NamedTuple
 
+from ._dsn import mask_dsn
 from .catalog import DEFAULT_CATALOG, Catalog
 from .exceptions import ConfigurationError
 from .queue import Queue
@@ -170,11 +171,7 @@ def _named(typename: str, items: list[Any]) -> Any:
 
 
 def _where(source: str) -> str:
-    parts = urllib.parse.urlsplit(source)
-    if parts.password:
-        # Never echo credentials embedded in a URL.
-        source = parts._replace(netloc=f'{parts.username}:***@{parts.hostname}').geturl()
-    return source
+    return mask_dsn(source)  # never echo credentials embedded in a URL (host and port stay)
 
 
 def read_source(source: str, *, timeout: float | None = None, max_size: int | None = None) -> bytes:

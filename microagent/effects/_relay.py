@@ -29,10 +29,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from typing import TYPE_CHECKING, Any
 
+from .._backoff import Backoff
 from .._dsn import mask_text
 from .._tasks import TaskSet, cancel_task
 from ..exceptions import ConfigurationError
@@ -75,6 +75,7 @@ class Relay:
         self.poll_interval = poll_interval
         self.publish_timeout = publish_timeout
         self.max_backoff = max_backoff
+        self._failures = Backoff(0.1, max_backoff, floor=0.05)
         self.prune_interval = prune_interval
         self.log = log or effects.log
         self.published = 0
@@ -197,8 +198,7 @@ class Relay:
 
     def _backoff(self, failures: int) -> float:
         # Full jitter: relays of a fleet do not come back in lock-step after a database restart.
-        cap = min(self.max_backoff, 0.1 * 2 ** min(failures, 16))
-        return max(0.05, random.uniform(0, cap))  # noqa: S311 - jitter, not crypto
+        return self._failures.delay(failures)
 
     async def _listen(self) -> None:
         """(Re)open the LISTEN connection; a failure is logged: the poll goes on without it."""

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .._backoff import Backoff
 from .._dsn import mask_text
 from .._tasks import TaskSet
 from .codes import ExitCode
@@ -97,6 +98,7 @@ class Supervisor:
         self._loops = TaskSet('supervisor slots')
         self._io = TaskSet('supervisor pipes')
         self._slot_tasks: list[asyncio.Task[None]] = []
+        self._restarts = Backoff(options.restart_delay, options.max_restart_delay)
 
     # -- life cycle ------------------------------------------------------------
 
@@ -200,7 +202,7 @@ class Supervisor:
             self._wake.set()
 
     async def _backoff(self, slot: Slot, code: int, failures: int) -> None:
-        delay = min(self.options.restart_delay * 2 ** (failures - 1), self.options.max_restart_delay)
+        delay = self._restarts.delay(failures - 1)
         slot.state = 'backoff'
         slot.restarts += 1
         log.warning('%s: exited with %s, restart %d in %.1fs', slot.label, code, slot.restarts, delay)

@@ -23,6 +23,7 @@ import aiormq
 import aiormq.abc
 from pamqp.commands import Basic
 
+from ..._backoff import Backoff
 from ..._message import check_headers, check_message_id, message_ids_for, new_message_id, user_headers
 from ...broker import AbstractQueueBroker
 from ...delivery import ConsumerRunner, DeadLetter
@@ -97,6 +98,10 @@ class AMQPBroker(AbstractQueueBroker):
         self._feeds: dict[str, Feed] = {}
         self._ids = itertools.count(1)
         self._ids_prefix = f'{self.uid[:12]}.'
+
+    def lease_options(self) -> dict[str, Any]:
+        """The lease connects like this broker: same TLS context."""
+        return {'ssl_context': self.connection.ssl_context}
 
     # -- publishing --------------------------------------------------------------
 
@@ -305,20 +310,20 @@ class AMQPBroker(AbstractQueueBroker):
             raise BackendError(f'{self!r}: cannot consume {name}{reason}') from None
 
     async def _consume(self, name: str, runner: ConsumerRunner, started: asyncio.Future[None]) -> None:
-        delay = self.connection.reconnect_delay
+        backoff = Backoff(self.connection.reconnect_delay, self.connection.max_reconnect_delay)
         while runner.active:
             try:
                 channel, feed = await self._subscribe(name, runner)
             except (*CONNECTION_ERRORS, BackendError, TimeoutError) as exc:
                 if self._adopt(exc):
                     continue  # on a new channel, at once
+                delay = backoff.next()
                 self.log.warning('%r: cannot consume %s (%s); retrying in %.1fs', self, name,
                                  self.connection.mask(f'{type(exc).__name__}: {exc}'), delay)
                 # Backoff between attempts, not synchronisation.
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self.connection.max_reconnect_delay)
                 continue
-            delay = self.connection.reconnect_delay
+            backoff.reset()
             if not started.done():
                 started.set_result(None)
             await self._pump(runner, channel, feed)

@@ -28,6 +28,7 @@ import aiormq
 import aiormq.abc
 from pamqp.commands import Basic
 
+from ..._backoff import Backoff
 from ..._tasks import TaskSet
 from ...bus import AbstractSignalBus
 from ...exceptions import BackendError
@@ -104,18 +105,18 @@ class _Hub:
             raise BackendError(f'{self.connection!r}: cannot subscribe within {timeout:.1f}s{reason}') from None
 
     async def _supervise(self) -> None:
-        delay = self.connection.reconnect_delay
+        backoff = Backoff(self.connection.reconnect_delay, self.connection.max_reconnect_delay)
         while True:
             try:
                 await self.connection.get(None)
                 channel, lane = await self.connection.channel(self.connection.connect_timeout)
             except (*CONNECTION_ERRORS, TimeoutError) as exc:
+                delay = backoff.next()
                 self.connection.log.warning('AMQP bus: cannot open a channel (%s); retrying in %.1fs',
                                             self.connection.mask(f'{type(exc).__name__}: {exc}'), delay)
                 await asyncio.sleep(delay)  # backoff between attempts, not synchronisation
-                delay = min(delay * 2, self.connection.max_reconnect_delay)
                 continue
-            delay = self.connection.reconnect_delay
+            backoff.reset()
             deliveries = None if lane is None else Deliveries(channel, lane)
             for bus in tuple(self.members):
                 if bus.listening:
@@ -174,6 +175,10 @@ class AMQPSignalBus(AbstractSignalBus):
         self._bound: set[str] = set()
         self._attached: tuple[aiormq.abc.AbstractChannel, str, str] | None = None
         self._attach_lock = asyncio.Lock()
+
+    def lease_options(self) -> dict[str, Any]:
+        """The lease connects like this bus: same TLS context."""
+        return {'ssl_context': self._own.ssl_context}
 
     @property
     def listening(self) -> bool:

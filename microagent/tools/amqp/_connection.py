@@ -32,6 +32,7 @@ import weakref
 import aiormq
 import aiormq.abc
 
+from ..._backoff import Backoff
 from ..._dsn import mask_dsn, mask_text, password_of, scheme_of
 from ..._tasks import TaskSet
 from ...exceptions import BackendError, ConfigurationError
@@ -132,15 +133,14 @@ class RobustConnection:
         return self._ready
 
     async def _supervise(self, ready: asyncio.Event) -> None:
-        delay = self.reconnect_delay
+        backoff = Backoff(self.reconnect_delay, self.max_reconnect_delay)
         while True:
             connection = await self._connect()
             if connection is None:
                 # Backoff between attempts, not synchronisation: nothing to wait on but time.
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_reconnect_delay)
+                await asyncio.sleep(backoff.next())
                 continue
-            delay = self.reconnect_delay
+            backoff.reset()
             self._connection = connection
             self.connects += 1
             ready.set()

@@ -19,14 +19,14 @@ fencing token (``token`` stays ``None``).
 """
 from __future__ import annotations
 
-import asyncio
+import ssl
 import time
 from typing import Any
 
-import aiormq
 from pamqp.commands import Basic
 
 from ...lease import Lease
+from ._connection import RobustConnection
 
 __all__ = ['AMQPLease']
 
@@ -34,13 +34,19 @@ __all__ = ['AMQPLease']
 class AMQPLease(Lease):
     """A lease held by the active consumer of a single-active-consumer queue (own connection, lazy).
 
+    The connection is the backend's own :class:`RobustConnection` (plain
+    aiormq), so ``ssl_context`` works as for the broker and the bus.
+
     >>> lease = AMQPLease('amqp://guest:guest@localhost/', 'Agent.report', ttl=5)   # doctest: +SKIP
     >>> await lease.start()                                                        # doctest: +SKIP
     """
 
-    def __init__(self, dsn: str, name: str, ttl: float, **options: Any) -> None:
+    def __init__(self, dsn: str, name: str, ttl: float, *, ssl_context: ssl.SSLContext | None = None,
+                 **options: Any) -> None:
         super().__init__(dsn, name, ttl, **options)
         self.settle = self.ttl / 2
+        self.connection = RobustConnection(dsn, ssl_context=ssl_context, connect_timeout=max(self.ttl, 1.0),
+                                           fast_lane=False)
         self._connection: Any = None
         self._channel: Any = None
         self._last_heartbeat = float('-inf')
@@ -53,7 +59,7 @@ class AMQPLease(Lease):
             return self._channel
         await self._close()
         timeout = max(self.ttl, 1.0)
-        self._connection = await asyncio.wait_for(aiormq.connect(self.dsn), timeout)
+        self._connection = await self.connection.get(timeout)
         # Losing the connection means losing the lease: drop it now, not at the local deadline.
         self._connection.closing.add_done_callback(lambda _: self._lost())
         channel = await self._connection.channel()
@@ -75,7 +81,6 @@ class AMQPLease(Lease):
         return time.monotonic() - self._last_heartbeat < 2 * self.renew_interval
 
     async def _close(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
+        self._connection = self._channel = None
         self._last_heartbeat = float('-inf')
-        if connection is not None and not connection.is_closed:
-            await asyncio.wait_for(connection.close(), max(self.ttl, 1.0))
+        await self.connection.close()

@@ -73,6 +73,10 @@ class KafkaBroker(AbstractQueueBroker):
         self._inspectors: dict[str | None, AIOKafkaConsumer] = {}
         self._inspecting = asyncio.Lock()  # the group-less probe is re-assigned by each call
 
+    def lease_options(self) -> dict[str, Any]:
+        """The lease connects like this broker: same SASL/SSL settings."""
+        return {'security': dict(self.settings.security)}
+
     # -- sending ---------------------------------------------------------------
 
     async def send(self, name: str, message: str, *, headers: Mapping[str, str] | None = None,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
-from ..._dsn import mask_text
+from ..._dsn import mask_text, split_dsn
 from ...exceptions import BackendError, ConfigurationError, DeliveryError
 
 __all__ = ['KafkaClients', 'KafkaSettings', 'parse_dsn']
@@ -32,20 +31,16 @@ def parse_dsn(dsn: str) -> tuple[str, dict[str, Any]]:
     >>> parse_dsn('kafka://127.0.0.1:9092,127.0.0.2:9092')
     ('127.0.0.1:9092,127.0.0.2:9092', {})
     """
-    scheme, sep, rest = dsn.partition('://')
-    if not sep or scheme.lower() != 'kafka':
-        raise ConfigurationError(f'KafkaBroker needs a kafka:// DSN, got {scheme.lower()}://')
-    netloc = rest.split('/', 1)[0].split('?', 1)[0]
-    userinfo, at, hosts = netloc.rpartition('@')
-    if not hosts:
+    parts = split_dsn(dsn)
+    if parts.scheme != 'kafka':
+        raise ConfigurationError(f'KafkaBroker needs a kafka:// DSN, got {parts.scheme}://')
+    if not parts.hosts:
         raise ConfigurationError('kafka DSN needs at least one host:port')
     options: dict[str, Any] = {}
-    if at and userinfo:
-        user, _, password = userinfo.partition(':')
-        options = {'sasl_plain_username': urllib.parse.unquote(user),
-                   'sasl_plain_password': urllib.parse.unquote(password),
+    if parts.userinfo:
+        options = {'sasl_plain_username': parts.user, 'sasl_plain_password': parts.password or '',
                    'sasl_mechanism': 'PLAIN', 'security_protocol': 'SASL_PLAINTEXT'}
-    return hosts, options
+    return ','.join(parts.hosts), options
 
 
 @dataclass

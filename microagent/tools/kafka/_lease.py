@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -30,34 +30,30 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import OffsetAndMetadata
 
-from ...exceptions import ConfigurationError
 from ...lease import Lease
+from ._client import KafkaSettings, parse_dsn, security_options
 
 __all__ = ['KafkaLease']
-
-
-def bootstrap_of(dsn: str) -> str:
-    """``host:port[,host:port]`` from a ``kafka://`` DSN (credentials are not used here).
-
-    >>> bootstrap_of('kafka://a:9092,b:9093/')
-    'a:9092,b:9093'
-    """
-    netloc = urllib.parse.urlsplit(dsn).netloc.rpartition('@')[2]
-    if not netloc:
-        raise ConfigurationError('kafka lease: the DSN names no broker (kafka://host:port)')
-    return netloc
 
 
 class KafkaLease(Lease):
     """A lease held by the group member assigned the one partition of topic *name* (own clients, lazy).
 
+    Its clients connect like the broker's (:class:`KafkaSettings`): the DSN's
+    SASL credentials, and ``security`` (aiokafka's SASL/SSL keyword arguments,
+    what ``KafkaBroker.lease_options()`` hands over) on top.
+
     >>> lease = KafkaLease('kafka://localhost:9092', 'Agent.report', ttl=5)   # doctest: +SKIP
     >>> await lease.start()                                                   # doctest: +SKIP
     """
 
-    def __init__(self, dsn: str, name: str, ttl: float, *, session_timeout: float = 6.0, **options: Any) -> None:
+    def __init__(self, dsn: str, name: str, ttl: float, *, session_timeout: float = 6.0,
+                 security: Mapping[str, Any] | None = None, **options: Any) -> None:
         super().__init__(dsn, name, ttl, **options)
-        self.bootstrap = bootstrap_of(dsn)
+        bootstrap, from_dsn = parse_dsn(dsn)
+        merged = security_options(from_dsn, security or {})
+        self.settings = KafkaSettings(bootstrap, security=merged, secret=merged.get('sasl_plain_password'))
+        self.bootstrap = bootstrap
         self.session_timeout = session_timeout
         self.settle = self.ttl
         self._consumer: AIOKafkaConsumer | None = None
@@ -72,10 +68,9 @@ class KafkaLease(Lease):
         await asyncio.wait_for(self._ensure_topic(), timeout)
         session_ms = round(self.session_timeout * 1000)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.name, enable_auto_commit=False,
+            **self._client(), group_id=self.name, enable_auto_commit=False,
             session_timeout_ms=session_ms, heartbeat_interval_ms=max(100, session_ms // 10),
-            rebalance_timeout_ms=session_ms, request_timeout_ms=max(session_ms + 1000, 10_000),
-            max_poll_interval_ms=3_600_000, client_id=f'microagent-lease-{self.name}')
+            rebalance_timeout_ms=session_ms, max_poll_interval_ms=3_600_000)
         consumer.subscribe([self.name])
         try:
             await asyncio.wait_for(consumer.start(), timeout)
@@ -86,13 +81,19 @@ class KafkaLease(Lease):
         return consumer
 
     async def _ensure_topic(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f'microagent-lease-{self.name}')
+        admin = AIOKafkaAdminClient(**self._client())
         await admin.start()
         try:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([NewTopic(self.name, num_partitions=1, replication_factor=1)])
         finally:
             await admin.close()
+
+    def _client(self) -> dict[str, Any]:
+        # The broker's client settings (servers, SASL/SSL); the lease's own id and request timeout.
+        session_ms = round(self.session_timeout * 1000)
+        return {**self.settings.client(), 'client_id': f'microagent-lease-{self.name}',
+                'request_timeout_ms': max(session_ms + 1000, 10_000)}
 
     async def _attempt(self) -> bool:
         consumer = await self._open()

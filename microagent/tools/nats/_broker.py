@@ -102,6 +102,10 @@ class NATSBroker(AbstractQueueBroker):
         self._queue_readers: dict[str, QueueReader] = {}
         self._keepers: dict[str, asyncio.Task[Any]] = {}
 
+    def lease_options(self) -> dict[str, Any]:
+        """The lease connects like this broker: same TLS context."""
+        return {'ssl_context': self.nats.ssl_context}
+
     def _subject(self, name: str) -> str:
         subject = self._subjects.get(name)
         if subject is None:

@@ -54,6 +54,10 @@ class NATSSignalBus(AbstractSignalBus):
         self._subjects: dict[str, str] = {}
         self._subscriptions: dict[str, Subscription] = {}
 
+    def lease_options(self) -> dict[str, Any]:
+        """The lease connects like this bus: same TLS context."""
+        return {'ssl_context': self.nats.ssl_context}
+
     def subject(self, channel: str) -> str:
         """The NATS subject of *channel* (``PREFIX:name`` -> ``PREFIX.name``)."""
         subject = self._subjects.get(channel)

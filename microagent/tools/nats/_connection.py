@@ -35,7 +35,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from ..._dsn import mask_dsn, mask_text, password_of
+from ..._dsn import mask_dsn, mask_text, password_of, split_dsn
 from ...exceptions import BackendError, ConfigurationError
 
 __all__ = ['NATSAddress', 'NATSConnector', 'parse_dsn', 'subject_token']
@@ -69,22 +69,16 @@ def parse_dsn(dsn: str) -> NATSAddress:
     >>> parse_dsn('tls://h1:4443').tls
     True
     """
-    scheme, sep, rest = dsn.partition('://')
-    if not sep or scheme.lower() not in SCHEMES:
+    parts = split_dsn(dsn)
+    if parts.scheme not in SCHEMES:
         raise ConfigurationError(f'NATS backends need a nats:// or tls:// DSN, got {mask_dsn(dsn)!r}')
-    netloc, _, tail = rest.partition('/')
-    if tail.strip('/') or '?' in netloc or '#' in netloc:
+    if parts.path.strip('/') or parts.query or parts.fragment:
         raise ConfigurationError(f'NATS DSN {mask_dsn(dsn)!r}: no path or query is expected')
-    userinfo, at, hosts = netloc.rpartition('@')
-    user = password = token = None
-    if at:
-        name, colon, secret = userinfo.partition(':')
-        if colon:
-            user, password = urllib.parse.unquote(name), urllib.parse.unquote(secret)
-        else:
-            token = urllib.parse.unquote(name)
-    servers = tuple(_server(scheme.lower(), host, dsn) for host in hosts.split(','))
-    return NATSAddress(servers, user, password, token, scheme.lower() == 'tls')
+    user, password, token = parts.user, parts.password, None
+    if password is None:
+        user, token = None, user  # a user name without a password is a token
+    servers = tuple(_server(parts.scheme, host, dsn) for host in parts.hosts or ('',))
+    return NATSAddress(servers, user, password, token, parts.scheme == 'tls')
 
 
 def _server(scheme: str, host: str, dsn: str) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import ssl
 import uuid
 from typing import Any
 
@@ -58,14 +59,15 @@ class NATSLease(Lease):
     >>> await lease.start()                                                # doctest: +SKIP
     """
 
-    def __init__(self, dsn: str, name: str, ttl: float, **options: Any) -> None:
+    def __init__(self, dsn: str, name: str, ttl: float, *, ssl_context: ssl.SSLContext | None = None,
+                 **options: Any) -> None:
         super().__init__(dsn, name, ttl, **options)
         self.owner = uuid.uuid4().hex.encode()
         self.bucket = bucket_of(name)
         self.tick_key = bucket_of(name).removeprefix('microagent-lease-')
         self.revision: int | None = None
         timeout = max(1.0, self.renew_interval)
-        self.nats = NATSConnector(dsn, f'microagent.lease.{name}', connect_timeout=timeout)
+        self.nats = NATSConnector(dsn, f'microagent.lease.{name}', connect_timeout=timeout, ssl_context=ssl_context)
         self._kv: KeyValue | None = None
         self._ticks: KeyValue | None = None
 

@@ -19,6 +19,7 @@ from typing import Any
 from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError
 
+from ..._backoff import Backoff
 from ...bus import AbstractSignalBus
 from ...exceptions import BackendError, ConfigurationError
 from ...wire import glob_escape
@@ -64,7 +65,7 @@ class RedisSignalBus(AbstractSignalBus):
         self._conn: Connection | None = None
         self._reader: asyncio.Task[Any] | None = None
         self._lost_at: float | None = None
-        self._delay = reconnect_delay
+        self._backoff = Backoff(reconnect_delay, max_reconnect_delay)
 
     async def send(self, channel: str, message: str) -> None:
         try:
@@ -133,8 +134,11 @@ class RedisSignalBus(AbstractSignalBus):
                     await conn.send_command('PSUBSCRIBE', *self._patterns, check_health=False)
                 await self._listen(conn)
             except (RedisError, OSError, BackendError) as exc:
+                delay = self._backoff.next()
                 self.log.warning('RedisSignalBus: subscriber connection lost: %s; reconnecting in %.2fs',
-                                 self.redis.describe(exc), self._delay)
+                                 self.redis.describe(exc), delay)
+            else:  # pragma: no cover - _listen returns only by raising
+                delay = self._backoff.next()
             finally:
                 self._conn = None
                 self._subscribed.clear()
@@ -142,8 +146,7 @@ class RedisSignalBus(AbstractSignalBus):
                 await close_connection(conn)
             if self._lost_at is None:
                 self._lost_at = time.monotonic()
-            await asyncio.sleep(self._delay)
-            self._delay = min(self._delay * 2, self.max_reconnect_delay)
+            await asyncio.sleep(delay)  # backoff between attempts, not synchronisation
 
     async def _listen(self, conn: Connection) -> None:
         changed = self._changed
@@ -168,7 +171,7 @@ class RedisSignalBus(AbstractSignalBus):
         self.log.warning('RedisSignalBus: subscribed again after %.3fs deaf (%d channels)',
                          time.monotonic() - self._lost_at, len(self._channels))
         self._lost_at = None
-        self._delay = self.reconnect_delay
+        self._backoff.reset()
 
     def _name(self, raw: bytes) -> str:
         name = self._names.get(raw)

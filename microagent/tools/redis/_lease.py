@@ -17,9 +17,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import redis.asyncio as aioredis
+from redis.asyncio import Redis
 
 from ...lease import Lease
+from ._connection import RedisConnector
 
 __all__ = ['RedisLease']
 
@@ -50,6 +51,9 @@ return 0
 class RedisLease(Lease):
     """A lease on the Redis server of *dsn*, with its own connection (opened on first use).
 
+    The client comes from the backend's :class:`RedisConnector` (the same
+    protocol, TLS host name check and client options as the broker and bus).
+
     >>> lease = RedisLease('redis://localhost/7', 'Agent.report', ttl=5)   # doctest: +SKIP
     >>> await lease.start()                                                # doctest: +SKIP
     """
@@ -57,14 +61,12 @@ class RedisLease(Lease):
     def __init__(self, dsn: str, name: str, ttl: float, **options: Any) -> None:
         super().__init__(dsn, name, ttl, **options)
         self.owner = uuid.uuid4().hex
-        self._client: aioredis.Redis | None = None
+        timeout = max(self.renew_interval, 0.1)
+        self.redis = RedisConnector(dsn, f'microagent.lease.{name}', socket_timeout=timeout,
+                                    socket_connect_timeout=timeout)
 
-    def _redis(self) -> aioredis.Redis:
-        if self._client is None:
-            timeout = max(self.renew_interval, 0.1)
-            self._client = aioredis.Redis.from_url(self.dsn, socket_timeout=timeout,
-                                                   socket_connect_timeout=timeout)
-        return self._client
+    def _redis(self) -> Redis:
+        return self.redis.client()
 
     async def _attempt(self) -> bool:
         ttl_ms = max(1, round(self.ttl * 1000))
@@ -81,10 +83,8 @@ class RedisLease(Lease):
         return int(result) == 1
 
     async def _release(self, was_held: bool) -> None:
-        if was_held and self._client is not None:
-            await self._client.eval(_RELEASE, 1, self.name, self.owner)
+        if was_held and self.redis.active():
+            await self.redis.client().eval(_RELEASE, 1, self.name, self.owner)
 
     async def _close(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
+        await self.redis.close()

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError, ResponseError
 
+from ..._backoff import Backoff
 from ...exceptions import BackendError
 from ._connection import close_connection, command
 from ._scripts import Lua
@@ -117,7 +118,7 @@ class ListDrainer:
         *took* is awaited (with a timeout) after a full backlog: it returns once
         the stream reader took entries, so there may be room again.
         """
-        delay = self.broker.reconnect_delay
+        backoff = Backoff(self.broker.reconnect_delay, self.broker.max_reconnect_delay)
         while runner.active:
             conn: Connection | None = None
             started = time.monotonic()
@@ -129,11 +130,11 @@ class ListDrainer:
                 await asyncio.sleep(self.broker.retry_poll)  # a poll period, not synchronisation
             except (RedisError, OSError, BackendError) as exc:
                 if time.monotonic() - started > self.broker.max_reconnect_delay:
-                    delay = self.broker.reconnect_delay
+                    backoff.reset()
+                delay = backoff.next()
                 self.broker.log.warning('RedisBroker: list %s: %s; retrying in %.2fs', self.name,
                                         self.broker.redis.describe(exc), delay)
                 await asyncio.sleep(delay)  # backoff between attempts, not synchronisation
-                delay = min(delay * 2, self.broker.max_reconnect_delay)
             finally:
                 await close_connection(conn)
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio.connection import Connection
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from ..._backoff import Backoff
 from ..._message import NO_HEADERS, decode_headers, encode_headers
 from ...delivery import ConsumerRunner, Delivery
 from ...exceptions import BackendError
@@ -59,7 +60,7 @@ class QueueReader:
 
     async def run(self, runner: ConsumerRunner) -> None:
         """The reader task: (re)connect with capped backoff, then read until stopped."""
-        delay = self.broker.reconnect_delay
+        backoff = Backoff(self.broker.reconnect_delay, self.broker.max_reconnect_delay)
         lost_at: float | None = None
         while runner.active:
             conn: Connection | None = None
@@ -75,12 +76,12 @@ class QueueReader:
                 await self._consume(runner, conn)
             except (RedisError, OSError, BackendError) as exc:
                 if lost_at is None and self.reads > reads:
-                    delay = self.broker.reconnect_delay  # it worked for a while: a fresh start
+                    backoff.reset()  # it worked for a while: a fresh start
                 lost_at = lost_at or time.monotonic()
+                delay = backoff.next()
                 self.broker.log.warning('RedisBroker: queue %s: %s; retrying in %.2fs', self.name,
                                         self.broker.redis.describe(exc), delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.broker.max_reconnect_delay)
+                await asyncio.sleep(delay)  # backoff between attempts, not synchronisation
             finally:
                 await close_connection(conn)
 
