@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ._shared import Shared
 from ._tasks import TaskSet
 from .broker import AbstractQueueBroker, Consumer
 from .bus import AbstractSignalBus, Receiver
@@ -181,7 +182,10 @@ class MicroAgent:
 
         Handlers still running at the deadline are cancelled; their messages are
         not acknowledged, so the broker delivers them again. With ``close``
-        the bus and broker connections are closed (they reopen lazily if used).
+        the bus and broker connections are closed (they reopen lazily if used),
+        unless they are still in use: another agent's handlers are bound to
+        them, or an ``async with broker:`` block holds them (the ownership
+        rule, :mod:`microagent._shared`).
         """
         deadline = time.monotonic() + timeout
         await self._loops.cancel()
@@ -282,11 +286,11 @@ def _jsonable(value: Any) -> bool:
 
 
 async def _close(bus: Any, broker: Any) -> None:
-    # A bus or broker shared with agents still running stays open.
-    if bus is not None and not any(getattr(bus, 'receivers', {}).values()):
-        await _call_close(bus)
-    if broker is not None and not getattr(broker, '_bindings', None):
-        await _call_close(broker)
+    # The ownership rule (microagent._shared): a bus or broker still in use (another agent's handlers
+    # bound, an ``async with`` block open) stays open. Objects without the rule (mocks) are closed.
+    for backend in (bus, broker):
+        if backend is not None and not (isinstance(backend, Shared) and backend.in_use):
+            await _call_close(backend)
 
 
 async def _call_close(backend: Any) -> None:

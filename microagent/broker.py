@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._dsn import mask_dsn
 from ._message import check_message_id, message_ids_for, new_message_id
+from ._shared import Shared
 from ._tasks import TaskSet, cancel_task
 from .catalog import DEFAULT_CATALOG, Catalog
 from .delivery import ConsumerRunner, DeadLetter
@@ -187,7 +188,7 @@ class BoundExchange:
     __call__ = send
 
 
-class AbstractQueueBroker(abc.ABC):
+class AbstractQueueBroker(Shared, abc.ABC):
     """Broker is an abstract interface with two basic methods - send and bind.
 
     All declared queues are attributes of a broker (``broker.mailer``), and so
@@ -345,6 +346,10 @@ class AbstractQueueBroker(abc.ABC):
         """Write several raw messages; backends override with a pipeline or batch."""
         for message, message_id in zip(messages, message_ids_for(messages, message_ids), strict=True):
             await self.send(name, message, headers=headers, message_id=message_id)
+
+    def has_handlers(self) -> bool:
+        """Whether consumers are bound (an agent's ``stop()`` then leaves this broker open)."""
+        return bool(self._bindings)
 
     async def close(self) -> None:
         """Stop every consumer (releasing unfinished messages) and close connections.

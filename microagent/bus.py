@@ -46,6 +46,7 @@ from ._context import set_handler
 from ._dsn import mask_dsn
 from ._jsonlib import get_codec
 from ._message import NO_HEADERS, check_headers, user_headers
+from ._shared import Shared
 from ._tasks import TaskSet
 from ._tolerant import Complaints, HandlerParams, log_problems
 from .catalog import DEFAULT_CATALOG, Catalog
@@ -224,14 +225,14 @@ class BoundSignal:
         deadline = asyncio.get_running_loop().time() + timeout
         async with asyncio.timeout_at(deadline):
             reply = await self.bus.response_channel()
-        self.bus._pending[corr] = inbox
+        self.bus.pending_calls[corr] = inbox
         try:
             channel, message = self._outgoing(envelope, corr, reply)
             async with asyncio.timeout_at(deadline):
                 await self.bus.send(channel, message)
             yield _until(inbox, deadline, self.bus.telemetry, span)
         finally:
-            self.bus._pending.pop(corr, None)
+            self.bus.pending_calls.pop(corr, None)
 
 
 async def _until(inbox: asyncio.Queue[dict[str, Any]], deadline: float, telemetry: Telemetry | None,
@@ -247,7 +248,7 @@ async def _until(inbox: asyncio.Queue[dict[str, Any]], deadline: float, telemetr
         yield response['r']
 
 
-class AbstractSignalBus(abc.ABC):
+class AbstractSignalBus(Shared, abc.ABC):
     """Signal bus is an abstract interface with two basic methods - send and bind.
 
     Backends implement ``send(channel, message)`` and ``bind(channel)`` and feed
@@ -286,7 +287,8 @@ class AbstractSignalBus(abc.ABC):
             self.wire = NATIVE
         self.complaints = Complaints()
         self.receivers: dict[str, list[Receiver]] = {}
-        self._pending: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        # Inboxes of the RPC calls made through this bus, by correlation id (the calls fill and empty it).
+        self.pending_calls: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._response_bound: asyncio.Lock | None = None
         self._response_ready = False
         self._tasks = TaskSet(f'{type(self).__name__} tasks')
@@ -328,6 +330,10 @@ class AbstractSignalBus(abc.ABC):
     async def bind_prefix(self, head: str) -> None:
         """Subscribe to every channel starting with *head* (backends with ``prefix_binds``)."""
         raise ConfigurationError(f'{type(self).__name__} cannot subscribe to channel prefixes')
+
+    def has_handlers(self) -> bool:
+        """Whether receivers are bound (an agent's ``stop()`` then leaves this bus open)."""
+        return any(self.receivers.values())
 
     async def close(self) -> None:
         """Unsubscribe and close connections; a closed bus reconnects lazily when used again."""
@@ -483,7 +489,7 @@ class AbstractSignalBus(abc.ABC):
             response = get_codec('json').loads(message)
             if corr:
                 response = {'c': corr, 'r': response}
-            inbox = self._pending.get(response['c'])
+            inbox = self.pending_calls.get(response['c'])
             if not isinstance(response.get('r'), dict):
                 raise KeyError('r')
         except (SerializingError, KeyError, TypeError, AttributeError):

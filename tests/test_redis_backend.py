@@ -202,7 +202,7 @@ async def _rpc_rounds(uid: str, calls: int) -> None:
         for n in range(calls):
             assert await getattr(caller, sig.name).call('api', n=n, timeout=10) == {'Echo.echo': n}
         await asyncio.sleep(0.05)
-        assert caller._pending == {}
+        assert caller.pending_calls == {}
         assert len(asyncio.all_tasks()) <= tasks_before
         assert caller._channels == {f'T{uid}:response:{caller.uid}'}
         async with asyncio.timeout(5):

@@ -116,7 +116,6 @@ class BrokerMock:
     def __init__(self, *, catalog: Catalog | None = None, strict: bool = False) -> None:
         self.catalog = catalog or DEFAULT_CATALOG
         self.strict = strict
-        self._bindings: dict[str, Any] = {}
         self.bind_consumer = AsyncMock(name='bind_consumer')
         self.unbind = AsyncMock(name='unbind', return_value=0)
         self.send = AsyncMock(name='send')

@@ -104,7 +104,7 @@ async def test_rpc_waiter_yields_each_response(harness, catalog, uid):
             if len(responses) == 2:
                 break
     assert sorted(responses, key=str) == sorted([{'One.handle': {'ok': True}}, {'Two.handle': [1, 'two']}], key=str)
-    assert caller._pending == {}
+    assert caller.pending_calls == {}
 
 
 async def test_rpc_timeout_does_not_cancel_caller(harness, catalog, uid):
@@ -114,7 +114,7 @@ async def test_rpc_timeout_does_not_cancel_caller(harness, catalog, uid):
         await getattr(caller, signal.name).call('api', timeout=0.2)
     assert not asyncio.current_task().cancelling()
     await asyncio.sleep(0)
-    assert caller._pending == {}
+    assert caller.pending_calls == {}
 
 
 async def test_many_rpc_calls_leave_nothing_behind(harness, catalog, uid):
@@ -127,7 +127,7 @@ async def test_many_rpc_calls_leave_nothing_behind(harness, catalog, uid):
     tasks_before = len(asyncio.all_tasks())
     for n in range(300):
         assert await getattr(caller, signal.name).call('api', n=n, timeout=harness.wait(10)) == {'Echo.handle': n}
-    assert caller._pending == {}
+    assert caller.pending_calls == {}
     await asyncio.sleep(0.05)
     assert len(asyncio.all_tasks()) <= tasks_before + 1
 

@@ -18,22 +18,45 @@ reference implementation: it gets the message as the ``amqp`` keyword::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+import logging
+from collections.abc import Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..._message import NO_HEADERS, user_headers
 from ...delivery import ConsumerRunner, Delivery
 
 if TYPE_CHECKING:
-    from ...broker import Consumer
-    from ._broker import AMQPBroker
+    from ...broker import AbstractQueueBroker, Consumer
     from ._deliveries import Incoming
 
-__all__ = ['ATTEMPTS_HEADER', 'ATTEMPT_HEADER', 'ERROR_HEADER', 'AMQPMessage', 'ManualAckRunner', 'attempt_of']
+__all__ = ['ATTEMPTS_HEADER', 'ATTEMPT_HEADER', 'ERROR_HEADER', 'AMQPMessage', 'ManualAckRunner', 'Republisher',
+           'attempt_of']
 
 ATTEMPT_HEADER = 'x-attempt'    # the attempt a copy is for (retries)
 ATTEMPTS_HEADER = 'x-attempts'  # the attempts a dead letter had
 ERROR_HEADER = 'x-error'
+
+
+class Republisher(Protocol):
+    """Where a delivery goes when it is not simply acked: the publishing side of the broker.
+
+    Deliveries and feeds depend on this, not on the broker class: the broker
+    creates them and hands itself over as one (``AMQPBroker`` implements it),
+    so the calls go one way in the code (broker -> feed -> delivery -> here).
+    """
+
+    log: logging.Logger
+
+    async def publish_retry(self, queue: str, body: bytes, attempt: int, delay: float, error: str, *,
+                            message_id: str, headers: Mapping[str, str]) -> None:
+        """Publish attempt *attempt* of a failed message; it reaches *queue* after *delay* seconds."""
+
+    async def publish_back(self, queue: str, body: bytes, message_id: str, headers: Mapping[str, Any]) -> None:
+        """Give a message back to *queue* unchanged."""
+
+    async def publish_dead_letter(self, queue: str, body: bytes, error: str, attempts: int, *, message_id: str,
+                                  headers: Mapping[str, str]) -> None:
+        """Publish a message to ``<queue>.dlq`` with its error and attempt count."""
 
 
 def attempt_of(headers: dict[str, Any] | None) -> int:
@@ -88,7 +111,7 @@ class AMQPDelivery(Delivery):
     __slots__ = ('amqp_headers', 'auto', 'broker', 'channel', 'delivery_tag', 'incoming', 'queue', 'redelivered',
                  'settled')
 
-    def __init__(self, broker: AMQPBroker, queue: str, incoming: Incoming, auto: bool = True) -> None:
+    def __init__(self, broker: Republisher, queue: str, incoming: Incoming, auto: bool = True) -> None:
         properties = incoming.properties
         headers = properties.headers or {}
         super().__init__(incoming.body, attempt_of(headers), str(incoming.delivery_tag),
@@ -156,7 +179,7 @@ class AMQPDelivery(Delivery):
 class ManualAckRunner(ConsumerRunner):
     """The runner of an ``autoack=False`` consumer: the handler gets ``amqp`` and acks itself."""
 
-    def __init__(self, broker: AMQPBroker, consumer: Consumer) -> None:
+    def __init__(self, broker: AbstractQueueBroker, consumer: Consumer) -> None:
         super().__init__(broker, consumer)
         accepts = self._accepts
         # The handler's signature is checked as if ``amqp`` were part of the message.

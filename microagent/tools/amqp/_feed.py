@@ -29,13 +29,12 @@ from typing import TYPE_CHECKING
 
 from ._connection import CONNECTION_ERRORS
 from ._deliveries import Incoming
-from ._delivery import AMQPDelivery, ManualAckRunner
+from ._delivery import AMQPDelivery, ManualAckRunner, Republisher
 
 if TYPE_CHECKING:
     import aiormq.abc
 
     from ...delivery import ConsumerRunner
-    from ._broker import AMQPBroker
 
 __all__ = ['LOST_ATTEMPT', 'Feed']
 
@@ -50,7 +49,7 @@ class Feed:
 
     __slots__ = ('auto', 'broker', 'held', 'inbox', 'name', 'runner', 'tag')
 
-    def __init__(self, broker: AMQPBroker, name: str, runner: ConsumerRunner) -> None:
+    def __init__(self, broker: Republisher, name: str, runner: ConsumerRunner) -> None:
         self.broker = broker
         self.name = name
         self.runner = runner

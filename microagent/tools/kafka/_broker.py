@@ -14,7 +14,7 @@ from ...broker import AbstractQueueBroker
 from ...delivery import DeadLetter
 from ...exceptions import BackendError, ConfigurationError
 from ._client import KafkaClients, KafkaSettings, parse_dsn, security_options, stop_consumer, true_ends
-from ._consumer import QueueReader, dlq_topic, reading
+from ._consumer import KafkaQueueReader, dlq_topic, reading
 from ._wire import RecordHeaders, outgoing
 
 __all__ = ['KafkaBroker']
@@ -69,7 +69,7 @@ class KafkaBroker(AbstractQueueBroker):
         self.join_timeout = join_timeout
         self.commit_window = commit_window
         self._clients = KafkaClients(self.settings)
-        self._queue_readers: dict[str, list[QueueReader]] = {}
+        self._queue_readers: dict[str, list[KafkaQueueReader]] = {}
         self._inspectors: dict[str | None, AIOKafkaConsumer] = {}
         self._inspecting = asyncio.Lock()  # the group-less probe is re-assigned by each call
 
@@ -112,7 +112,7 @@ class KafkaBroker(AbstractQueueBroker):
     async def bind(self, name: str) -> None:
         runner = self._runners[name]
         group = str(runner.consumer.options.get('group') or name)
-        readers = [QueueReader(self._clients, runner, member, self.commit_window, topics)
+        readers = [KafkaQueueReader(self._clients, runner, member, self.commit_window, topics)
                    for topics, member in reading(name, runner.queue.exchange, group)]
         self._queue_readers[name] = readers
         for reader in readers:
@@ -229,7 +229,7 @@ class KafkaBroker(AbstractQueueBroker):
         await self._clients.close()
 
 
-async def _read_all(readers: list[QueueReader]) -> None:
+async def _read_all(readers: list[KafkaQueueReader]) -> None:
     """The read loops of one queue's readers, side by side, feeding one runner."""
     async with asyncio.TaskGroup() as group:
         for reader in readers:

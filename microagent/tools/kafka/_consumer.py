@@ -48,7 +48,7 @@ from ._wire import RecordHeaders, outgoing
 if TYPE_CHECKING:
     from aiokafka.structs import ConsumerRecord
 
-__all__ = ['QueueReader', 'dlq_topic', 'reading', 'retry_topic']
+__all__ = ['KafkaQueueReader', 'dlq_topic', 'reading', 'retry_topic']
 
 log = logging.getLogger('microagent.kafka')
 FETCH_WAIT_MS = 500          # getmany wait: how soon a stopped reader notices
@@ -85,7 +85,7 @@ class KafkaDelivery(Delivery):
 
     __slots__ = ('_part', '_reader', '_record')
 
-    def __init__(self, reader: QueueReader, part: PartitionOffsets, record: ConsumerRecord[Any, Any],
+    def __init__(self, reader: KafkaQueueReader, part: PartitionOffsets, record: ConsumerRecord[Any, Any],
                  attempt: int, headers: RecordHeaders) -> None:
         super().__init__(record.value or b'', attempt, f'{record.topic}/{record.partition}/{record.offset}',
                          headers.message_id, headers.headers)
@@ -124,7 +124,7 @@ class KafkaDelivery(Delivery):
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, reader: QueueReader) -> None:
+    def __init__(self, reader: KafkaQueueReader) -> None:
         self.reader = reader
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
@@ -134,10 +134,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.reader.assigned(set(assigned))
 
 
-class QueueReader:
+class KafkaQueueReader:
     """The consumer of one bound queue: read loop, offset tracking, commits, deferred retries.
 
-    >>> reader = QueueReader(clients, broker.runner('mailer'), group='mailer')   # doctest: +SKIP
+    >>> reader = KafkaQueueReader(clients, broker.runner('mailer'), group='mailer')   # doctest: +SKIP
     >>> await reader.start()     # topics created, group joined in the background  # doctest: +SKIP
     >>> await reader.read()      # until the runner stops                         # doctest: +SKIP
     >>> await reader.close()     # final commit, leave the group                  # doctest: +SKIP
@@ -168,7 +168,7 @@ class QueueReader:
         self._tasks = TaskSet(f'kafka commits {self.name}')
 
     def __repr__(self) -> str:
-        return f'<QueueReader {self.name} group={self.group} partitions={len(self._parts)}>'
+        return f'<KafkaQueueReader {self.name} group={self.group} partitions={len(self._parts)}>'
 
     async def start(self) -> None:
         """Create the topics, join the group (the join completes in the background)."""

@@ -37,8 +37,8 @@ from ...broker import AbstractQueueBroker
 from ...delivery import DeadLetter
 from ...exceptions import ConfigurationError, SerializingError
 from ._connection import NATSConnector
-from ._publisher import Outgoing, Publisher, ensure_stream
-from ._reader import QueueReader
+from ._publisher import NATSPublisher, Outgoing, ensure_stream
+from ._reader import NATSQueueReader
 from ._topology import (
     ATTEMPT_BASE,
     ATTEMPTS,
@@ -97,9 +97,9 @@ class NATSBroker(AbstractQueueBroker):
         self.nats = NATSConnector(dsn, f'microagent.broker.{self.uid}', connect_timeout=connect_timeout,
                                   reconnect_delay=reconnect_delay, ping_interval=ping_interval,
                                   ssl_context=ssl_context, log=self.log)
-        self.publisher = Publisher(self.nats, self.uid, timeout=publish_timeout)
+        self.publisher = NATSPublisher(self.nats, self.uid, timeout=publish_timeout)
         self._subjects: dict[str, str] = {}
-        self._queue_readers: dict[str, QueueReader] = {}
+        self._queue_readers: dict[str, NATSQueueReader] = {}
         self._keepers: dict[str, asyncio.Task[Any]] = {}
 
     def lease_options(self) -> dict[str, Any]:
@@ -203,7 +203,7 @@ class NATSBroker(AbstractQueueBroker):
     # -- consuming -----------------------------------------------------------------
 
     async def bind(self, name: str) -> None:
-        reader = QueueReader(self, name, self._runners[name])
+        reader = NATSQueueReader(self, name, self._runners[name])
         await reader.start()
         self._queue_readers[name] = reader
         self._start_reader(name, reader.run())

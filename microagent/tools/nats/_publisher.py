@@ -27,7 +27,7 @@ from ...exceptions import BackendError, DeliveryError
 from ._connection import NATSConnector
 from ._topology import MSG_ID
 
-__all__ = ['Outgoing', 'Publisher', 'ensure_stream']
+__all__ = ['Outgoing', 'NATSPublisher', 'ensure_stream']
 
 log = logging.getLogger('microagent.nats')
 
@@ -59,7 +59,7 @@ async def ensure_stream(connector: NATSConnector, config: StreamConfig) -> None:
         log.debug('NATS: stream %s exists with another configuration; used as it is', config.name)
 
 
-class Publisher:
+class NATSPublisher:
     """Publishes of one broker: ids, PubAcks, retries, streams made on demand.
 
     >>> stream = lambda: queue_config(names, 'mailer', 1)                      # doctest: +SKIP

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ...delivery import ConsumerRunner
     from ._broker import NATSBroker
 
-__all__ = ['LOST_ATTEMPT', 'NATSDelivery', 'QueueReader']
+__all__ = ['LOST_ATTEMPT', 'NATSDelivery', 'NATSQueueReader']
 
 LOST_ATTEMPT = 'delivered again after an attempt that never settled (its consumer died or lost its connection)'
 _ACK_PREFIX = '$JS.ACK.'
@@ -51,10 +51,10 @@ _GONE = ('Consumer Deleted', 'Consumer is push based')
 log = logging.getLogger('microagent.nats')
 
 
-class QueueReader:
+class NATSQueueReader:
     """Reads one queue for one broker; see the module docstring.
 
-    >>> reader = QueueReader(broker, 'mailer', runner)   # doctest: +SKIP
+    >>> reader = NATSQueueReader(broker, 'mailer', runner)   # doctest: +SKIP
     >>> await reader.start(); broker._start_reader('mailer', reader.run())   # doctest: +SKIP
     """
 
@@ -224,7 +224,7 @@ class NATSDelivery(Delivery):
 
     __slots__ = ('msg', 'reader', 'received')
 
-    def __init__(self, reader: QueueReader, msg: Msg) -> None:
+    def __init__(self, reader: NATSQueueReader, msg: Msg) -> None:
         meta = msg.metadata
         raw = msg.headers or {}
         base = raw.get(ATTEMPT_BASE, '0')

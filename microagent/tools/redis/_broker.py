@@ -32,9 +32,9 @@ from ...broker import AbstractQueueBroker
 from ...delivery import DeadLetter
 from ...exceptions import ConfigurationError
 from ...wire import MICROAGENT1
-from ._connection import Lane, RedisConnector, pack_args
+from ._connection import RedisConnector, RedisLane, pack_args
 from ._lists import PUSH_MANY, ListDrainer, draining_key
-from ._reader import QueueReader
+from ._reader import RedisQueueReader
 from ._scripts import ADD_MANY, CLAIM_DEAD, QUEUE_LENGTH
 from ._wire import dead_letter, fields
 
@@ -74,10 +74,10 @@ class RedisBroker(AbstractQueueBroker):
         self.drain_lists = drain_lists
         self.redis = RedisConnector(dsn, f'microagent.broker.{self.uid}')
         # Senders and acks on lanes of their own: a producer and a consumer in one process never queue behind
-        # each other.
-        self._lane = Lane(self.redis)
-        self._ack_lane = Lane(self.redis)
-        self._states: dict[str, QueueReader] = {}
+        # each other. The ack lane is public: the queue readers settle their entries through it.
+        self._lane = RedisLane(self.redis)
+        self.ack_lane = RedisLane(self.redis)
+        self._states: dict[str, RedisQueueReader] = {}
         self._heads: dict[str, bytes] = {}  # packed 'XADD <stream> * b' per queue: the send hot path
         self._pumps: dict[str, asyncio.Task[Any]] = {}
         self._drainers: dict[str, asyncio.Task[Any]] = {}
@@ -85,12 +85,9 @@ class RedisBroker(AbstractQueueBroker):
         self._keeper: asyncio.Task[Any] | None = None
         self.upkeep_rounds = 0
 
-    async def _execute(self, *args: Any) -> Any:
-        return await self.redis.client().execute_command(*args)  # type: ignore[no-untyped-call]
-
     async def execute(self, *args: Any) -> Any:
         """Run one Redis command on the pooled client (retried by redis-py on a lost connection)."""
-        return await self._execute(*args)
+        return await self.redis.client().execute_command(*args)  # type: ignore[no-untyped-call]
 
     @property
     def heartbeat_key(self) -> str:
@@ -185,7 +182,7 @@ class RedisBroker(AbstractQueueBroker):
         stream = self.stream(name)
         keys = [stream, f'{stream}.delayed', name, draining_key(self.prefix, name)]
         try:
-            return int(await QUEUE_LENGTH.run(self._execute, keys, [name]))
+            return int(await QUEUE_LENGTH.run(self.execute, keys, [name]))
         except RedisError as exc:
             raise self.redis.error(exc, f'cannot measure {name}') from None
 
@@ -217,7 +214,7 @@ class RedisBroker(AbstractQueueBroker):
             raise self.redis.error(exc, f'cannot migrate {name}') from None
 
     async def bind(self, name: str) -> None:
-        reader = self._states[name] = QueueReader(self, name)
+        reader = self._states[name] = RedisQueueReader(self, name)
         runner = self._runners[name]
         self._start_reader(name, reader.run(runner))
         self._pumps[name] = self._tasks.spawn(reader.pump(), name=f'RedisBroker retries {name}')
@@ -252,7 +249,7 @@ class RedisBroker(AbstractQueueBroker):
             except (RedisError, TimeoutError) as exc:
                 self.log.debug('RedisBroker: cannot remove heartbeat: %s', self.redis.describe(exc))
         await self._lane.close()
-        await self._ack_lane.close()
+        await self.ack_lane.close()
         await self.redis.close()
 
     async def _keep_alive(self) -> None:
@@ -268,7 +265,7 @@ class RedisBroker(AbstractQueueBroker):
                 self.log.warning('RedisBroker: heartbeat failed: %s', self.redis.describe(exc))
             self.upkeep_rounds += 1
 
-    async def _claim_dead(self, state: QueueReader) -> None:
+    async def _claim_dead(self, state: RedisQueueReader) -> None:
         client = self.redis.client()
         try:
             consumers = await client.xinfo_consumers(state.stream, state.name)
@@ -283,10 +280,10 @@ class RedisBroker(AbstractQueueBroker):
                 continue
             await self._claim_from(state, name)
 
-    async def _claim_from(self, state: QueueReader, dead: str) -> None:
+    async def _claim_from(self, state: RedisQueueReader, dead: str) -> None:
         runner = self._runners.get(state.name)
         attempts = runner.max_attempts if runner is not None else self.max_attempts
-        moved = int(await CLAIM_DEAD.run(self._execute, [state.stream, state.dlq], [state.name, dead, attempts, 1000]))
+        moved = int(await CLAIM_DEAD.run(self.execute, [state.stream, state.dlq], [state.name, dead, attempts, 1000]))
         if moved:
             self.log.warning('RedisBroker: queue %s: requeued %d messages of dead consumer %s (attempt counted)',
                              state.name, moved, dead)

@@ -23,7 +23,7 @@ from ..._backoff import Backoff
 from ...bus import AbstractSignalBus
 from ...exceptions import BackendError, ConfigurationError
 from ...wire import glob_escape
-from ._connection import Lane, RedisConnector, close_connection
+from ._connection import RedisConnector, RedisLane, close_connection
 
 __all__ = ['RedisSignalBus']
 
@@ -54,7 +54,7 @@ class RedisSignalBus(AbstractSignalBus):
         self.max_reconnect_delay = max_reconnect_delay
         self.subscribe_timeout = subscribe_timeout
         self.redis = RedisConnector(dsn, f'microagent.bus.{self.uid}')
-        self._lane = Lane(self.redis)
+        self._lane = RedisLane(self.redis)
         self.reconnects = 0
         self._channels: set[str] = set()
         self._patterns: set[str] = set()

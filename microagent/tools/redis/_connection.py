@@ -24,7 +24,8 @@ from redis.exceptions import ConnectionError, RedisError, ResponseError, Timeout
 from ..._dsn import mask_dsn, mask_text, password_of
 from ...exceptions import BackendError, ConfigurationError
 
-__all__ = ['FAST_WRITES', 'Lane', 'RedisConnector', 'close_connection', 'command', 'fast_writer', 'pack', 'pack_args']
+__all__ = ['FAST_WRITES', 'RedisConnector', 'RedisLane', 'close_connection', 'command', 'fast_writer', 'pack',
+           'pack_args']
 
 # The redis-py releases whose connection keeps its stream as ``_writer``, as fast_writer() expects. The
 # redis-py major is read once at import; tests set this False to run the public write path.
@@ -138,13 +139,13 @@ async def close_connection(conn: Connection | None) -> None:
         await conn.disconnect(nowait=True)
 
 
-class Lane:
+class RedisLane:
     """A dedicated connection running one command at a time, without the pool's per-command cost.
 
     The hot paths (XADD, acks) go through it. While it is busy, callers use the
     pooled client instead, so concurrent callers still run in parallel.
 
-    >>> lane = Lane(connector)                                  # doctest: +SKIP
+    >>> lane = RedisLane(connector)                                  # doctest: +SKIP
     >>> await lane.execute('XADD', 'stream', '*', 'b', '{}')    # doctest: +SKIP
     """
 

@@ -2,7 +2,7 @@
 
 Acks of handlers that finish quickly ride along with the reader's next
 XREADGROUP (one write, one round trip for both); others are batched per loop
-turn. Retries wait in a ZSET that :meth:`QueueReader.pump` moves back into the
+turn. Retries wait in a ZSET that :meth:`RedisQueueReader.pump` moves back into the
 stream when due. Entries left in our pending list (a read cut by a lost
 connection, a failed ack, a claim from a dead consumer) are read again from
 ``0`` before new ones, skipping those still in flight.
@@ -28,13 +28,13 @@ from ._wire import Entry, entry, retry_member, unpack
 if TYPE_CHECKING:
     from ._broker import RedisBroker
 
-__all__ = ['QueueReader']
+__all__ = ['RedisQueueReader']
 
 
-class QueueReader:
+class RedisQueueReader:
     """Reads one queue for one broker: fetching, acks, settling, retries due.
 
-    >>> reader = QueueReader(broker, 'mailer')            # doctest: +SKIP
+    >>> reader = RedisQueueReader(broker, 'mailer')            # doctest: +SKIP
     >>> broker._start_reader('mailer', reader.run(runner))  # doctest: +SKIP
     """
 
@@ -136,7 +136,7 @@ class QueueReader:
             else:
                 reply = await command(conn, raw=read, timeout=self.broker.block + 10)
         except NoScriptError:
-            await FETCH.load(self.broker._execute)
+            await FETCH.load(self.broker.execute)
             return []
         entries = unpack(reply) if backlog else [entry(*item) for item in reply[0][1]] if reply else []
         self.backlog = len(entries) >= count
@@ -154,7 +154,7 @@ class QueueReader:
                 await command(conn, raw=ack + read)
                 landed = True
             except NoScriptError:
-                await ACK.run(self.broker._ack_lane.execute, [self.stream], [self.name, *riders])
+                await ACK.run(self.broker.ack_lane.execute, [self.stream], [self.name, *riders])
                 landed = True
             except asyncio.CancelledError:
                 # Stopping: the acks were written and their reply is on its way; take it before leaving.
@@ -172,7 +172,7 @@ class QueueReader:
         if not riders:
             return
         try:
-            await ACK.run(self.broker._ack_lane.execute, [self.stream], [self.name, *riders])
+            await ACK.run(self.broker.ack_lane.execute, [self.stream], [self.name, *riders])
         except BaseException as exc:
             self._landed(riders, ok=False)
             self.broker.log.warning('RedisBroker: queue %s: %d acks failed (%s); the messages come again',
@@ -235,7 +235,7 @@ class QueueReader:
                 await self._ack(entry_id)
             else:
                 lua, keys, args = script
-                await lua.run(self.broker._ack_lane.execute, keys, args)
+                await lua.run(self.broker.ack_lane.execute, keys, args)
         except BaseException:
             self.rescan = True  # still ours and pending: read it again
             raise
@@ -256,7 +256,7 @@ class QueueReader:
             await asyncio.shield(acked)
             return
         if len(self.inflight) <= 1:  # nobody else could join a batch
-            await ACK.run(self.broker._ack_lane.execute, [self.stream], [self.name, entry_id])
+            await ACK.run(self.broker.ack_lane.execute, [self.stream], [self.name, entry_id])
             return
         acked = self.acked = asyncio.get_running_loop().create_future()
         acked.add_done_callback(_retrieve)
@@ -264,7 +264,7 @@ class QueueReader:
         try:
             await asyncio.sleep(0)
             ids, self.acks, self.acked = self.acks, [], None
-            await ACK.run(self.broker._ack_lane.execute, [self.stream], [self.name, *ids])
+            await ACK.run(self.broker.ack_lane.execute, [self.stream], [self.name, *ids])
         except BaseException as exc:
             if self.acked is acked:
                 self.acks, self.acked = [], None
@@ -276,7 +276,7 @@ class QueueReader:
         """Requeue what we still own after the consumer stopped (reads cut mid-flight)."""
         try:
             async with asyncio.timeout(5):
-                await GIVE_BACK.run(self.broker._execute, [self.stream], [self.name, self.broker.uid, 1000])
+                await GIVE_BACK.run(self.broker.execute, [self.stream], [self.name, self.broker.uid, 1000])
         except (RedisError, TimeoutError) as exc:
             self.broker.log.warning('RedisBroker: queue %s: cannot give back pending entries (%s); they are '
                                     'reclaimed when our heartbeat expires', self.name, self.broker.redis.describe(exc))
@@ -294,7 +294,7 @@ class QueueReader:
             self.retry_due.clear()
             wait = self.broker.retry_poll
             try:
-                left = int(await PROMOTE.run(self.broker._execute, [self.stream, self.delayed], [100]))
+                left = int(await PROMOTE.run(self.broker.execute, [self.stream, self.delayed], [100]))
                 if left >= 0:
                     wait = min(wait, left / 1000)
             except RedisError as exc:
@@ -305,7 +305,7 @@ class QueueReader:
 class _RedisDelivery(Delivery):
     __slots__ = ('_decoded', '_headers', '_reader')
 
-    def __init__(self, reader: QueueReader, item: Entry) -> None:
+    def __init__(self, reader: RedisQueueReader, item: Entry) -> None:
         entry_id, body, attempt, message_id, headers = item
         super().__init__(body, attempt, entry_id, message_id, decode_headers(headers) if headers else NO_HEADERS)
         self._reader = reader

@@ -22,7 +22,7 @@ __all__ = ['ACK', 'ADD_MANY', 'CLAIM_DEAD', 'DEAD_LETTER', 'FETCH', 'GIVE_BACK',
 class Lua:
     """A script run with EVALSHA, loaded on the first NOSCRIPT.
 
-    *execute* runs one command: ``client.execute_command`` or ``Lane.execute``.
+    *execute* runs one command: ``client.execute_command`` or ``RedisLane.execute``.
 
     >>> await RETRY.run(client.execute_command, [stream, delayed], [group, entry_id, 1000, member])  # doctest: +SKIP
     """
