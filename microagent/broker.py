@@ -292,7 +292,10 @@ class AbstractQueueBroker(Shared, abc.ABC):
         """Write a raw (serialized) message to queue *name*; returns once the broker has it.
 
         The message gets *message_id* (a new id when None) and *headers*
-        (checked: :func:`microagent._message.check_headers`).
+        (checked: :func:`microagent._message.check_headers`). A backend takes
+        the extra options it names in :attr:`send_options` as keyword
+        arguments, and answers any other with :class:`UnsupportedOption`
+        (``if options: self.check_options('send', options)`` after its own).
         """
 
     @abc.abstractmethod
@@ -331,21 +334,26 @@ class AbstractQueueBroker(Shared, abc.ABC):
         return data
 
     async def publish(self, exchange: str, message: str, topic: str | None = None, *,
-                      headers: Mapping[str, str] | None = None, message_id: str | None = None) -> None:
+                      headers: Mapping[str, str] | None = None, message_id: str | None = None,
+                      **options: Any) -> None:
         """Send *message* to every queue bound to *exchange* that accepts *topic*, with one id.
 
         The default routes with the catalog and sends to each queue; backends
         with native exchanges override it.
         """
+        if options:
+            self.check_options('publish', options)
         message_id = check_message_id(message_id) if message_id is not None else new_message_id()
         for queue in self.catalog.route(exchange, topic):
-            await self.send(queue.name, message, headers=headers, message_id=message_id)
+            await self.send(queue.name, message, headers=headers, message_id=message_id, **options)
 
     async def send_many(self, name: str, messages: Sequence[str], *, headers: Mapping[str, str] | None = None,
-                        message_ids: Sequence[str] | None = None) -> None:
+                        message_ids: Sequence[str] | None = None, **options: Any) -> None:
         """Write several raw messages; backends override with a pipeline or batch."""
+        if options:
+            self.check_options('send_many', options)
         for message, message_id in zip(messages, message_ids_for(messages, message_ids), strict=True):
-            await self.send(name, message, headers=headers, message_id=message_id)
+            await self.send(name, message, headers=headers, message_id=message_id, **options)
 
     def has_handlers(self) -> bool:
         """Whether consumers are bound (an agent's ``stop()`` then leaves this broker open)."""

@@ -9,7 +9,7 @@ import pytest
 
 from microagent import DeliveryError, MicroAgent, Queue, QueueNotFound, SerializingError, consumer
 from microagent.delivery import current_delivery
-from microagent.exceptions import UnsupportedOption
+from microagent.exceptions import MicroAgentError, UnsupportedOption
 
 from ..helpers import Collector, eventually, recording_agent
 
@@ -450,3 +450,22 @@ async def test_send_options_are_checked(harness, catalog, uid):
     with pytest.raises(SerializingError, match='one id per message'):
         await bound.send_many([{'n': 1}, {'n': 2}], message_ids=['only-one'])
     assert await bound.length() == 0
+
+
+async def test_backend_methods_refuse_options_they_do_not_take(harness, catalog, uid):
+    """The raw backend interface too: an option is taken, or refused naming backend and option."""
+    queue = Queue(f'q_{uid}', catalog=catalog)
+    Queue(f'e_{uid}', exchange=f'ex_{uid}', catalog=catalog)
+    broker = harness.broker()
+    name = type(broker).__name__
+    calls = {'send': lambda **kw: broker.send(queue.name, '{}', **kw),
+             'send_many': lambda **kw: broker.send_many(queue.name, ['{}'], **kw),
+             'publish': lambda **kw: broker.publish(f'ex_{uid}', '{}', 't', **kw)}
+    # Options other backends take (AMQP/NATS timeout, Kafka key) are no exception where unknown.
+    refused = sorted({'nope', 'key', 'timeout', 'priority', 'expiration'} - broker.send_options)
+    for method, call in calls.items():
+        for option in refused:
+            with pytest.raises(UnsupportedOption, match=rf"{name}\.{method}: unsupported option '{option}'") as err:
+                await call(**{option: 1})
+            assert isinstance(err.value, MicroAgentError)
+    assert await getattr(broker, queue.name).length() == 0

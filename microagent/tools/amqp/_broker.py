@@ -106,7 +106,7 @@ class AMQPBroker(AbstractQueueBroker):
     # -- publishing --------------------------------------------------------------
 
     def send(self, name: str, message: str | bytes, *, headers: Mapping[str, str] | None = None,
-             message_id: str | None = None, timeout: float | None = None) -> Coroutine[Any, Any, None]:
+             message_id: str | None = None, timeout: float | None = None, **options: Any) -> Coroutine[Any, Any, None]:
         """Publish to queue *name* and wait for the broker's confirm; DeliveryError if unroutable.
 
         ``timeout`` (seconds, default ``publish_timeout``) bounds the whole call,
@@ -115,6 +115,8 @@ class AMQPBroker(AbstractQueueBroker):
 
         >>> await broker.send('mailer', '{"to": "a@b.c"}')   # doctest: +SKIP
         """
+        if options:
+            self.check_options('send', options)
         # Not a coroutine of its own: it returns _publish's, one frame less on the hot path.
         body = message.encode() if isinstance(message, str) else message
         properties = _properties(check_message_id(message_id) if message_id is not None else new_message_id(),
@@ -123,8 +125,10 @@ class AMQPBroker(AbstractQueueBroker):
 
     async def publish(self, exchange: str, message: str | bytes, topic: str | None = None, *,
                       headers: Mapping[str, str] | None = None, message_id: str | None = None,
-                      timeout: float | None = None) -> None:
+                      timeout: float | None = None, **options: Any) -> None:
         """Publish once to *exchange* with routing key *topic*; every bound queue that matches gets it."""
+        if options:
+            self.check_options('publish', options)
         self.catalog.route(exchange, topic)  # QueueNotFound for an undeclared exchange
         body = message.encode() if isinstance(message, str) else message
         properties = _properties(check_message_id(message_id) if message_id is not None else new_message_id(),
@@ -134,8 +138,10 @@ class AMQPBroker(AbstractQueueBroker):
 
     async def send_many(self, name: str, messages: Sequence[str | bytes], *,
                         headers: Mapping[str, str] | None = None, message_ids: Sequence[str] | None = None,
-                        timeout: float | None = None) -> None:
+                        timeout: float | None = None, **options: Any) -> None:
         """Publish every message in one write, then wait for all the confirms (a pipelined confirm window)."""
+        if options:
+            self.check_options('send_many', options)
         timeout = timeout or self.publish_timeout
         checked = check_headers(headers) or None
         items = [(m.encode() if isinstance(m, str) else m, _properties(message_id, checked))

@@ -80,18 +80,23 @@ class KafkaBroker(AbstractQueueBroker):
     # -- sending ---------------------------------------------------------------
 
     async def send(self, name: str, message: str, *, headers: Mapping[str, str] | None = None,
-                   message_id: str | None = None, key: str | bytes | None = None) -> None:
+                   message_id: str | None = None, key: str | bytes | None = None, **options: Any) -> None:
         """Write *message* to topic *name*; returns once acknowledged by all in-sync replicas.
 
         ``key=`` (str or bytes) picks the partition: messages with one key keep their order.
         """
+        if options:
+            self.check_options('send', options)
         message_id = check_message_id(message_id) if message_id is not None else new_message_id()
         await self._clients.produce(name, message.encode(), outgoing(message_id, check_headers(headers)),
                                     key=_key(key))
 
     async def send_many(self, name: str, messages: Sequence[str], *, headers: Mapping[str, str] | None = None,
-                        message_ids: Sequence[str] | None = None, key: str | bytes | None = None) -> None:
+                        message_ids: Sequence[str] | None = None, key: str | bytes | None = None,
+                        **options: Any) -> None:
         """Enqueue all messages (the producer batches them), then wait for every ack."""
+        if options:
+            self.check_options('send_many', options)
         checked = check_headers(headers)
         records = [(m.encode(), outgoing(message_id, checked))
                    for m, message_id in zip(messages, message_ids_for(messages, message_ids), strict=True)]
@@ -99,8 +104,10 @@ class KafkaBroker(AbstractQueueBroker):
 
     async def publish(self, exchange: str, message: str, topic: str | None = None, *,
                       headers: Mapping[str, str] | None = None, message_id: str | None = None,
-                      key: str | bytes | None = None) -> None:
+                      key: str | bytes | None = None, **options: Any) -> None:
         """One record on the exchange's topic; each bound queue's group filters by *topic*."""
+        if options:
+            self.check_options('publish', options)
         self.catalog.route(exchange, topic)  # QueueNotFound for an undeclared exchange
         message_id = check_message_id(message_id) if message_id is not None else new_message_id()
         own = {'x_topic': topic} if topic else {}

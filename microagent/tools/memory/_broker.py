@@ -62,7 +62,9 @@ class MemoryBroker(AbstractQueueBroker):
         return hub_for(self.dsn)
 
     async def send(self, name: str, message: str, *, headers: Mapping[str, str] | None = None,
-                   message_id: str | None = None) -> None:
+                   message_id: str | None = None, **options: Any) -> None:
+        if options:
+            self.check_options('send', options)
         hub = self._hub
         message_id = check_message_id(message_id) if message_id is not None else new_message_id()
         if hub.tap is None:
@@ -71,7 +73,9 @@ class MemoryBroker(AbstractQueueBroker):
         self._tapped(hub, name, message, message_id, check_headers(headers))
 
     async def send_many(self, name: str, messages: Sequence[str], *, headers: Mapping[str, str] | None = None,
-                        message_ids: Sequence[str] | None = None) -> None:
+                        message_ids: Sequence[str] | None = None, **options: Any) -> None:
+        if options:
+            self.check_options('send_many', options)
         hub, checked = self._hub, check_headers(headers)
         for message, message_id in zip(messages, message_ids_for(messages, message_ids), strict=True):
             if hub.tap is None:

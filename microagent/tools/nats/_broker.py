@@ -118,16 +118,20 @@ class NATSBroker(AbstractQueueBroker):
     send_options: ClassVar[frozenset[str]] = frozenset({'timeout'})
 
     async def send(self, name: str, message: str | bytes, *, headers: Mapping[str, str] | None = None,
-                   message_id: str | None = None, timeout: float | None = None) -> None:
+                   message_id: str | None = None, timeout: float | None = None, **options: Any) -> None:
         """Publish to queue *name*; returns once JetStream stored it (PubAck)."""
+        if options:
+            self.check_options('send', options)
         own = _headers(headers)
         own[MESSAGE_ID] = _message_id(message_id)
         data = message.encode() if isinstance(message, str) else message
         await self.publisher.publish(self._subject(name), data, own, self._stream(name), timeout)
 
     async def send_many(self, name: str, messages: Sequence[str | bytes], *, headers: Mapping[str, str] | None = None,
-                        message_ids: Sequence[str] | None = None, timeout: float | None = None) -> None:
+                        message_ids: Sequence[str] | None = None, timeout: float | None = None, **options: Any) -> None:
         """Publish every message pipelined (each with its own id), then wait for all their PubAcks."""
+        if options:
+            self.check_options('send_many', options)
         subject, stream = self._subject(name), self._stream(name)
         base = _headers(headers)
         items = [Outgoing(subject, m.encode() if isinstance(m, str) else m, {**base, MESSAGE_ID: message_id}, stream)
@@ -136,8 +140,10 @@ class NATSBroker(AbstractQueueBroker):
 
     async def publish(self, exchange: str, message: str | bytes, topic: str | None = None, *,
                       headers: Mapping[str, str] | None = None, message_id: str | None = None,
-                      timeout: float | None = None) -> None:
+                      timeout: float | None = None, **options: Any) -> None:
         """One copy (one message id) to every queue bound to *exchange* that accepts *topic*, each acked."""
+        if options:
+            self.check_options('publish', options)
         own = _headers(headers)
         own[MESSAGE_ID] = _message_id(message_id)
         data = message.encode() if isinstance(message, str) else message

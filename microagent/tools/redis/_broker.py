@@ -101,7 +101,9 @@ class RedisBroker(AbstractQueueBroker):
     # -- sending -------------------------------------------------------------------
 
     async def send(self, name: str, message: str, *, headers: Mapping[str, str] | None = None,
-                   message_id: str | None = None) -> None:
+                   message_id: str | None = None, **options: Any) -> None:
+        if options:
+            self.check_options('send', options)
         if self.wire == MICROAGENT1:
             self._bare(name, headers)
             await self._push([name], [message])
@@ -123,7 +125,9 @@ class RedisBroker(AbstractQueueBroker):
             raise self.redis.error(exc, f'cannot send to {name}') from None
 
     async def send_many(self, name: str, messages: Sequence[str], *, headers: Mapping[str, str] | None = None,
-                        message_ids: Sequence[str] | None = None) -> None:
+                        message_ids: Sequence[str] | None = None, **options: Any) -> None:
+        if options:
+            self.check_options('send_many', options)
         if self.wire == MICROAGENT1:
             self._bare(name, headers)
             await self._push([name] * len(messages), list(messages))
@@ -133,8 +137,10 @@ class RedisBroker(AbstractQueueBroker):
                              check_headers(headers))
 
     async def publish(self, exchange: str, message: str, topic: str | None = None, *,
-                      headers: Mapping[str, str] | None = None, message_id: str | None = None) -> None:
+                      headers: Mapping[str, str] | None = None, message_id: str | None = None, **options: Any) -> None:
         # One script: every bound queue gets the message or none does, all with one id.
+        if options:
+            self.check_options('publish', options)
         names = [q.name for q in self.catalog.route(exchange, topic)]
         if self.wire == MICROAGENT1:
             self._bare(exchange, headers)
