@@ -17,6 +17,7 @@ async def start_agent(agent: MicroAgent, tasks: TaskSet) -> None:
     ``start()`` itself returns once consuming, or keeps running ``@on('server')``
     sub-services until they end: that task stays in *tasks*.
 
+    Not run: a fragment: ``agent`` is the reader's.
     >>> await start_agent(agent, TaskSet('agents'))   # doctest: +SKIP
     """
     name = type(agent).__name__

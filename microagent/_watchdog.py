@@ -30,9 +30,16 @@ class Watchdog:
     for the oldest one replace a timer per message (``asyncio.timeout``
     schedules and cancels one each time, a tenth of a consumer's CPU).
 
-    >>> dog = Watchdog(30.0)                         # doctest: +SKIP
-    >>> watch = dog.watch()                          # doctest: +SKIP
-    >>> try: await handler() finally: watch.done()   # doctest: +SKIP
+    >>> import asyncio
+    >>> dog = Watchdog(30.0)
+    >>> async def handler():
+    ...     watch = dog.watch()   # the handler's task is cancelled if it outlives 30 s
+    ...     try:
+    ...         return await asyncio.sleep(0, 'done')
+    ...     finally:
+    ...         watch.done()
+    >>> await handler()
+    'done'
     """
 
     def __init__(self, timeout: float) -> None:

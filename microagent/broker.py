@@ -326,6 +326,7 @@ class AbstractQueueBroker(Shared, abc.ABC):
         For backends that call handlers themselves; the built-in ones go
         through :class:`~microagent.delivery.ConsumerRunner`.
 
+        Not run: a fragment: ``consumer`` is a bound consumer of an agent.
         >>> data = AbstractQueueBroker.prepared_data(consumer, '{"user_id": 1}')   # doctest: +SKIP
         """
         data = consumer.queue.deserialize(raw_data)

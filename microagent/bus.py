@@ -200,6 +200,7 @@ class BoundSignal:
                      **kwargs: Any) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         """Send as RPC and iterate over responses until the caller breaks or *timeout* passes.
 
+        Not run: a fragment of an agent's code (needs Redis and a declared signal).
         >>> async with bus.rpc_comments_count.waiter('api', user_id=1) as responses:  # doctest: +SKIP
         ...     async for response in responses:
         ...         print(response)
@@ -262,8 +263,12 @@ class AbstractSignalBus(Shared, abc.ABC):
     ``prefix`` defaults to the catalog's ``default_prefix`` (a declarations
     file may set it), else ``PUBSUB``.
 
-    >>> bus = RedisSignalBus('redis://localhost/7')     # doctest: +SKIP
-    >>> await bus.user_created.send('user_agent', user_id=1)  # doctest: +SKIP
+    >>> from microagent import Catalog, Signal
+    >>> from microagent.tools.memory import MemorySignalBus   # RedisSignalBus('redis://...') alike
+    >>> catalog = Catalog()
+    >>> _ = Signal('user_created', ['user_id'], catalog=catalog)
+    >>> bus = MemorySignalBus('memory://doc', catalog=catalog)
+    >>> await bus.user_created.send('user_agent', user_id=1)
     """
 
     #: Whether :meth:`bind_prefix` works: the backend can read (and write) microagent 1.9's channels.

@@ -393,6 +393,7 @@ async def _traced(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``microagent`` command.
 
+    Not run: runs the command line on the example application (tests/test_cli.py).
     >>> main(['info', 'examples.users:UserAgent'])   # doctest: +SKIP
     0
     """
@@ -412,6 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def marun(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``marun SETTINGS [SETTINGS ...]`` (the same as ``microagent run``).
 
+    Not run: runs the command line on the example application (tests/test_cli.py).
     >>> marun(['examples.settings', '--duration', '15'])   # doctest: +SKIP
     0
     """

@@ -109,6 +109,7 @@ def _positive(kind: str, **values: float) -> None:
 def on(event: str) -> Callable[[F], F]:
     """Run the method on an agent life-cycle event: pre_start, post_start, pre_stop or server.
 
+    Not run: a fragment of an agent class body (its declarations are the reader's).
     >>> @on('pre_start')                   # doctest: +SKIP
     ... async def setup(self): ...
     """
@@ -134,6 +135,7 @@ def periodic(period: float, timeout: float = 1, start_after: float = 0, *, overl
     loop. A thread cannot be cancelled: at the timeout the run is logged as
     timed out and later ticks are skipped until the thread returns.
 
+    Not run: a fragment of an agent class body (its declarations are the reader's).
     >>> @periodic(period=5, timeout=10, start_after=1)   # doctest: +SKIP
     ... async def refresh_cache(self): ...
     """
@@ -155,6 +157,7 @@ def cron(spec: str, timeout: float = 1, *, timezone: str = 'UTC', overlap: bool 
     naming the bad field. DST rules, ``overlap``, ``catch_up``,
     ``singleton`` and sync methods: see :func:`periodic` and docs/scheduling.md.
 
+    Not run: a fragment of an agent class body (its declarations are the reader's).
     >>> @cron('0 */4 * * *', timeout=60, timezone='Europe/Berlin')   # doctest: +SKIP
     ... async def send_report(self): ...
     """
@@ -166,6 +169,7 @@ def cron(spec: str, timeout: float = 1, *, timezone: str = 'UTC', overlap: bool 
 def receiver(*signals: Signal, timeout: float = 60) -> Callable[[F], F]:
     """Subscribe the method to one or more signals.
 
+    Not run: a fragment of an agent class body (its declarations are the reader's).
     >>> @receiver(signals.user_updated, signals.user_deleted)   # doctest: +SKIP
     ... async def send_notification(self, signal, sender, **kwargs): ...
     """
@@ -185,6 +189,7 @@ def consumer(queue: Queue, timeout: float = 60, dto_class: Any = None, dto_name:
     backend-specific ones. ``effects`` (e.g. ``PostgresEffects(dsn)``, see
     docs/exactly-once.md) runs the handler in a transaction passed as ``tx``.
 
+    Not run: a fragment of an agent class body (its declarations are the reader's).
     >>> @consumer(queues.mailer, timeout=30, dto_class=MyDTO, dto_name='obj')  # doctest: +SKIP
     ... async def handle(self, obj: MyDTO, **kwargs): ...
     >>> @consumer(queues.orders, effects=PostgresEffects('postgresql://localhost/app'))  # doctest: +SKIP

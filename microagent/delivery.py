@@ -131,6 +131,7 @@ class Effects(Protocol):
     plain handler. The agent calls ``start`` before its consumers are bound
     and ``stop`` after they are drained.
 
+    Not run: a fragment of an agent class (needs PostgreSQL).
     >>> @consumer(queues.orders, effects=PostgresEffects('postgresql://localhost/app'))  # doctest: +SKIP
     ... async def handle(self, tx, order_id): ...
     """

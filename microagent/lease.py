@@ -22,10 +22,11 @@ Backends (chosen by the DSN scheme of the agent's broker or bus, see
 * ``kafka://``: group membership of a one-partition topic
   (``microagent.tools.kafka._lease``).
 
->>> lease = lease_for('redis://localhost/7', 'Agent.report', ttl=5)   # doctest: +SKIP
->>> await lease.start()                                               # doctest: +SKIP
->>> lease.held(time.time())                                           # doctest: +SKIP
+>>> lease = lease_for('memory://doc', 'Agent.report', ttl=5)   # redis://..., amqp://... alike
+>>> await lease.start()
+>>> lease.held(time.time())
 True
+>>> await lease.stop()
 """
 from __future__ import annotations
 
@@ -55,9 +56,11 @@ class Lease(abc.ABC):
     when the previous holder's claim ended). ``token`` is the fencing token of
     the current holding (grows with every new holder, where the backend has one).
 
-    >>> lease = MemoryLease('memory://', 'Agent.job', ttl=1)   # doctest: +SKIP
-    >>> await lease.start(); lease.held()                      # doctest: +SKIP
+    >>> from microagent.tools.memory import MemoryLease
+    >>> lease = MemoryLease('memory://doc', 'Agent.job', ttl=1)
+    >>> await lease.start(); lease.held()
     True
+    >>> await lease.stop()
     """
 
     settle: float = 0.0

@@ -1,5 +1,6 @@
 """Loading declarations from ``file://`` paths and ``http(s)://`` URLs.
 
+Not run: reads files and URLs that are not here (tests/test_loader.py).
 >>> signals = load_signals('file://signals.json')      # doctest: +SKIP
 >>> queues = load_queues('https://example.com/queues.json')  # doctest: +SKIP
 >>> signals.user_created, queues.mailer                # doctest: +SKIP
@@ -73,6 +74,7 @@ def configure(source: str, *, catalog: Catalog | None = None) -> None:
     The microagent 1.9 entry point. Calling it again with the same or more
     declarations is fine; a conflicting redefinition raises DoubleLoadError.
 
+    Not run: reads files and URLs that are not here (tests/test_loader.py).
     >>> configure('file://signals.json')   # doctest: +SKIP
     >>> Signal.user_created                # doctest: +SKIP
     Signal(name='user_created', providing_args=('user_id',), jsonlib='json')

@@ -66,6 +66,7 @@ class ScheduledTask:
     drive ticks without waiting. ``telemetry`` (the agent's) gives each run a
     span that starts a trace.
 
+    Not run: a fragment: ``job``, ``log``, ``runner`` and ``agent`` are the reader's.
     >>> task = ScheduledTask('Agent.job', job, timeout=1, log=log, period=5)   # doctest: +SKIP
     >>> runner.spawn(task.run())                                               # doctest: +SKIP
     """
@@ -237,6 +238,7 @@ class ThreadedJob:
     A thread cannot be cancelled: a run past its timeout is reported as timed
     out and goes on in its thread; ticks due meanwhile are skipped (no overlap).
 
+    Not run: a fragment: ``job``, ``log``, ``runner`` and ``agent`` are the reader's.
     >>> job = ThreadedJob(agent.refresh_cache, 'Agent.refresh_cache', log)   # doctest: +SKIP
     >>> await job()                                                         # doctest: +SKIP
     """

@@ -19,6 +19,7 @@ misfires skipped, correct cron (day-of-month/day-of-week OR rule, DST, time
 zones); see :mod:`microagent.schedule` and docs/scheduling.md. An exception is
 logged in the agent's logger and the schedule goes on.
 
+Not run: a fragment: ``agent`` is the reader's agent.
 >>> task = agent.cron_tasks[0]      # doctest: +SKIP
 >>> task.info()['next_run']         # doctest: +SKIP
 '2026-01-01T04:00:00+00:00'
@@ -33,6 +34,7 @@ __all__ = ['CRONTask', 'Cron', 'PeriodicTask', 'ScheduledTask']
 class PeriodicTask(ScheduledTask):
     """A ``@periodic`` method of an agent: ``period`` seconds apart, the first ``start_after`` seconds after start.
 
+    Not run: a fragment: ``agent`` is the reader's agent.
     >>> agent.periodic_tasks[0].period   # doctest: +SKIP
     5.0
     """
@@ -45,6 +47,7 @@ class CRONTask(ScheduledTask):
     and ``period`` stay 0 and None (microagent 1.9 computed them as the delay to
     the next run).
 
+    Not run: a fragment: ``agent`` is the reader's agent.
     >>> agent.cron_tasks[0].cron.spec   # doctest: +SKIP
     '0 */4 * * *'
     """

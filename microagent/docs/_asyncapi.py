@@ -6,6 +6,7 @@ RPC responses), ``queue.<name>``, ``exchange.<name>``; operations:
 and ``<agent>.call.<signal>`` for what the agent sends (read from its source).
 Schedules, hooks and replicas go under the ``x-microagent-agents`` extension.
 
+Not run: reads the example application (examples/; tests/test_docs.py runs it).
 >>> doc = asyncapi(describe(load_settings('examples.settings')))   # doctest: +SKIP
 >>> doc['channels']['queue.mailer']['address']                      # doctest: +SKIP
 'mailer'

@@ -3,6 +3,7 @@
 No external asset (no script, font or stylesheet is fetched): the SVG is
 inline and the styles sit in the page.
 
+Not run: reads the example application (examples/; tests/test_docs.py runs it).
 >>> page = html_page(system, asyncapi(system), topology_svg(system))   # doctest: +SKIP
 """
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 Built from the settings and the agents' declarations alone: nothing connects.
 
+Not run: reads the example application (examples/; tests/test_docs.py runs it).
 >>> system = describe(load_settings('examples.settings'))      # doctest: +SKIP
 >>> [a.key for a in system.agents]                              # doctest: +SKIP
 ['users', 'comments', 'emails']

@@ -1,5 +1,6 @@
 """From a loaded settings module to the text of one output format.
 
+Not run: reads the example application (examples/; tests/test_docs.py runs it).
 >>> render(load_settings('examples.settings'), 'asyncapi-json')[:25]   # doctest: +SKIP
 '{\\n  "asyncapi": "3.0.0",\\n'
 """

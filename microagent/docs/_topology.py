@@ -7,6 +7,7 @@ runs. ``dot`` lays it out; :func:`topology_svg` needs the Graphviz programs
 (``apt-get install graphviz``) and the ``graphviz`` package
 (``pip install "microagent[docs]"``).
 
+Not run: reads the example application (examples/; tests/test_docs.py runs it).
 >>> print(topology_dot(describe(load_settings('examples.settings'))))   # doctest: +SKIP
 digraph microagent { ...
 """

@@ -3,6 +3,7 @@
 Everything the effects need from brokers and buses goes through these two
 functions, so they work with every backend through the public contract.
 
+Not run: needs PostgreSQL (and the backends of the broker and bus).
 >>> delivery_id(delivery)                                   # doctest: +SKIP
 '5f0c3f1e9b2a4c6d8e7f0a1b2c3d4e5f'
 >>> await publish(broker, bus, staged, timeout=10)          # doctest: +SKIP

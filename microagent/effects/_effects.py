@@ -76,6 +76,7 @@ class PostgresEffects:
     statements; ``connect_timeout``. Other keywords go to ``asyncpg.create_pool`` (``min_size`` 1,
     ``max_size`` 10, ``statement_cache_size``...).
 
+    Not run: needs PostgreSQL (and the backends of the broker and bus).
     >>> effects = PostgresEffects('postgresql://app@localhost/app', max_size=20)   # doctest: +SKIP
     >>> async with effects.transaction() as tx:                                   # doctest: +SKIP
     ...     await tx.execute('INSERT INTO signups (email) VALUES ($1)', email)
@@ -238,6 +239,7 @@ class PostgresEffects:
 
         ``timeout`` bounds the wait for a pooled connection (default ``statement_timeout``).
 
+        Not run: needs PostgreSQL (and the backends of the broker and bus).
         >>> async with effects.transaction() as tx:                    # doctest: +SKIP
         ...     await tx.execute('INSERT INTO users (email) VALUES ($1)', email)
         ...     await tx.broker.welcome.send({'email': email})
@@ -252,6 +254,7 @@ class PostgresEffects:
     def relay(self, broker: Any, bus: Any = None, **options: Any) -> Relay:
         """A relay publishing this outbox through *broker* (queues, exchanges) and *bus* (signals).
 
+        Not run: needs PostgreSQL (and the backends of the broker and bus).
         >>> relay = effects.relay(broker, bus)    # doctest: +SKIP
         >>> await relay.start()                   # doctest: +SKIP
         """

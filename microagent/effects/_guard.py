@@ -6,6 +6,7 @@ that statement ends, and it keeps its locks (the inbox row among them) until
 then, so *reap* is given the backend's pid to terminate it from another
 connection (``pg_terminate_backend``).
 
+Not run: needs PostgreSQL (and the backends of the broker and bus).
 >>> async with pool.acquire() as connection, rolled_back_on_error(connection, 30.0, log, reap):  # doctest: +SKIP
 ...     await connection.execute('BEGIN'); ...; await connection.execute('COMMIT')
 """

@@ -6,6 +6,7 @@ arguments), but nothing leaves the process: each send becomes a row of the
 outbox, written in the same transaction as the handler's other writes, and a
 relay publishes it after the commit (:mod:`microagent.effects._relay`).
 
+Not run: needs PostgreSQL (and the backends of the broker and bus).
 >>> await tx.broker.mailer.send({'to': 'a@b.c'})                  # doctest: +SKIP
 >>> await tx.broker.push.send({'text': 'hi'}, topic='push.ios')   # doctest: +SKIP
 >>> await tx.bus.user_created.send('users', user_id=1)            # doctest: +SKIP

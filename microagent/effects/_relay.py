@@ -21,6 +21,7 @@ The relay wakes at once on ``NOTIFY`` from a committing transaction (a
 delays a row. Every ``prune_interval`` it also deletes inbox rows older than
 the effects' ``retention``.
 
+Not run: needs PostgreSQL (and the backends of the broker and bus).
 >>> relay = effects.relay(broker, bus, poll_interval=1.0)   # doctest: +SKIP
 >>> await relay.start(); ...; await relay.stop()            # doctest: +SKIP
 """
@@ -55,6 +56,7 @@ class Relay:
     ``poll_interval`` (1 s); ``publish_timeout`` per message (10 s); ``max_backoff`` after failures
     (10 s); ``prune_interval`` (600 s; 0: never prune).
 
+    Not run: needs PostgreSQL (and the backends of the broker and bus).
     >>> relay = Relay(effects, broker, bus)   # doctest: +SKIP
     >>> await relay.run_once()                # doctest: +SKIP
     3

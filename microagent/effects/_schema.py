@@ -103,6 +103,7 @@ def statements(tables: Tables) -> list[str]:
 async def migrate(connection: Connection, tables: Tables, timeout: float = 60.0) -> int:
     """Create the tables (idempotent); the schema version now in the database.
 
+    Not run: needs PostgreSQL (and the backends of the broker and bus).
     >>> await migrate(await asyncpg.connect(dsn), Tables())   # doctest: +SKIP
     1
     """

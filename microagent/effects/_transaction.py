@@ -37,6 +37,7 @@ __all__ = ['Transaction']
 class Transaction:
     """A transaction on the effects database; ``message_id`` is the handled message's (or a fresh one).
 
+    Not run: needs PostgreSQL (and the backends of the broker and bus).
     >>> async with effects.transaction() as tx:                       # doctest: +SKIP
     ...     await tx.execute('UPDATE accounts SET total = total + $1 WHERE id = $2', 10, 7)
     ...     await tx.broker.audit.send({'account': 7, 'added': 10})
@@ -89,6 +90,7 @@ class Transaction:
 
         Sends staged inside it are dropped with it.
 
+        Not run: needs PostgreSQL (and the backends of the broker and bus).
         >>> async with tx.savepoint():                            # doctest: +SKIP
         ...     await tx.execute('INSERT INTO maybe_dup ...')
         """

@@ -1,5 +1,6 @@
 """The launcher: supervise a group of agents, one process each (``marun SETTINGS``).
 
+Not run: starts worker processes or needs their supervisor (tests/test_launcher*.py run it).
 >>> from microagent.launcher import Options, launch     # doctest: +SKIP
 >>> launch(['examples.settings'], Options(duration=15))  # doctest: +SKIP
 

@@ -1,5 +1,6 @@
 """Run a group of agents from settings modules: what ``marun`` and ``microagent run`` call.
 
+Not run: starts worker processes or needs their supervisor (tests/test_launcher*.py run it).
 >>> code = launch(['examples.settings'], Options(duration=15))   # doctest: +SKIP
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ log = logging.getLogger('microagent.launcher')
 def load_groups(refs: list[str]) -> list[GroupSettings]:
     """Load and validate every settings module; agent names must be unique across them.
 
+    Not run: starts worker processes or needs their supervisor (tests/test_launcher*.py run it).
     >>> [g.module for g in load_groups(['examples/settings.py'])]   # doctest: +SKIP
     ['examples.settings']
     """

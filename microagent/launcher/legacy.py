@@ -30,6 +30,7 @@ def load_configuration(config_path: str) -> Iterator[tuple[str, Config]]:
     ``cfg`` holds ``bus`` and ``broker`` as ``(backend, kwargs)`` (or None) and
     the agent's ``settings``. ``CONFIG`` and ``WIRE`` apply as in ``marun``.
 
+    Not run: starts worker processes or needs their supervisor (tests/test_launcher*.py run it).
     >>> dict(load_configuration('examples.settings'))['emails'][0]   # doctest: +SKIP
     'examples.emails.EmailAgent'
     """
@@ -46,6 +47,7 @@ def load_configuration(config_path: str) -> Iterator[tuple[str, Config]]:
 def init_agent(backend: str, cfg: dict[str, Any]) -> MicroAgent:
     """A new, not started agent of class *backend* with the bus and broker *cfg* describes.
 
+    Not run: starts worker processes or needs their supervisor (tests/test_launcher*.py run it).
     >>> agent = init_agent(*dict(load_configuration('examples.settings'))['emails'])   # doctest: +SKIP
     """
     cfg = dict(cfg)

@@ -12,6 +12,7 @@
   and restarts (needs ``prometheus-client``: ``pip install "microagent[metrics]"``).
   Names: ``docs/observability.md``.
 
+Not run: starts worker processes or needs their supervisor (tests/test_launcher*.py run it).
 >>> server = await serve(supervisor, '127.0.0.1', 9100)   # doctest: +SKIP
 """
 from __future__ import annotations
@@ -50,6 +51,7 @@ def _prometheus() -> Any:
 class GroupCollector:
     """A prometheus-client collector reading the supervisor's latest worker reports at scrape time.
 
+    Not run: starts worker processes or needs their supervisor (tests/test_launcher*.py run it).
     >>> registry.register(GroupCollector(supervisor))   # doctest: +SKIP
     """
 

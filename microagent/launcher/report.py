@@ -71,6 +71,7 @@ class _Watched:
 class Reporter:
     """Collects the counters of a worker's agents and writes reports to the status fd.
 
+    Not run: starts worker processes or needs their supervisor (tests/test_launcher*.py run it).
     >>> reporter = Reporter(fd=3, instances=[('users', 0, agent)])   # doctest: +SKIP
     >>> await reporter.send('running')                             # doctest: +SKIP
     """

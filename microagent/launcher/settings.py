@@ -9,6 +9,7 @@ A settings module, as the reference uses it::
                   'replicas': 2, 'settings': {'greeting': 'hi'}},
     }
 
+Not run: starts worker processes or needs their supervisor (tests/test_launcher*.py run it).
 >>> group = load_settings('examples.settings')        # doctest: +SKIP
 >>> [a.name for a in group.agents]                    # doctest: +SKIP
 ['users', 'comments', 'emails']
@@ -51,6 +52,7 @@ MEMORY_PREFIX = 'memory://'
 class BackendEntry:
     """One ``BUS`` or ``BROKER`` entry: a backend class and its keyword arguments.
 
+    Not run: starts worker processes or needs their supervisor (tests/test_launcher*.py run it).
     >>> load_settings('examples.settings').default_broker().build()   # doctest: +SKIP
     <MemoryBroker memory://>
     """
@@ -72,6 +74,7 @@ class BackendEntry:
 class AgentEntry:
     """One ``AGENT`` entry.
 
+    Not run: starts worker processes or needs their supervisor (tests/test_launcher*.py run it).
     >>> load_settings('examples.settings').agents['emails'].replicas   # doctest: +SKIP
     2
     """
@@ -105,6 +108,7 @@ class GroupSettings:
     def build_agent(self, name: str) -> MicroAgent:
         """A new instance of agent *name* with buses and brokers of its own.
 
+        Not run: starts worker processes or needs their supervisor (tests/test_launcher*.py run it).
         >>> agent = load_settings('examples.settings').build_agent('users')   # doctest: +SKIP
         """
         entry = self.agents[name]

@@ -15,6 +15,7 @@ agent replica::
 A queue's ``length`` is the backlog the broker reports (messages waiting: the
 consumer lag in messages), ``null`` when it could not be read.
 
+Not run: starts worker processes or needs their supervisor (tests/test_launcher*.py run it).
 >>> snapshot(supervisor)['agents'][0]['state']     # doctest: +SKIP
 'running'
 """

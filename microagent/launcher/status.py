@@ -6,6 +6,7 @@ the bottom of the terminal and log lines scroll above it::
     AGENT      PID    STATE     RESTARTS  HANDLED  FAILED
     users      4242   running          0       12       0
 
+Not run: starts worker processes or needs their supervisor (tests/test_launcher*.py run it).
 >>> display = Display(lambda: slots, table=False)    # doctest: +SKIP
 >>> display.write('a log line')                      # doctest: +SKIP
 """

@@ -1,5 +1,6 @@
 """The supervisor: one worker process per agent replica, restarted with capped backoff.
 
+Not run: starts worker processes or needs their supervisor (tests/test_launcher*.py run it).
 >>> groups = [load_settings('examples.settings')]                # doctest: +SKIP
 >>> code = await Supervisor(groups, Options(grace=5)).run()      # doctest: +SKIP
 
@@ -63,6 +64,7 @@ class Options:
 def make_slots(groups: list[GroupSettings]) -> list[Slot]:
     """Worker slots: one per agent replica, or one for a whole ``memory://`` group.
 
+    Not run: starts worker processes or needs their supervisor (tests/test_launcher*.py run it).
     >>> [s.label for s in make_slots([load_settings('tests.launcher_settings_procs')])]  # doctest: +SKIP
     ['ticker#0', 'ticker#1', 'slow']
     """
@@ -82,6 +84,7 @@ def make_slots(groups: list[GroupSettings]) -> list[Slot]:
 class Supervisor:
     """Starts, watches, restarts and stops the worker processes of one or more settings groups.
 
+    Not run: starts worker processes or needs their supervisor (tests/test_launcher*.py run it).
     >>> supervisor = Supervisor([load_settings('examples.settings')], Options(duration=5))  # doctest: +SKIP
     >>> await supervisor.run()                                                            # doctest: +SKIP
     <ExitCode.OK: 0>

@@ -43,6 +43,7 @@ _EARLY_STOP: list[int] = []  # signals that came while importing, before the eve
 class Worker:
     """Runs agent instances in this process; ``await Worker(...).run()`` returns an exit code.
 
+    Not run: starts worker processes or needs their supervisor (tests/test_launcher*.py run it).
     >>> code = await Worker(reporter, grace=10).run()    # doctest: +SKIP
     """
 
@@ -140,6 +141,7 @@ async def _watch_parent() -> None:
 def die_with_parent(parent_pid: int | None) -> None:
     """Ask Linux to SIGKILL this process when its parent dies; exit if it is already gone.
 
+    Not run: starts worker processes or needs their supervisor (tests/test_launcher*.py run it).
     >>> die_with_parent(os.getppid())   # doctest: +SKIP
     """
     if sys.platform.startswith('linux'):
@@ -180,6 +182,7 @@ def _instances(settings_ref: str, specs: list[str]) -> list[tuple[str, int, Micr
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m microagent.launcher.worker``.
 
+    Not run: starts worker processes or needs their supervisor (tests/test_launcher*.py run it).
     >>> main(['--settings', 'examples.settings', '--agent', 'users:0'])   # doctest: +SKIP
     """
     args = _parse(argv)

@@ -60,6 +60,7 @@ class HandlerContext(logging.Filter):
     """Copies :func:`handler_context` onto each record, where it is made (for handlers that format later,
     such as a ``QueueHandler``'s listener).
 
+    Not run: installs process-wide logging or tracing, or needs a Redis server (tests/test_telemetry*.py).
     >>> logging.getLogger().handlers[0].addFilter(HandlerContext())   # doctest: +SKIP
     """
 
@@ -72,6 +73,7 @@ class HandlerContext(logging.Filter):
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: ts, level, logger, tag (process), pid, msg, the handler's ids, exc.
 
+    Not run: installs process-wide logging or tracing, or needs a Redis server (tests/test_telemetry*.py).
     >>> logging.getLogger().handlers[0].setFormatter(JsonFormatter())   # doctest: +SKIP
     """
 

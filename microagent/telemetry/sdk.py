@@ -17,6 +17,7 @@ for ``otlp``, a meter provider) with a batch span processor, and returns a
 Needs the SDK (``pip install opentelemetry-sdk``); the library itself needs
 only the API. Call :func:`shutdown` before the process exits to flush.
 
+Not run: installs process-wide logging or tracing, or needs a Redis server (tests/test_telemetry*.py).
 >>> telemetry = configure('file:/tmp/spans.jsonl', service_name='emails')   # doctest: +SKIP
 """
 from __future__ import annotations

@@ -7,6 +7,7 @@ W3C trace context (``traceparent``, ``tracestate``, ``baggage``, or whatever
 contract and in the ``h`` envelope of signals and RPC responses, so every
 backend that carries headers carries the trace.
 
+Not run: installs process-wide logging or tracing, or needs a Redis server (tests/test_telemetry*.py).
 >>> from microagent.telemetry import Telemetry          # doctest: +SKIP
 >>> broker = RedisBroker('redis://localhost/7', telemetry=Telemetry())   # doctest: +SKIP
 """
@@ -288,6 +289,7 @@ def instrument(agent: MicroAgent, telemetry: Telemetry | None) -> None:
 
     What the launcher's ``--otel`` does to every agent it builds.
 
+    Not run: installs process-wide logging or tracing, or needs a Redis server (tests/test_telemetry*.py).
     >>> instrument(agent, Telemetry())   # doctest: +SKIP
     """
     if agent.started:

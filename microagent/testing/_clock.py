@@ -6,13 +6,10 @@ memory backend delays retries and injected delays with ``clock.call_later``.
 woken work finish before the next one: an hour of a ``*/15 * * * * *`` cron
 takes milliseconds.
 
->>> import asyncio
 >>> clock = VirtualClock('2026-01-01T00:00:00+00:00')
 >>> fired = []
->>> async def demo():
-...     clock.call_later(90, lambda: fired.append(clock.datetime().isoformat()))
-...     await clock.advance(120)
->>> asyncio.run(demo())
+>>> _ = clock.call_later(90, lambda: fired.append(clock.datetime().isoformat()))
+>>> await clock.advance(120)
 >>> fired, clock.datetime().isoformat()
 (['2026-01-01T00:01:30+00:00'], '2026-01-01T00:02:00+00:00')
 """

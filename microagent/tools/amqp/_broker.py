@@ -65,6 +65,7 @@ class AMQPBroker(AbstractQueueBroker):
     or lost its connection before settling it) counts as a failed attempt, so
     a message that kills every consumer ends in the DLQ (``amqp._feed``).
 
+    Not run: needs a RabbitMQ server.
     >>> broker = AMQPBroker('amqp://guest:guest@localhost:5672/')  # doctest: +SKIP
     >>> await broker.user_created.send({'user_id': 1})             # doctest: +SKIP
     >>> await broker.push.send({'text': 'hi'}, topic='push.ios')   # doctest: +SKIP
@@ -113,6 +114,7 @@ class AMQPBroker(AbstractQueueBroker):
         the wait for a lost connection included. *headers* become AMQP headers,
         *message_id* the ``message_id`` property.
 
+        Not run: needs a RabbitMQ server.
         >>> await broker.send('mailer', '{"to": "a@b.c"}')   # doctest: +SKIP
         """
         if options:
@@ -271,6 +273,7 @@ class AMQPBroker(AbstractQueueBroker):
                             message_id: str, headers: Mapping[str, str]) -> None:
         """Publish attempt *attempt* of a failed message; it reaches *queue* after *delay* seconds.
 
+        Not run: needs a RabbitMQ server.
         >>> await broker.publish_retry('mailer', b'{}', 2, 1.0, 'x', message_id='c0', headers={})  # doctest: +SKIP
         """
         ms = round(delay * 1000)
@@ -286,6 +289,7 @@ class AMQPBroker(AbstractQueueBroker):
     async def publish_back(self, queue: str, body: bytes, message_id: str, headers: Mapping[str, Any]) -> None:
         """Give a message back to *queue* unchanged (shutdown; a short wait: the process is stopping).
 
+        Not run: needs a RabbitMQ server.
         >>> await broker.publish_back('mailer', b'{}', 'c0ffee', {'x-attempt': 2})   # doctest: +SKIP
         """
         await self._publish(queue, body, _properties(message_id, dict(headers) or None),
@@ -387,6 +391,7 @@ class AMQPBroker(AbstractQueueBroker):
         Durable, dead-lettering to ``<name>.dlq``; nothing is lost (see ``amqp._migrate``). No consumer
         may be attached to it meanwhile.
 
+        Not run: needs a RabbitMQ server.
         >>> await broker.migrate_queue('mailer')   # doctest: +SKIP
         3
         """
@@ -419,6 +424,7 @@ class AMQPBroker(AbstractQueueBroker):
         queue ``n + 1`` only through ``n``, declared (renewing its hour-long
         expiry) on the way.
 
+        Not run: needs a RabbitMQ server.
         >>> await broker.queue_length('mailer')   # doctest: +SKIP
         3
         """

@@ -156,6 +156,7 @@ class AMQPSignalBus(AbstractSignalBus):
     ``fast_lane`` (True: through the fast lane where the installed aiormq
     fits it; False: plain aiormq; buses differing only in this share nothing).
 
+    Not run: needs a RabbitMQ server.
     >>> bus = AMQPSignalBus('amqp://guest:guest@localhost:5672/', prefix='APP')  # doctest: +SKIP
     >>> await bus.user_created.send('users', user_id=1)                          # doctest: +SKIP
     """

@@ -17,6 +17,7 @@ write has to wait for aiormq's queue. :class:`PlainConfirms` is aiormq's own
 ``basic_publish`` (no lane: ``fast_lane=False``, or an aiormq the lane does
 not fit). :func:`publisher` picks one for a channel.
 
+Not run: needs a RabbitMQ server.
 >>> confirms = publisher(channel, lane)                               # doctest: +SKIP
 >>> refused = await confirms.publish('', 'mailer', b'{}', properties)   # doctest: +SKIP
 """
@@ -62,6 +63,7 @@ def publisher(channel: aiormq.abc.AbstractChannel, lane: Lane | None) -> Publish
 class PlainConfirms:
     """Publishing with confirms through aiormq's channel API (the channel opened with ``on_return_raises``).
 
+    Not run: needs a RabbitMQ server.
     >>> refused = await PlainConfirms(channel).publish('', 'mailer', b'{}', properties)   # doctest: +SKIP
     """
 

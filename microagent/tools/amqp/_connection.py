@@ -52,6 +52,7 @@ class RobustConnection:
 
     ``fast_lane=False`` never uses the lane (plain aiormq), whatever aiormq is installed.
 
+    Not run: needs a RabbitMQ server.
     >>> conn = RobustConnection('amqp://guest:guest@localhost/')  # doctest: +SKIP
     >>> channel = await (await conn.get(timeout=5)).channel()      # doctest: +SKIP
     """

@@ -11,6 +11,7 @@ Settling writes ``basic.ack``/``basic.nack`` straight to the socket (see
 ``amqp._lane``); a message whose channel has closed cannot be settled any more
 (the broker requeues it, flagged ``redelivered``).
 
+Not run: needs a RabbitMQ server.
 >>> deliveries = Deliveries(channel, lane)                   # doctest: +SKIP
 >>> deliveries.consumers['mailer.1f3a'] = feed.accept        # doctest: +SKIP
 >>> await channel.basic_consume('mailer', fallback, consumer_tag='mailer.1f3a')   # doctest: +SKIP

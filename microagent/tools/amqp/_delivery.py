@@ -73,8 +73,8 @@ def attempt_of(headers: dict[str, Any] | None) -> int:
 class AMQPMessage:
     """One received AMQP message as an ``autoack=False`` handler sees it (keyword ``amqp``).
 
-    >>> await amqp.ack()                # doctest: +SKIP
-    >>> await amqp.nack(requeue=False)  # doctest: +SKIP - to the queue's dead-letter exchange
+    >>> await amqp.ack()                # in an autoack=False handler  # doctest: +SKIP
+    >>> await amqp.nack(requeue=False)  # to the queue's dead-letter exchange  # doctest: +SKIP
     """
 
     __slots__ = ('_delivery', 'body', 'channel', 'delivery_tag', 'headers', 'queue', 'redelivered')

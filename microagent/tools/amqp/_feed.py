@@ -19,6 +19,7 @@ quorum queue's delivery limit would. ``autoack=False`` consumers settle
 their messages themselves and see ``amqp.redelivered``; nothing is counted
 for them.
 
+Not run: needs a RabbitMQ server.
 >>> deliveries.consumers[tag] = Feed(broker, queue, runner).accept   # doctest: +SKIP
 """
 from __future__ import annotations
@@ -44,6 +45,7 @@ LOST_ATTEMPT = 'redelivered: an earlier delivery was never settled (its process 
 class Feed:
     """Deliveries of one consumer channel; see the module docstring.
 
+    Not run: needs a RabbitMQ server.
     >>> feed = Feed(broker, 'mailer', runner)   # doctest: +SKIP
     """
 

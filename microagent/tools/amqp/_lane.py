@@ -88,6 +88,7 @@ def publish_frames(number: int, method: bytes, body: bytes, properties: Basic.Pr
 class Lane:
     """One AMQP connection's fast lane; see the module docstring.
 
+    Not run: needs a RabbitMQ server.
     >>> lane = Lane(logging.getLogger('amqp'))   # doctest: +SKIP
     """
 
@@ -248,6 +249,7 @@ class _LaneReader(asyncio.StreamReader):
 class LaneTransport(_TransportFactory):
     """aiormq's transport factory for a connection with a :class:`Lane` (TCP, or TLS for ``amqps``).
 
+    Not run: needs a RabbitMQ server.
     >>> aiormq.Connection(dsn, transport_factory=LaneTransport(lane))   # doctest: +SKIP
     """
 

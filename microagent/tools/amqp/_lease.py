@@ -15,6 +15,7 @@ connection keeps being the active consumer until RabbitMQ's heartbeat timeout
 expires: no replica runs ticks meanwhile (missed, not doubled). There is no
 fencing token (``token`` stays ``None``).
 
+Not run: needs a RabbitMQ server.
 >>> lease = AMQPLease('amqp://guest:guest@localhost/', 'Agent.report', ttl=5)   # doctest: +SKIP
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ class AMQPLease(Lease):
     The connection is the backend's own :class:`RobustConnection` (plain
     aiormq), so ``ssl_context`` works as for the broker and the bus.
 
+    Not run: needs a RabbitMQ server.
     >>> lease = AMQPLease('amqp://guest:guest@localhost/', 'Agent.report', ttl=5)   # doctest: +SKIP
     >>> await lease.start()                                                        # doctest: +SKIP
     """

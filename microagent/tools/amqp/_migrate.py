@@ -10,6 +10,7 @@ queue (it would be cancelled); a producer publishing during the few
 milliseconds between delete and declare gets its message returned
 (ours: ``DeliveryError``) or, without ``mandatory`` (1.9), dropped.
 
+Not run: needs a RabbitMQ server.
 >>> await broker.migrate_queue('mailer')   # doctest: +SKIP
 12
 """

@@ -37,6 +37,7 @@ class KafkaBroker(AbstractQueueBroker):
     default 4 x ``max_inflight``: after a member dies, the group handles again
     at most ``max_inflight + commit_window`` of its messages), SASL/SSL settings.
 
+    Not run: needs a Kafka broker.
     >>> broker = KafkaBroker('kafka://127.0.0.1:9092', partitions=3)   # doctest: +SKIP
     >>> await broker.mailer.send({'to': 'a@b.c'})                      # doctest: +SKIP
     >>> await broker.mailer.length()                                   # doctest: +SKIP

@@ -83,6 +83,7 @@ class KafkaSettings:
 class KafkaClients:
     """The producer and admin client of one broker object, opened lazily, closed together.
 
+    Not run: needs a Kafka broker.
     >>> clients = KafkaClients(KafkaSettings('127.0.0.1:9092'))     # doctest: +SKIP
     >>> await clients.produce('mailer', b'{"to": "a@b.c"}')         # doctest: +SKIP
     >>> await clients.close()                                       # doctest: +SKIP

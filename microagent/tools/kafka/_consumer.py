@@ -137,6 +137,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 class KafkaQueueReader:
     """The consumer of one bound queue: read loop, offset tracking, commits, deferred retries.
 
+    Not run: needs a Kafka broker.
     >>> reader = KafkaQueueReader(clients, broker.runner('mailer'), group='mailer')   # doctest: +SKIP
     >>> await reader.start()     # topics created, group joined in the background  # doctest: +SKIP
     >>> await reader.read()      # until the runner stops                         # doctest: +SKIP

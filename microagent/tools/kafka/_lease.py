@@ -16,6 +16,7 @@ backends: a dead holder is only evicted after the group's session timeout
 shorter than that, expect ``session_timeout / period`` missed ticks per
 takeover. A holder that stops cleanly leaves the group at once.
 
+Not run: needs a Kafka broker.
 >>> lease = KafkaLease('kafka://localhost:9092', 'Agent.report', ttl=5)   # doctest: +SKIP
 """
 from __future__ import annotations
@@ -43,6 +44,7 @@ class KafkaLease(Lease):
     SASL credentials, and ``security`` (aiokafka's SASL/SSL keyword arguments,
     what ``KafkaBroker.lease_options()`` hands over) on top.
 
+    Not run: needs a Kafka broker.
     >>> lease = KafkaLease('kafka://localhost:9092', 'Agent.report', ttl=5)   # doctest: +SKIP
     >>> await lease.start()                                                   # doctest: +SKIP
     """

@@ -29,6 +29,7 @@ __all__ = ['StallWatch']
 class StallWatch:
     """A self-rescheduling timer that remembers when it ran more than *limit* seconds late.
 
+    Not run: needs a Kafka broker.
     >>> watch = StallWatch(limit=5.0, interval=1.0)   # doctest: +SKIP
     >>> watch.start(); watch.stalled()                # doctest: +SKIP
     False

@@ -14,7 +14,7 @@ read the same:
 >>> RecordHeaders([('x-message-id', b'c0ffee'), ('x-attempt', b'2'), ('k', b'v')]).number('x-attempt', 1)
 2
 >>> older = RecordHeaders([('attempt', b'3'), ('topic', b'push.ios')])
->>> older.number('x-attempt', 1), older.text('x-topic'), older.message_id, older.headers
+>>> older.number('x-attempt', 1), older.text('x-topic'), older.message_id, dict(older.headers)
 (3, 'push.ios', '', {})
 >>> outgoing('c0ffee', {'k': 'v'}, x_attempt=2)
 [('x-message-id', b'c0ffee'), ('k', b'v'), ('x-attempt', b'2')]

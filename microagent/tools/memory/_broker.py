@@ -48,8 +48,13 @@ class _MemoryDelivery(Delivery):
 class MemoryBroker(AbstractQueueBroker):
     """Queue broker in process memory, with the same contract as the networked ones.
 
-    >>> broker = MemoryBroker('memory://')            # doctest: +SKIP
-    >>> await broker.mailer.send({'to': 'a@b.c'})     # doctest: +SKIP
+    >>> from microagent import Catalog, Queue
+    >>> catalog = Catalog()
+    >>> _ = Queue('mailer', catalog=catalog)
+    >>> broker = MemoryBroker('memory://doc', catalog=catalog)
+    >>> await broker.mailer.send({'to': 'a@b.c'})
+    >>> await broker.mailer.length()
+    1
     """
 
     def __init__(self, dsn: str = 'memory://', **options: Any) -> None:

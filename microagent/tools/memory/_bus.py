@@ -17,8 +17,11 @@ class MemorySignalBus(AbstractSignalBus):
     It binds channel prefixes too, so ``wire='microagent1'`` works here as on
     Redis (handy to try a mixed fleet in one process).
 
-    >>> bus = MemorySignalBus('memory://')                  # doctest: +SKIP
-    >>> await bus.user_created.send('users', user_id=1)     # doctest: +SKIP
+    >>> from microagent import Catalog, Signal
+    >>> catalog = Catalog()
+    >>> _ = Signal('user_created', ['user_id'], catalog=catalog)
+    >>> bus = MemorySignalBus('memory://doc', catalog=catalog)
+    >>> await bus.user_created.send('users', user_id=1)
     """
 
     prefix_binds = True

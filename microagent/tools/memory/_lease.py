@@ -29,7 +29,10 @@ class MemoryLease(Lease):
     Guarantee: exact within the process (no clocks, no network); nothing is
     shared across processes, like the memory bus and broker.
 
-    >>> lease = MemoryLease('memory://', 'Agent.job', ttl=1)   # doctest: +SKIP
+    >>> lease = MemoryLease('memory://doc', 'Agent.job', ttl=1)
+    >>> await lease.start(); lease.held()
+    True
+    >>> await lease.stop()
     """
 
     def _lock(self) -> _Lock:

@@ -6,7 +6,8 @@ settlement. :mod:`microagent.testing` installs one with :func:`set_tap`.
 >>> class Quiet(Tap):
 ...     def sent(self, queue, body):
 ...         return ()              # every message to every queue is dropped
->>> set_tap('memory://x', Quiet())   # doctest: +SKIP
+>>> set_tap('memory://x', Quiet())
+>>> set_tap('memory://x', None)
 """
 from __future__ import annotations
 

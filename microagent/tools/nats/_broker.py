@@ -71,6 +71,7 @@ class NATSBroker(AbstractQueueBroker):
     instead of ``publish_timeout``). Headers named ``Nats-*`` are refused: the
     server acts on them.
 
+    Not run: needs a NATS server.
     >>> broker = NATSBroker('nats://localhost:4222')       # doctest: +SKIP
     >>> await broker.mailer.send({'to': 'a@b.c'})          # doctest: +SKIP
     >>> await broker.mailer.length()                       # doctest: +SKIP

@@ -33,6 +33,7 @@ class NATSSignalBus(AbstractSignalBus):
     (see :class:`NATSConnector`) and ``subscribe_timeout`` (how long ``bind``
     waits for the server to confirm a subscription).
 
+    Not run: needs a NATS server.
     >>> bus = NATSSignalBus('nats://localhost:4222')              # doctest: +SKIP
     >>> await bus.user_created.send('user_agent', user_id=1)      # doctest: +SKIP
     >>> await bus.rpc_comments_count.call('api', user_id=1)       # doctest: +SKIP

@@ -113,6 +113,7 @@ class NATSConnector:
     ``ssl_context`` (``tls://``: defaults to the system CAs) and ``name`` (shown
     in the server's monitoring).
 
+    Not run: needs a NATS server.
     >>> connector = NATSConnector('nats://localhost:4222', 'microagent.bus')   # doctest: +SKIP
     >>> client = await connector.client()                                     # doctest: +SKIP
     """

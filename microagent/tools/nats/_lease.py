@@ -19,6 +19,7 @@ once. A holder that dies is replaced once its key expires: within ``ttl +
 ttl / 3``. A holder that stops deletes the key: the next one takes over at its
 next attempt.
 
+Not run: needs a NATS server.
 >>> lease = NATSLease('nats://localhost:4222', 'Agent.report', ttl=5)   # doctest: +SKIP
 """
 from __future__ import annotations
@@ -55,6 +56,7 @@ def bucket_of(name: str) -> str:
 class NATSLease(Lease):
     """A lease held by whoever last wrote its key at the right revision (own connection, lazy).
 
+    Not run: needs a NATS server.
     >>> lease = NATSLease('nats://localhost:4222', 'Agent.report', ttl=5)   # doctest: +SKIP
     >>> await lease.start()                                                # doctest: +SKIP
     """

@@ -62,6 +62,7 @@ async def ensure_stream(connector: NATSConnector, config: StreamConfig) -> None:
 class NATSPublisher:
     """Publishes of one broker: ids, PubAcks, retries, streams made on demand.
 
+    Not run: needs a NATS server.
     >>> stream = lambda: queue_config(names, 'mailer', 1)                      # doctest: +SKIP
     >>> await publisher.publish('microagent.mailer', b'{}', {}, stream)       # doctest: +SKIP
     """

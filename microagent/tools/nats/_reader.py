@@ -54,6 +54,7 @@ log = logging.getLogger('microagent.nats')
 class NATSQueueReader:
     """Reads one queue for one broker; see the module docstring.
 
+    Not run: needs a NATS server.
     >>> reader = NATSQueueReader(broker, 'mailer', runner)   # doctest: +SKIP
     >>> await reader.start(); broker._start_reader('mailer', reader.run())   # doctest: +SKIP
     """

@@ -53,6 +53,7 @@ class RedisBroker(AbstractQueueBroker):
     ``drain_lists`` (native consumers move what microagent 1.9 producers push to
     the list ``<queue>`` into the stream; default on).
 
+    Not run: needs a Redis server.
     >>> broker = RedisBroker('redis://localhost/7')     # doctest: +SKIP
     >>> await broker.user_created.send({'user_id': 1})  # doctest: +SKIP
     """
@@ -207,6 +208,7 @@ class RedisBroker(AbstractQueueBroker):
         Safe to run while producers and consumers of either version work:
         each message moves atomically (it is in the list or in the stream).
 
+        Not run: needs a Redis server.
         >>> await broker.migrate_queue('mailer')   # doctest: +SKIP
         12
         """

@@ -36,6 +36,7 @@ class RedisSignalBus(AbstractSignalBus):
     subscriber) and ``subscribe_timeout`` (how long ``bind`` waits for Redis
     to confirm a subscription).
 
+    Not run: needs a Redis server.
     >>> bus = RedisSignalBus('redis://localhost/7')              # doctest: +SKIP
     >>> await bus.user_created.send('user_agent', user_id=1)     # doctest: +SKIP
     >>> await bus.rpc_comments_count.call('api', user_id=1)      # doctest: +SKIP

@@ -55,6 +55,7 @@ class RedisConnector:
     connection); ``connection()`` is a bare connection for a reader that
     handles reconnection itself (no hidden retries: it must see every gap).
 
+    Not run: needs a Redis server.
     >>> connector = RedisConnector('redis://localhost/7', 'microagent.bus.1')  # doctest: +SKIP
     >>> await connector.client().ping()                                        # doctest: +SKIP
     """
@@ -145,6 +146,7 @@ class RedisLane:
     The hot paths (XADD, acks) go through it. While it is busy, callers use the
     pooled client instead, so concurrent callers still run in parallel.
 
+    Not run: needs a Redis server.
     >>> lane = RedisLane(connector)                                  # doctest: +SKIP
     >>> await lane.execute('XADD', 'stream', '*', 'b', '{}')    # doctest: +SKIP
     """

@@ -10,6 +10,7 @@ confirmed, atomically, that this replica owns the lease and that no later or
 equal tick ran. A holder that dies is replaced once its key expires (ttl), so
 within ``ttl + ttl / 3``.
 
+Not run: needs a Redis server.
 >>> lease = RedisLease('redis://localhost/7', 'Agent.report', ttl=5)   # doctest: +SKIP
 """
 from __future__ import annotations
@@ -54,6 +55,7 @@ class RedisLease(Lease):
     The client comes from the backend's :class:`RedisConnector` (the same
     protocol, TLS host name check and client options as the broker and bus).
 
+    Not run: needs a Redis server.
     >>> lease = RedisLease('redis://localhost/7', 'Agent.report', ttl=5)   # doctest: +SKIP
     >>> await lease.start()                                                # doctest: +SKIP
     """

@@ -18,6 +18,7 @@ the stream, where our consumers take them with every guarantee of the stream
   every second) move whatever is left: a fleet moves to streams without losing
   what 1.9 producers still push.
 
+Not run: needs a Redis server.
 >>> drainer = ListDrainer(broker, 'mailer')   # doctest: +SKIP
 >>> await drainer.drain()                      # doctest: +SKIP
 12

@@ -34,6 +34,7 @@ __all__ = ['RedisQueueReader']
 class RedisQueueReader:
     """Reads one queue for one broker: fetching, acks, settling, retries due.
 
+    Not run: needs a Redis server.
     >>> reader = RedisQueueReader(broker, 'mailer')            # doctest: +SKIP
     >>> broker._start_reader('mailer', reader.run(runner))  # doctest: +SKIP
     """

@@ -24,6 +24,7 @@ class Lua:
 
     *execute* runs one command: ``client.execute_command`` or ``RedisLane.execute``.
 
+    Not run: needs a Redis server.
     >>> await RETRY.run(client.execute_command, [stream, delayed], [group, entry_id, 1000, member])  # doctest: +SKIP
     """
 

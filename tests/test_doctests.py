@@ -1,0 +1,98 @@
+"""Every ``>>>`` example in the package's docstrings runs here, on the memory backend, without services.
+
+Examples may ``await`` at the top level: each docstring gets an event loop of its own, and every
+example runs inside it (as in ``python -m asyncio``). An example that needs a server or a process of
+its own is marked ``# doctest: +SKIP`` and says why in a comment before the directive
+(``>>> await broker.send(...)  # needs RabbitMQ  # doctest: +SKIP``) or in its docstring (``Not run:
+...``); :func:`test_every_skip_says_why` holds that.
+"""
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextvars
+import doctest
+import importlib
+import inspect
+import pathlib
+import re
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent / 'microagent'
+SKIP = re.compile(r'#\s*doctest:.*\+SKIP')
+REASON = re.compile(r'#[^#]*\S[^#]*#\s*doctest:.*\+SKIP')  # a comment before the directive
+DOC_REASON = 'Not run:'
+
+
+def _module_names() -> list[str]:
+    names = []
+    for path in sorted(ROOT.rglob('*.py')):
+        parts = list(path.relative_to(ROOT.parent).with_suffix('').parts)
+        if parts[-1] == '__init__':
+            parts.pop()
+        if '>>>' in path.read_text():
+            names.append('.'.join(parts))
+    return names
+
+
+class _AwaitingRunner(doctest.DocTestRunner):
+    """A runner whose examples may await: doctest compiles them, this runs the coroutine they become."""
+
+    loop: asyncio.AbstractEventLoop
+    context: contextvars.Context
+
+    def run(self, test: doctest.DocTest, *args: Any, **kwargs: Any) -> doctest.TestResults:
+        self.loop = asyncio.new_event_loop()
+        self.context = contextvars.copy_context()
+        kwargs['compileflags'] = kwargs.get('compileflags') or ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+        # doctest runs each example with exec(code, globs); its module-level name shadows the builtin.
+        doctest.exec = self._exec  # type: ignore[attr-defined]
+        try:
+            return super().run(test, *args, **kwargs)
+        finally:
+            del doctest.exec  # type: ignore[attr-defined]
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    def _exec(self, code: types.CodeType, globs: dict[str, Any]) -> None:
+        # Inside the loop even without await (a memory hub is per running loop), every example of a
+        # docstring in one context: a context variable one example sets, the next one sees.
+        self.loop.run_until_complete(self.loop.create_task(_example(code, globs), context=self.context))
+
+
+async def _example(code: types.CodeType, globs: dict[str, Any]) -> None:
+    if code.co_flags & inspect.CO_COROUTINE:
+        await types.FunctionType(code, globs)()
+    else:
+        exec(code, globs)  # running the example is the point of the test
+
+
+def _tests(module: types.ModuleType) -> Iterator[doctest.DocTest]:
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    yield from finder.find(module, module.__name__)
+
+
+@pytest.mark.parametrize('name', _module_names())
+def test_docstring_examples_run(name: str) -> None:
+    module = importlib.import_module(name)
+    runner = _AwaitingRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for test in _tests(module):
+        runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.failed == 0, f'{result.failed} of {result.attempted} examples failed in {name}'
+
+
+def test_every_skip_says_why() -> None:
+    silent = []
+    for name in _module_names():
+        for test in _tests(importlib.import_module(name)):
+            docstring = test.docstring or ''
+            for example in test.examples:
+                line = example.source.rstrip('\n').splitlines()[-1] if example.source.strip() else ''
+                if SKIP.search(example.source) and not REASON.search(line) and DOC_REASON not in docstring:
+                    silent.append(f'{test.name} (line {example.lineno}): {line.strip()}')
+    assert silent == []
