@@ -7,6 +7,8 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
+import pytest
+
 from microagent import MicroAgent, periodic
 from microagent.lease import Lease
 from microagent.tools.amqp import AMQPBroker, AMQPSignalBus
@@ -50,21 +52,18 @@ async def test_kafka_lease_options_from_settings_win() -> None:
     assert lease.settings.client()['security_protocol'] == 'SSL'  # type: ignore[attr-defined]
 
 
-async def test_amqp_lease_honours_ssl_context() -> None:
+@pytest.mark.parametrize(('kind', 'make', 'layer'), [
+    ('broker', lambda c: AMQPBroker('amqps://u:p@mq:5671/', ssl_context=c), 'connection'),
+    ('bus', lambda c: AMQPSignalBus('amqps://u:p@mq:5671/', ssl_context=c), 'connection'),
+    ('broker', lambda c: NATSBroker('tls://h1:4443', ssl_context=c), 'nats'),
+    ('bus', lambda c: NATSSignalBus('tls://h1:4443', ssl_context=c), 'nats'),
+])
+async def test_lease_honours_the_backends_ssl_context(kind: str, make: Any, layer: str) -> None:
     context = ssl.create_default_context()
-    for backends in ({'broker': AMQPBroker('amqps://u:p@mq:5671/', ssl_context=context)},
-                     {'bus': AMQPSignalBus('amqps://u:p@mq:5671/', ssl_context=context)}):
-        lease = lease_of(**backends)
-        assert lease.connection.ssl_context is context  # type: ignore[attr-defined]
+    lease = lease_of(**{kind: make(context)})
+    assert getattr(lease, layer).ssl_context is context  # the backend's own connection layer
+    if layer == 'connection':
         assert not lease.connection.fast_lane  # type: ignore[attr-defined]
-
-
-async def test_nats_lease_honours_ssl_context() -> None:
-    context = ssl.create_default_context()
-    for backends in ({'broker': NATSBroker('tls://h1:4443', ssl_context=context)},
-                     {'bus': NATSSignalBus('tls://h1:4443', ssl_context=context)}):
-        lease = lease_of(**backends)
-        assert lease.nats.ssl_context is context  # type: ignore[attr-defined]
 
 
 async def test_redis_lease_uses_the_backend_connector() -> None:
