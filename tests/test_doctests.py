@@ -1,7 +1,7 @@
 """Every ``>>>`` example in the package's docstrings runs here, on the memory backend, without services.
 
-Examples may ``await`` at the top level: each docstring gets an event loop of its own, and every
-example runs inside it (as in ``python -m asyncio``). An example that needs a server or a process of
+Examples may ``await`` at the top level: each docstring gets an event loop of its own, and an
+example that awaits runs in it (as in ``python -m asyncio``). An example that needs a server or a process of
 its own is marked ``# doctest: +SKIP`` and says why in a comment before the directive
 (``>>> await broker.send(...)  # needs RabbitMQ  # doctest: +SKIP``) or in its docstring (``Not run:
 ...``); :func:`test_every_skip_says_why` holds that.
@@ -59,16 +59,22 @@ class _AwaitingRunner(doctest.DocTestRunner):
             self.loop.close()
 
     def _exec(self, code: types.CodeType, globs: dict[str, Any]) -> None:
-        # Inside the loop even without await (a memory hub is per running loop), every example of a
-        # docstring in one context: a context variable one example sets, the next one sees.
-        self.loop.run_until_complete(self.loop.create_task(_example(code, globs), context=self.context))
+        # Every example of a docstring in one context: a context variable one example sets, the next
+        # one sees. An example that awaits runs in the loop; one that does not, outside it (so it may
+        # call asyncio.run, as a reader would).
+        if code.co_flags & inspect.CO_COROUTINE:
+            coro = types.FunctionType(code, globs)()
+            self.loop.run_until_complete(self.loop.create_task(coro, context=self.context))
+        else:
+            self.context.run(exec, code, globs)
 
 
-async def _example(code: types.CodeType, globs: dict[str, Any]) -> None:
-    if code.co_flags & inspect.CO_COROUTINE:
-        await types.FunctionType(code, globs)()
-    else:
-        exec(code, globs)  # running the example is the point of the test
+def run_examples(module: types.ModuleType) -> doctest.TestResults:
+    """Run every docstring example of *module* (top-level await allowed); the counts."""
+    runner = _AwaitingRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for test in _tests(module):
+        runner.run(test)
+    return runner.summarize(verbose=False)
 
 
 def _tests(module: types.ModuleType) -> Iterator[doctest.DocTest]:
@@ -78,11 +84,7 @@ def _tests(module: types.ModuleType) -> Iterator[doctest.DocTest]:
 
 @pytest.mark.parametrize('name', _module_names())
 def test_docstring_examples_run(name: str) -> None:
-    module = importlib.import_module(name)
-    runner = _AwaitingRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    for test in _tests(module):
-        runner.run(test)
-    result = runner.summarize(verbose=False)
+    result = run_examples(importlib.import_module(name))
     assert result.failed == 0, f'{result.failed} of {result.attempted} examples failed in {name}'
 
 

@@ -20,6 +20,8 @@ from microagent import (
 )
 from microagent.testing import Harness, VirtualClock
 
+from .test_doctests import run_examples
+
 START = '2027-01-15T08:00:00+00:00'
 
 
@@ -176,12 +178,10 @@ async def test_fault_rules_are_checked(catalog: Catalog) -> None:
 
 
 def test_docstring_examples_run() -> None:
-    import doctest
-
     from microagent import _starting
     from microagent.launcher import snapshot, statuspage
     from microagent.testing import _clock, _faults, _harness, _journal
     from microagent.tools.memory import _tap
 
     for module in (_clock, _faults, _harness, _journal, _tap, _starting, snapshot, statuspage):
-        assert doctest.testmod(module).failed == 0, module.__name__
+        assert run_examples(module).failed == 0, module.__name__  # top-level await allowed

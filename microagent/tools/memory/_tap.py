@@ -6,8 +6,10 @@ settlement. :mod:`microagent.testing` installs one with :func:`set_tap`.
 >>> class Quiet(Tap):
 ...     def sent(self, queue, body):
 ...         return ()              # every message to every queue is dropped
->>> set_tap('memory://x', Quiet())
->>> set_tap('memory://x', None)
+>>> async def quiet_hub():
+...     set_tap('memory://x', Quiet())   # the hub of this DSN in the running loop
+...     set_tap('memory://x', None)
+>>> await quiet_hub()
 """
 from __future__ import annotations
 
