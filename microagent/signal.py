@@ -51,8 +51,8 @@ ArgTypes = tuple[tuple[str, tuple[str, ...]], ...]
 class Signal(Serializable, metaclass=DeclaredType):
     """Dataclass (declaration) for a signal with a unique name, registered at creation.
 
-    >>> user_created = Signal(name='user_created', providing_args=['user_id'])
-    >>> Signal.get('user_created') is user_created is Signal.user_created
+    >>> user_signed_up = Signal(name='user_signed_up', providing_args=['user_id'])
+    >>> Signal.get('user_signed_up') is user_signed_up is Signal.user_signed_up
     True
     """
 
