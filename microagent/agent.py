@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from . import _running
 from ._shared import Shared
 from ._tasks import TaskSet
 from .broker import AbstractQueueBroker, Consumer
@@ -146,7 +147,26 @@ class MicroAgent:
 
         Then, if there are ``@on('server')`` sub-services, run them until they
         end (``ServerInterrupt`` ends one gracefully); otherwise return.
+
+        A started agent stays alive until :meth:`stop`, even if nobody holds
+        it (``asyncio.create_task(Agent(...).start())``): see ``microagent._running``.
         """
+        # First thing, before any await: a start task nobody holds may be collected at its first await.
+        _running.keep(self)
+        try:
+            await self._start(enable_periodic_tasks, enable_receiving_signals, enable_consuming_messages)
+        except BaseException:
+            if not self.started:
+                _running.release(self)
+            raise
+        if enable_servers_running and self.hooks['server']:
+            self._serving = asyncio.current_task()
+            for server in self.hooks['server']:
+                self._servers.spawn(self._serve(server), name=f'server {server.__name__}')
+            await self._servers.drain(None)
+
+    async def _start(self, enable_periodic_tasks: bool, enable_receiving_signals: bool,
+                     enable_consuming_messages: bool) -> None:
         await self._run_hooks('pre_start')
         if enable_receiving_signals:
             await self.bind_receivers(self.receivers)
@@ -161,11 +181,6 @@ class MicroAgent:
                 self._loops.spawn(task.run(), name=f'schedule {task.name}')
         self.started = True
         await self._run_hooks('post_start')
-        if enable_servers_running and self.hooks['server']:
-            self._serving = asyncio.current_task()
-            for server in self.hooks['server']:
-                self._servers.spawn(self._serve(server), name=f'server {server.__name__}')
-            await self._servers.drain(None)
 
     async def bind_receivers(self, receivers: list[Receiver]) -> None:
         """Bind signal receivers to bus subscribers (``start`` does it)."""
@@ -202,9 +217,12 @@ class MicroAgent:
         while self._effects_started:
             await self._effects_started.pop().stop(self)
         self.started = False
-        await self._run_hooks('pre_stop')
-        if close:
-            await _close(self.bus, self.broker)
+        try:
+            await self._run_hooks('pre_stop')
+            if close:
+                await _close(self.bus, self.broker)
+        finally:
+            _running.release(self)
 
     def _effects(self) -> list[Effects]:
         """The distinct ``effects=`` objects of this agent's consumers, in declaration order."""
