@@ -224,6 +224,22 @@ class MicroAgent:
         finally:
             _running.release(self)
 
+    def ready(self) -> bool:
+        """Whether the agent is started, its bus subscriptions live and every consumer connected and reading.
+
+        False while a connection is lost (the backends reconnect by themselves); what ``/readyz`` reports.
+
+        >>> agent.ready()   # doctest: +SKIP
+        True
+        """
+        if not self.started:
+            return False
+        if self.receivers and isinstance(self.bus, AbstractSignalBus) and not self.bus.connected():
+            return False
+        broker = self.broker
+        return not isinstance(broker, AbstractQueueBroker) or all(broker.consuming(c.queue.name)
+                                                                  for c in self.consumers)
+
     def _effects(self) -> list[Effects]:
         """The distinct ``effects=`` objects of this agent's consumers, in declaration order."""
         found: list[Effects] = []

@@ -395,6 +395,14 @@ class AbstractQueueBroker(Shared, abc.ABC):
         await cancel_task(self._readers.pop(name, None))
         return await runner.drain(timeout)
 
+    def consuming(self, name: str) -> bool:
+        """Whether the consumer of queue *name* is bound, connected and reading (readiness).
+
+        >>> broker.consuming('mailer')   # doctest: +SKIP
+        True
+        """
+        return name in self._runners
+
     def runner(self, name: str) -> ConsumerRunner:
         """The runner of the consumer bound to *name* (its stats, its in-flight count)."""
         return self._runners[name]

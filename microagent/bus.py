@@ -340,6 +340,14 @@ class AbstractSignalBus(Shared, abc.ABC):
         """Whether receivers are bound (an agent's ``stop()`` then leaves this bus open)."""
         return any(self.receivers.values())
 
+    def connected(self) -> bool:
+        """Whether every bound channel is subscribed on a live connection (readiness; False while reconnecting).
+
+        >>> MemorySignalBus('memory://').connected()   # doctest: +SKIP
+        True
+        """
+        return True
+
     async def close(self) -> None:
         """Unsubscribe and close connections; a closed bus reconnects lazily when used again."""
         await self._tasks.cancel()

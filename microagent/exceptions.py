@@ -16,6 +16,7 @@ __all__ = [
     'BackendError',
     'BackendNotInstalled',
     'ConfigurationError',
+    'ConnectError',
     'DeliveryError',
     'DoubleLoadError',
     'EffectsError',
@@ -112,6 +113,29 @@ class QueueNotFound(QueueException, AttributeError):
 
 class BackendError(MicroAgentError):
     """A bus or broker could not do what was asked (connection, routing, timeout)."""
+
+
+class ConnectError(BackendError):
+    """A bus or broker cannot connect for a cause that waiting will not cure, raised at once.
+
+    ``cause`` is one of ``'authentication refused'``, ``'unknown host'`` and
+    ``'connection refused'``; ``dsn`` is the DSN with its password masked;
+    ``owner`` names the bus or broker class. The text never holds the password.
+
+    >>> raise ConnectError('RedisSignalBus', 'redis://:***@localhost:6379/7', 'authentication refused',
+    ...                    'WRONGPASS invalid username-password pair')
+    Traceback (most recent call last):
+    ...
+    microagent.exceptions.ConnectError: RedisSignalBus cannot connect to redis://:***@localhost:6379/7: \
+authentication refused (WRONGPASS invalid username-password pair)
+    """
+
+    def __init__(self, owner: str, dsn: str, cause: str, detail: str = '') -> None:
+        self.owner, self.dsn, self.cause, self.detail = owner, dsn, cause, detail
+        super().__init__(f'{owner} cannot connect to {dsn}: {cause}' + (f' ({detail})' if detail else ''))
+
+    def __reduce__(self) -> tuple[type[ConnectError], tuple[str, str, str, str]]:
+        return type(self), (self.owner, self.dsn, self.cause, self.detail)
 
 
 class BackendNotInstalled(BackendError, ImportError):

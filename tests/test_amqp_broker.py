@@ -162,11 +162,11 @@ async def test_autoack_false_without_ack_is_redelivered(brokers, catalog, uid):
     await second.stop(timeout=1)
 
 
-async def test_publisher_times_out_without_a_broker(catalog, uid):
+async def test_publisher_fails_at_once_without_a_broker(catalog, uid):
     queue = Queue(f'q_{uid}', catalog=catalog)
     broker = AMQPBroker('amqp://guest:guest@127.0.0.1:1/', catalog=catalog, connect_timeout=0.5)
     started = time.monotonic()
-    with pytest.raises(BackendError, match='not connected within'):
+    with pytest.raises(BackendError, match='connection refused'):
         await getattr(broker, queue.name).send({'n': 1}, timeout=1.0)
     assert time.monotonic() - started < 10
     await broker.close()

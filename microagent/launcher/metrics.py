@@ -4,7 +4,8 @@
 * ``/status.json``: the same data as JSON (:mod:`microagent.launcher.snapshot`).
 
 * ``/healthz``: 200 while every worker process is alive, else 503.
-* ``/readyz``: 200 once every agent reported it is connected and consuming, else 503.
+* ``/readyz``: 200 while every agent reports it is connected and consuming (each consumer reading, each
+  bus subscription live: ``MicroAgent.ready()``), else 503, so also while a connection is lost.
 * ``/metrics``: handled, failed, retried and dead-lettered counts, handler
   latency histograms, in-flight counts and queue lengths per agent, replica
   and queue; signals sent, received and dropped, receiver runs, RPC latency;

@@ -114,7 +114,9 @@ class Reporter:
                          length=await _length(agent, consumer.queue.name) if agent.started else None,
                          inflight=_inflight(agent, consumer.queue.name))
             consumers.append(entry)
-        return {'agent': name, 'replica': replica, 'ready': self.ready.get(index, False), 'consumers': consumers,
+        # Ready: started, and now connected and consuming (False again while a connection is lost).
+        ready = self.ready.get(index, False) and agent.ready()
+        return {'agent': name, 'replica': replica, 'ready': ready, 'consumers': consumers,
                 'schedules': [_schedule(task) for task in agent.schedules],
                 'series': [list(item) for item in series(agent)], 'rpc': self._rpc_latencies(index, agent)}
 

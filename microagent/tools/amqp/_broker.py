@@ -27,7 +27,7 @@ from ..._backoff import Backoff
 from ..._message import check_headers, check_message_id, message_ids_for, new_message_id, user_headers
 from ...broker import AbstractQueueBroker
 from ...delivery import ConsumerRunner, DeadLetter
-from ...exceptions import BackendError, ConfigurationError, DeliveryError
+from ...exceptions import BackendError, ConfigurationError, ConnectError, DeliveryError
 from ...wire import MICROAGENT1
 from ._confirms import Publisher, publisher
 from ._connection import CONNECTION_ERRORS, RobustConnection, close_channel, wait_closed
@@ -82,12 +82,14 @@ class AMQPBroker(AbstractQueueBroker):
         self.publish_timeout = publish_timeout
         self.connection = RobustConnection(dsn, log=self.log, ssl_context=ssl_context,
                                            connect_timeout=connect_timeout,
-                                           max_reconnect_delay=max_reconnect_delay, fast_lane=fast_lane)
+                                           max_reconnect_delay=max_reconnect_delay, fast_lane=fast_lane,
+                                           owner=type(self).__name__)
         # Consumers get a connection of their own: the broker's flow control of a busy
         # publisher then never holds back acks, and confirms do not queue behind deliveries.
         self.consume_connection = RobustConnection(dsn, log=self.log, ssl_context=ssl_context,
                                                    connect_timeout=connect_timeout,
-                                                   max_reconnect_delay=max_reconnect_delay, fast_lane=fast_lane)
+                                                   max_reconnect_delay=max_reconnect_delay, fast_lane=fast_lane,
+                                                   owner=type(self).__name__)
         self._topology = Topology(self.catalog, queue_expires, legacy=self.wire == MICROAGENT1)
         self._confirms: Publisher | None = None
         self._ops: aiormq.abc.AbstractChannel | None = None
@@ -312,6 +314,9 @@ class AMQPBroker(AbstractQueueBroker):
         try:
             async with asyncio.timeout(self.connection.connect_timeout * 2):
                 await asyncio.shield(started)
+        except ConnectError:
+            self._readers.pop(name, None)
+            raise
         except TimeoutError:
             reader = self._readers.pop(name, None)
             if reader is not None:
@@ -325,6 +330,9 @@ class AMQPBroker(AbstractQueueBroker):
             try:
                 channel, feed = await self._subscribe(name, runner)
             except (*CONNECTION_ERRORS, BackendError, TimeoutError) as exc:
+                if isinstance(exc, ConnectError) and not started.done():
+                    started.set_exception(exc)  # a refused login, an unknown host: bind raises it
+                    return
                 if self._adopt(exc):
                     continue  # on a new channel, at once
                 delay = backoff.next()
@@ -374,6 +382,10 @@ class AMQPBroker(AbstractQueueBroker):
             await runner.wait_slots()
             feed.held = None
             runner.submit(delivery)
+
+    def consuming(self, name: str) -> bool:
+        channel = self._consumer_channels.get(name)
+        return channel is not None and not channel.is_closed and name in self._runners
 
     async def unbind(self, name: str, timeout: float | None = 30.0) -> int:
         cut = await super().unbind(name, timeout)

@@ -31,7 +31,7 @@ from pamqp.commands import Basic
 from ..._backoff import Backoff
 from ..._tasks import TaskSet
 from ...bus import AbstractSignalBus
-from ...exceptions import BackendError
+from ...exceptions import BackendError, ConnectError
 from ._connection import CONNECTION_ERRORS, RobustConnection, close_channel, wait_closed
 from ._deliveries import Deliveries, Incoming
 from ._lane import Lane, publish_frames
@@ -58,6 +58,7 @@ class _Hub:
         self.sub: aiormq.abc.AbstractChannel | None = None
         self.deliveries: Deliveries | None = None
         self.subscribed = asyncio.Event()
+        self.failure: ConnectError | None = None  # why the first connection cannot succeed
         self.tasks = TaskSet('amqp bus hub')
         self._lock = asyncio.Lock()
 
@@ -91,6 +92,7 @@ class _Hub:
     async def subscription(self, timeout: float) -> tuple[aiormq.abc.AbstractChannel, Deliveries | None]:
         """The consuming channel and its lane's deliveries (None: plain), waiting for them up to *timeout*."""
         if not self.tasks:
+            self.failure = None
             self.tasks.spawn(self._supervise(), name='amqp bus hub supervisor')
         try:
             async with asyncio.timeout(max(0.001, timeout)):
@@ -99,6 +101,8 @@ class _Hub:
                     sub, deliveries = self.sub, self.deliveries
                     if sub is not None and not sub.is_closed:
                         return sub, deliveries
+                    if self.failure is not None:
+                        raise self.failure
                     self.subscribed.clear()
         except TimeoutError:
             reason = f': {self.connection.last_error}' if self.connection.last_error else ''
@@ -110,6 +114,10 @@ class _Hub:
             try:
                 await self.connection.get(None)
                 channel, lane = await self.connection.channel(self.connection.connect_timeout)
+            except ConnectError as exc:
+                self.failure = exc  # never connected: subscribers raise it, the next one starts over
+                self.subscribed.set()
+                return
             except (*CONNECTION_ERRORS, TimeoutError) as exc:
                 delay = backoff.next()
                 self.connection.log.warning('AMQP bus: cannot open a channel (%s); retrying in %.1fs',
@@ -170,7 +178,7 @@ class AMQPSignalBus(AbstractSignalBus):
         self.exchange = f'microagent.signals.{self.prefix}'
         # Built now to validate the DSN; a hub adopts it if none exists for this DSN yet.
         options = {'log': self.log, 'ssl_context': ssl_context, 'connect_timeout': connect_timeout,
-                   'max_reconnect_delay': max_reconnect_delay, 'fast_lane': fast_lane}
+                   'max_reconnect_delay': max_reconnect_delay, 'fast_lane': fast_lane, 'owner': type(self).__name__}
         self._own = RobustConnection(dsn, **options)
         self._own_publisher = RobustConnection(dsn, **options)
         self._bound: set[str] = set()
@@ -251,6 +259,10 @@ class AMQPSignalBus(AbstractSignalBus):
             await channel.basic_consume(queue, self._on_message, no_ack=True, consumer_tag=tag, timeout=timeout)
             self._attached = (channel, queue, tag)
             return queue
+
+    def connected(self) -> bool:
+        attached = self._attached
+        return not self._bound or (attached is not None and not attached[0].is_closed)
 
     def _on_incoming(self, incoming: Incoming) -> None:
         if incoming.routing_key:

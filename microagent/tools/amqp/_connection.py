@@ -33,9 +33,10 @@ import aiormq
 import aiormq.abc
 
 from ..._backoff import Backoff
+from ..._connect import connect_error
 from ..._dsn import mask_dsn, mask_text, password_of, scheme_of
 from ..._tasks import TaskSet
-from ...exceptions import BackendError, ConfigurationError
+from ...exceptions import BackendError, ConfigurationError, ConnectError
 from ._compat import lane_problem, report
 from ._lane import Lane, LaneTransport
 
@@ -59,7 +60,7 @@ class RobustConnection:
 
     def __init__(self, dsn: str, *, log: logging.Logger | None = None, ssl_context: ssl.SSLContext | None = None,
                  connect_timeout: float = 10.0, reconnect_delay: float = 0.1,
-                 max_reconnect_delay: float = 2.0, fast_lane: bool = True) -> None:
+                 max_reconnect_delay: float = 2.0, fast_lane: bool = True, owner: str = 'AMQP') -> None:
         if scheme_of(dsn) not in ('amqp', 'amqps'):
             raise ConfigurationError(f'AMQP needs an amqp:// or amqps:// DSN, got {mask_dsn(dsn)!r}')
         if connect_timeout <= 0 or reconnect_delay <= 0 or max_reconnect_delay < reconnect_delay:
@@ -73,8 +74,12 @@ class RobustConnection:
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
         self.fast_lane = fast_lane
+        self.owner = owner  # who connects, named in a ConnectError
         self.last_error = ''
         self.connects = 0
+        # Why the very first connect cannot succeed (a refused login, an unknown host, nothing listening).
+        self.failure: ConnectError | None = None
+        self._last_exc: BaseException | None = None
         self._connection: aiormq.abc.AbstractConnection | None = None
         self._lanes: weakref.WeakKeyDictionary[aiormq.abc.AbstractConnection, Lane] = weakref.WeakKeyDictionary()
         self._ready: asyncio.Event | None = None
@@ -93,7 +98,11 @@ class RobustConnection:
         return mask_text(text, self._secret)
 
     async def get(self, timeout: float | None) -> aiormq.abc.AbstractConnection:
-        """The open connection, waiting for it up to *timeout* (None: forever); BackendError after."""
+        """The open connection, waiting for it up to *timeout* (None: forever); BackendError after.
+
+        Before the first connection ever made, a refused login, an unknown host or nothing
+        listening raise a :class:`ConnectError` at once.
+        """
         connection = self._connection
         if connection is not None and not connection.is_closed:
             return connection
@@ -105,6 +114,8 @@ class RobustConnection:
                     connection = self._connection
                     if connection is not None and not connection.is_closed:
                         return connection
+                    if self.failure is not None:
+                        raise self.failure
                     ready.clear()
         except TimeoutError:
             reason = f': {self.last_error}' if self.last_error else ''
@@ -129,7 +140,7 @@ class RobustConnection:
 
     def _start(self) -> asyncio.Event:
         if self._ready is None or not self._tasks:
-            self._ready = asyncio.Event()
+            self._ready, self.failure = asyncio.Event(), None
             self._tasks.spawn(self._supervise(self._ready), name=f'amqp supervisor {mask_dsn(self._dsn)}')
         return self._ready
 
@@ -137,6 +148,11 @@ class RobustConnection:
         backoff = Backoff(self.reconnect_delay, self.max_reconnect_delay)
         while True:
             connection = await self._connect()
+            if connection is None and not self.connects and self._last_exc is not None:
+                self.failure = connect_error(self.owner, self._dsn, self._last_exc)
+                if self.failure is not None:
+                    ready.set()  # waiters raise it; the next get() tries again
+                    return
             if connection is None:
                 # Backoff between attempts, not synchronisation: nothing to wait on but time.
                 await asyncio.sleep(backoff.next())
@@ -167,6 +183,7 @@ class RobustConnection:
                 self.fast_lane = False
                 raise BackendError('AMQP fast lane cannot bind; reconnecting on plain aiormq')
         except Exception as exc:  # noqa: BLE001 - whatever fails, the supervisor retries forever
+            self._last_exc = exc
             self.last_error = self.mask(f'{type(exc).__name__}: {exc}')
             self.log.warning('AMQP connect to %s failed: %s', mask_dsn(self._dsn), self.last_error)
             with contextlib.suppress(*CONNECTION_ERRORS, TimeoutError):

@@ -123,8 +123,17 @@ class KafkaBroker(AbstractQueueBroker):
         readers = [KafkaQueueReader(self._clients, runner, member, self.commit_window, topics)
                    for topics, member in reading(name, runner.queue.exchange, group)]
         self._queue_readers[name] = readers
-        for reader in readers:
-            await reader.start()
+        try:
+            for reader in readers:
+                await reader.start()
+        except BaseException as exc:
+            self._queue_readers.pop(name, None)
+            for reader in readers:
+                await reader.close()
+            fatal = await self._clients.diagnose(exc) if isinstance(exc, KafkaError | OSError) else None
+            if fatal is None:
+                raise
+            raise fatal from None  # a refused login, an unknown host, nothing listening: named, at once
         self._start_reader(name, _read_all(readers))
         try:
             # Messages sent right after start() must not race the first rebalance (retries and the
@@ -134,6 +143,10 @@ class KafkaBroker(AbstractQueueBroker):
         except TimeoutError:
             log.warning('kafka %s: no partition assignment after %.0fs; consuming once the group settles',
                         name, self.join_timeout)
+
+    def consuming(self, name: str) -> bool:
+        readers = self._queue_readers.get(name) or []
+        return bool(readers) and name in self._runners and all(reader.consuming for reader in readers)
 
     async def unbind(self, name: str, timeout: float | None = 30.0) -> int:
         """Stop reading *name*, drain its handlers, commit what settled, leave the group."""

@@ -16,8 +16,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
+from ..._connect import connect_error
 from ..._dsn import mask_text, split_dsn
-from ...exceptions import BackendError, ConfigurationError, DeliveryError
+from ...exceptions import BackendError, ConfigurationError, ConnectError, DeliveryError
 
 __all__ = ['KafkaClients', 'KafkaSettings', 'parse_dsn']
 
@@ -152,7 +153,7 @@ class KafkaClients:
             async with asyncio.timeout(self.settings.request_timeout):
                 await (await producer.send(topic, value, key=key, headers=list(headers) or None))
         except (KafkaError, OSError, TimeoutError) as exc:
-            raise self._send_failed(topic, exc) from None
+            raise await self._send_failed(topic, exc) from None
 
     async def produce_many(self, topic: str, records: Iterable[tuple[bytes, Sequence[tuple[str, bytes]]]],
                            key: bytes | None = None) -> None:
@@ -165,10 +166,28 @@ class KafkaClients:
                            for value, headers in records]
                 await asyncio.gather(*futures)
         except (KafkaError, OSError, TimeoutError) as exc:
-            raise self._send_failed(topic, exc) from None
+            raise await self._send_failed(topic, exc) from None
 
-    def _send_failed(self, topic: str, exc: BaseException) -> DeliveryError:
+    async def _send_failed(self, topic: str, exc: BaseException) -> BackendError:
+        fatal = await self.diagnose(exc)
+        if fatal is not None:
+            return fatal
         return DeliveryError(self.settings.mask(f'kafka: send to {topic!r} failed: {type(exc).__name__}: {exc}'))
+
+    async def diagnose(self, exc: BaseException) -> ConnectError | None:
+        """A ConnectError naming why *exc* (aiokafka's bare "Unable to bootstrap") happened, if it is fatal.
+
+        aiokafka does not say why no bootstrap server answered: each one is tried
+        here once (a TCP connect, 2 s at most); a refused login says so itself.
+        """
+        dsn = f'kafka://{self.settings.bootstrap}'
+        found = connect_error('KafkaBroker', dsn, exc)
+        if found is not None or not isinstance(exc, KafkaConnectionError):
+            return found
+        causes = [await _reach(server) for server in self.settings.bootstrap.split(',')]
+        if any(cause is None for cause in causes):
+            return None  # one of them answers: a passing failure, not a wrong address
+        return connect_error('KafkaBroker', dsn, causes[0]) if causes[0] is not None else None
 
     # -- topics ----------------------------------------------------------------
 
@@ -261,6 +280,18 @@ def security_options(dsn_options: Mapping[str, Any], explicit: Mapping[str, Any]
     if 'sasl_mechanism' in merged and merged.get('security_protocol', 'PLAINTEXT') == 'PLAINTEXT':
         merged['security_protocol'] = 'SASL_SSL' if merged.get('ssl_context') else 'SASL_PLAINTEXT'
     return merged
+
+
+async def _reach(server: str) -> BaseException | None:
+    """What a TCP connect to ``host:port`` raises (None: it connects)."""
+    host, _, port = server.strip().rpartition(':')
+    try:
+        async with asyncio.timeout(2):
+            _, writer = await asyncio.open_connection(host.strip('[]'), int(port))
+    except (OSError, ValueError) as exc:  # TimeoutError is an OSError: a passing failure, not named
+        return exc
+    writer.close()
+    return None
 
 
 async def _quietly(client: Any, method: str, timeout: float) -> None:

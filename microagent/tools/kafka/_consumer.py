@@ -171,6 +171,11 @@ class KafkaQueueReader:
     def __repr__(self) -> str:
         return f'<KafkaQueueReader {self.name} group={self.group} partitions={len(self._parts)}>'
 
+    @property
+    def consuming(self) -> bool:
+        """Started, in its group (the first assignment came) and not fenced out of it (readiness)."""
+        return self.consumer is not None and self.ready.is_set() and not self._expelled
+
     async def start(self) -> None:
         """Create the topics, join the group (the join completes in the background)."""
         settings = self.clients.settings

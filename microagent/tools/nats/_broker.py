@@ -95,7 +95,8 @@ class NATSBroker(AbstractQueueBroker):
         self.replicas = replicas
         self.pull_expires = pull_expires
         self.pull_heartbeat = pull_heartbeat
-        self.nats = NATSConnector(dsn, f'microagent.broker.{self.uid}', connect_timeout=connect_timeout,
+        self.nats = NATSConnector(dsn, f'microagent.broker.{self.uid}', owner=type(self).__name__,
+                                  connect_timeout=connect_timeout,
                                   reconnect_delay=reconnect_delay, ping_interval=ping_interval,
                                   ssl_context=ssl_context, log=self.log)
         self.publisher = NATSPublisher(self.nats, self.uid, timeout=publish_timeout)
@@ -215,6 +216,10 @@ class NATSBroker(AbstractQueueBroker):
         self._queue_readers[name] = reader
         self._start_reader(name, reader.run())
         self._keepers[name] = self._tasks.spawn(reader.keep_alive(), name=f'NATSBroker in-progress {name}')
+
+    def consuming(self, name: str) -> bool:
+        reader = self._queue_readers.get(name)
+        return reader is not None and not reader.setup_needed and self.nats.connected()
 
     async def unbind(self, name: str, timeout: float | None = 30.0) -> int:
         """Stop reading *name*, let handlers finish until *timeout* (the rest are given back), stop listening."""

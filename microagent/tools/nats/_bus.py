@@ -49,7 +49,8 @@ class NATSSignalBus(AbstractSignalBus):
         for part in self.prefix.split('.'):
             subject_token('bus prefix part', part)
         self.subscribe_timeout = subscribe_timeout
-        self.nats = NATSConnector(dsn, f'microagent.bus.{self.uid}', connect_timeout=connect_timeout,
+        self.nats = NATSConnector(dsn, f'microagent.bus.{self.uid}', owner=type(self).__name__,
+                                  connect_timeout=connect_timeout,
                                   reconnect_delay=reconnect_delay, ping_interval=ping_interval,
                                   ssl_context=ssl_context, log=self.log)
         self._subjects: dict[str, str] = {}
@@ -93,6 +94,10 @@ class NATSSignalBus(AbstractSignalBus):
         except (nats.errors.Error, TimeoutError) as exc:
             raise BackendError(f'{self!r}: NATS did not confirm the subscription to {channel}: '
                                f'{self.nats.describe(exc)}') from None
+
+    def connected(self) -> bool:
+        # nats-py subscribes again by itself on each reconnect.
+        return not self._subscriptions or self.nats.connected()
 
     def _dispatch(self, channel: str, data: bytes) -> None:
         try:

@@ -10,7 +10,7 @@ made on first use inside a running loop (and made again if the loop changed).
 
 * **Start-up fails fast.** The first connect tries every server once: wrong
   credentials, an unknown host or nothing listening raise a
-  :class:`BackendError` at once, with the password masked.
+  :class:`~microagent.exceptions.ConnectError` at once, naming the cause, with the password masked.
 * **Then the client rides through outages.** Once connected, nats-py's own
   reconnect machinery takes over (for ever, ``reconnect_delay`` between
   rounds); every disconnect and reconnect is logged, and listeners (the
@@ -35,6 +35,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from ..._connect import AUTH, cause_of, connect_error
 from ..._dsn import mask_dsn, mask_text, password_of, split_dsn
 from ...exceptions import BackendError, ConfigurationError
 
@@ -120,12 +121,13 @@ class NATSConnector:
 
     def __init__(self, dsn: str, name: str, *, connect_timeout: float = 5.0, reconnect_delay: float = 0.5,
                  ping_interval: float = 5.0, ssl_context: ssl.SSLContext | None = None,
-                 log: logging.Logger | None = None) -> None:
+                 log: logging.Logger | None = None, owner: str = 'NATS') -> None:
         if connect_timeout <= 0 or reconnect_delay <= 0 or ping_interval <= 0:
             raise ConfigurationError('NATS: connect_timeout, reconnect_delay and ping_interval must be > 0')
         self.dsn = dsn
         self.address = parse_dsn(dsn)
         self.name = name
+        self.owner = owner  # who connects, named in a ConnectError
         self.password = password_of(dsn) or self.address.password or self.address.token
         self.connect_timeout = connect_timeout
         self.reconnect_delay = reconnect_delay
@@ -210,8 +212,16 @@ class NATSConnector:
         self._lost_at = None
         return client
 
+    def connected(self) -> bool:
+        """Whether the running loop's client is connected now (not reconnecting)."""
+        client = self.current()
+        return client is not None and client.is_connected
+
     def error(self, exc: BaseException, action: str = 'NATS request failed') -> BackendError:
-        """A BackendError for *exc*, with the password masked out."""
+        """A BackendError for *exc* (a ConnectError when it names a cause), with the password masked out."""
+        fatal = connect_error(self.owner, self.dsn, exc)
+        if fatal is not None:
+            return fatal
         return BackendError(mask_text(f'{action} ({mask_dsn(self.dsn)}): {self.describe(exc)}', self.password))
 
     def describe(self, exc: BaseException) -> str:
@@ -280,6 +290,8 @@ class _Start:
 
     def note(self, exc: BaseException) -> None:
         self.failures += 1
-        self.last = exc
+        # A refused login may be followed by the server's reset of the connection: the login is the news.
+        if self.last is None or cause_of(self.last) != AUTH:
+            self.last = exc
         if self.failures >= self.servers:
             self.failed.set()

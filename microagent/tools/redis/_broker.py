@@ -30,7 +30,7 @@ from ..._message import check_headers, check_message_id, encode_headers, message
 from ..._tasks import cancel_task
 from ...broker import AbstractQueueBroker
 from ...delivery import DeadLetter
-from ...exceptions import ConfigurationError
+from ...exceptions import ConfigurationError, ConnectError
 from ...wire import MICROAGENT1
 from ._connection import RedisConnector, RedisLane, pack_args
 from ._lists import PUSH_MANY, ListDrainer, draining_key
@@ -73,7 +73,7 @@ class RedisBroker(AbstractQueueBroker):
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
         self.drain_lists = drain_lists
-        self.redis = RedisConnector(dsn, f'microagent.broker.{self.uid}')
+        self.redis = RedisConnector(dsn, f'microagent.broker.{self.uid}', owner=type(self).__name__)
         # Senders and acks on lanes of their own: a producer and a consumer in one process never queue behind
         # each other. The ack lane is public: the queue readers settle their entries through it.
         self._lane = RedisLane(self.redis)
@@ -235,6 +235,19 @@ class RedisBroker(AbstractQueueBroker):
         keeper = self._keeper
         if keeper is None or keeper.done() or keeper.get_loop() is not asyncio.get_running_loop():
             self._keeper = self._tasks.spawn(self._keep_alive(), name='RedisBroker heartbeat')
+        try:
+            # The first connection's outcome: a refused login or an unknown host fails the start at once.
+            async with asyncio.timeout(self.block + 30):
+                await asyncio.shield(reader.first)
+        except ConnectError:
+            await self.unbind(name, 0)
+            raise
+        except TimeoutError:
+            reader.first.cancel()  # still connecting: the reader goes on, the consumer is not ready yet
+
+    def consuming(self, name: str) -> bool:
+        state = self._states.get(name)
+        return state is not None and state.connected
 
     async def unbind(self, name: str, timeout: float | None = 30.0) -> int:
         await cancel_task(self._pumps.pop(name, None))

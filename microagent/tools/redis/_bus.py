@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from ..._backoff import Backoff
 from ...bus import AbstractSignalBus
-from ...exceptions import BackendError, ConfigurationError
+from ...exceptions import BackendError, ConfigurationError, ConnectError
 from ...wire import glob_escape
 from ._connection import RedisConnector, RedisLane, close_connection
 
@@ -54,7 +54,7 @@ class RedisSignalBus(AbstractSignalBus):
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
         self.subscribe_timeout = subscribe_timeout
-        self.redis = RedisConnector(dsn, f'microagent.bus.{self.uid}')
+        self.redis = RedisConnector(dsn, f'microagent.bus.{self.uid}', owner=type(self).__name__)
         self._lane = RedisLane(self.redis)
         self.reconnects = 0
         self._channels: set[str] = set()
@@ -67,6 +67,7 @@ class RedisSignalBus(AbstractSignalBus):
         self._reader: asyncio.Task[Any] | None = None
         self._lost_at: float | None = None
         self._backoff = Backoff(reconnect_delay, max_reconnect_delay)
+        self._failure: ConnectError | None = None  # why the reader's first connection failed for good
 
     async def send(self, channel: str, message: str) -> None:
         try:
@@ -94,11 +95,17 @@ class RedisSignalBus(AbstractSignalBus):
         try:
             async with asyncio.timeout(self.subscribe_timeout):
                 while name not in confirmed:
+                    if self._failure is not None:
+                        raise self._failure
                     changed.clear()
                     await changed.wait()
         except TimeoutError:
             raise BackendError(f'{self!r}: Redis did not confirm the subscription to {name} '
                                f'within {self.subscribe_timeout}s') from None
+
+    def connected(self) -> bool:
+        """Whether the subscriber connection is up and Redis confirmed every bound channel and pattern."""
+        return self._conn is not None and self._channels <= self._subscribed and self._patterns <= self._psubscribed
 
     async def close(self) -> None:
         await super().close()
@@ -113,7 +120,7 @@ class RedisSignalBus(AbstractSignalBus):
     def _ensure_reader(self) -> asyncio.Event:
         reader = self._reader
         if reader is None or reader.done() or reader.get_loop() is not asyncio.get_running_loop():
-            self._changed, self._conn = asyncio.Event(), None
+            self._changed, self._conn, self._failure = asyncio.Event(), None, None
             self._subscribed.clear()
             self._psubscribed.clear()
             self._reader = self._tasks.spawn(self._read_forever(), name=f'RedisSignalBus reader {self.uid}')
@@ -122,10 +129,19 @@ class RedisSignalBus(AbstractSignalBus):
         return self._changed
 
     async def _read_forever(self) -> None:
+        first = True
         while True:
             conn: Connection | None = None
             try:
-                conn = await self.redis.connection(socket_timeout=10.0)
+                try:
+                    conn = await self.redis.connection(socket_timeout=10.0)
+                except ConnectError as exc:
+                    if first:
+                        # A refused login, an unknown host, nothing listening: binds raise it now.
+                        self._give_up(exc)
+                        return
+                    raise
+                first = False
                 self._conn = conn
                 # The channel set is read after _conn is published: a concurrent bind either
                 # sees _conn and subscribes itself, or is already in this snapshot.
@@ -148,6 +164,11 @@ class RedisSignalBus(AbstractSignalBus):
             if self._lost_at is None:
                 self._lost_at = time.monotonic()
             await asyncio.sleep(delay)  # backoff between attempts, not synchronisation
+
+    def _give_up(self, exc: ConnectError) -> None:
+        self._failure = exc
+        if self._changed is not None:
+            self._changed.set()
 
     async def _listen(self, conn: Connection) -> None:
         changed = self._changed

@@ -21,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError, RedisError, ResponseError, TimeoutError  # noqa: A004
 
+from ..._connect import connect_error
 from ..._dsn import mask_dsn, mask_text, password_of
 from ...exceptions import BackendError, ConfigurationError
 
@@ -60,9 +61,10 @@ class RedisConnector:
     >>> await connector.client().ping()                                        # doctest: +SKIP
     """
 
-    def __init__(self, dsn: str, client_name: str, callbacks: dict[str, Any] | None = None,
-                 **options: Any) -> None:
+    def __init__(self, dsn: str, client_name: str, callbacks: dict[str, Any] | None = None, *,
+                 owner: str = 'Redis', **options: Any) -> None:
         _check_dsn(dsn)
+        self.owner = owner  # who connects, named in a ConnectError
         self.callbacks = callbacks or {}
         self.dsn = dsn
         self.client_name = client_name
@@ -97,7 +99,11 @@ class RedisConnector:
         return self._client is not None and self._loop is asyncio.get_running_loop()
 
     async def connection(self, socket_timeout: float | None = None) -> Connection:
-        """A new connected bare connection (no retries: errors reach the caller)."""
+        """A new connected bare connection (no retries: errors reach the caller).
+
+        A refused login, an unknown host or nothing listening raise a :class:`ConnectError`
+        (the caller decides whether that is fatal), anything else a :class:`BackendError`.
+        """
         self.client()
         if self._raw_pool is None:
             options = {**self.options, 'retry': Retry(NoBackoff(), 0)}
@@ -112,7 +118,10 @@ class RedisConnector:
         return conn
 
     def error(self, exc: BaseException, action: str = 'Redis command failed') -> BackendError:
-        """A BackendError for *exc*, with the password masked out."""
+        """A BackendError for *exc* (a ConnectError when it names a cause), with the password masked out."""
+        fatal = connect_error(self.owner, self.dsn, exc)
+        if fatal is not None:
+            return fatal
         text = mask_text(f'{action} ({mask_dsn(self.dsn)}): {type(exc).__name__}: {exc}', self.password)
         return BackendError(text)
 

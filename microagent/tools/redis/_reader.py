@@ -20,7 +20,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from ..._backoff import Backoff
 from ..._message import NO_HEADERS, decode_headers, encode_headers
 from ...delivery import ConsumerRunner, Delivery
-from ...exceptions import BackendError
+from ...exceptions import BackendError, ConnectError
 from ._connection import close_connection, command, pack
 from ._scripts import ACK, DEAD_LETTER, FETCH, GIVE_BACK, PROMOTE, RELEASE, RETRY
 from ._wire import Entry, entry, retry_member, unpack
@@ -58,6 +58,9 @@ class RedisQueueReader:
         self.backlog = False        # the last read was full: read the next batch without blocking
         self.reads = 0
         self.read_done = asyncio.Event()  # set after every read (a list drainer waits for room)
+        self.connected = False  # connected and reading (readiness)
+        # The outcome of the first connection: None (reading, or retrying a passing failure) or why it cannot.
+        self.first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def run(self, runner: ConsumerRunner) -> None:
         """The reader task: (re)connect with capped backoff, then read until stopped."""
@@ -70,12 +73,18 @@ class RedisQueueReader:
                 # A connection of its own: a blocking read never holds up sends or acks.
                 conn = await self.broker.redis.connection(socket_timeout=self.broker.block + 10)
                 await self._prepare(conn)
+                self._connected(True)
                 if lost_at is not None:
                     self.broker.log.warning('RedisBroker: queue %s reading again after %.3fs', self.name,
                                             time.monotonic() - lost_at)
                     lost_at = None
                 await self._consume(runner, conn)
             except (RedisError, OSError, BackendError) as exc:
+                self.connected = False
+                if isinstance(exc, ConnectError) and not self.first.done():
+                    self.first.set_exception(exc)  # a refused login, an unknown host: bind raises it
+                    return
+                self._connected(False)
                 if lost_at is None and self.reads > reads:
                     backoff.reset()  # it worked for a while: a fresh start
                 lost_at = lost_at or time.monotonic()
@@ -85,6 +94,11 @@ class RedisQueueReader:
                 await asyncio.sleep(delay)  # backoff between attempts, not synchronisation
             finally:
                 await close_connection(conn)
+
+    def _connected(self, up: bool) -> None:
+        self.connected = up
+        if not self.first.done():
+            self.first.set_result(None)
 
     async def _prepare(self, conn: Connection) -> None:
         # The heartbeat exists before we own any entry: nobody may think us dead. Both in one write.
