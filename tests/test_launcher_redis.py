@@ -136,3 +136,21 @@ def test_cli_errors_against_redis(env: dict[str, str], uid: str) -> None:
     assert result.returncode == 2 and "no queue or exchange 'no_such_queue'" in result.stderr, result.stderr
     result = run_cli('signal', SETTINGS, f'lping_{uid}', 'm=1', env=env)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_refused_broker_login_fails_the_start(env: dict[str, str]) -> None:
+    """A broker DSN whose login Redis refuses: the start fails, named, and /readyz never says 200."""
+    secret = 'canary-launcher-17a'
+    env = {**env, 'LAUNCHER_TEST_BAD_DSN': f'redis://nobody:{secret}@127.0.0.1:6379/9'}
+    running = Marun('tests.launcher_settings_redis_auth', '--grace', '1', '--http-port', '0', env=env)
+    try:
+        base = running.http_base()
+        running.wait_line(r'ConnectError: RedisBroker cannot connect to redis://nobody:\*\*\*@.*authentication refused')
+        assert http_get(f'{base}/readyz')[0] == 503
+        metrics = http_get(f'{base}/metrics')[1]
+        assert re.search(r'microagent_agent_ready\{[^}]*agent="jobs"[^}]*\} 0\.0', metrics), metrics
+        running.wait_line(r'ConnectError: RedisBroker', count=2)  # restarted, refused again
+        assert http_get(f'{base}/readyz')[0] == 503
+    finally:
+        running.close()
+    assert secret not in running.output
