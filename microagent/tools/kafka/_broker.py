@@ -73,6 +73,8 @@ class KafkaBroker(AbstractQueueBroker):
         self._queue_readers: dict[str, list[KafkaQueueReader]] = {}
         self._inspectors: dict[str | None, AIOKafkaConsumer] = {}
         self._inspecting = asyncio.Lock()  # the group-less probe is re-assigned by each call
+        self._linked = True  # the last link probe's answer (readiness; see _watch_link)
+        self._link: asyncio.Task[Any] | None = None
 
     def lease_options(self) -> dict[str, Any]:
         """The lease connects like this broker: same SASL/SSL settings."""
@@ -135,6 +137,10 @@ class KafkaBroker(AbstractQueueBroker):
                 raise
             raise fatal from None  # a refused login, an unknown host, nothing listening: named, at once
         self._start_reader(name, _read_all(readers))
+        link = self._link
+        if link is None or link.done() or link.get_loop() is not asyncio.get_running_loop():
+            self._linked = True
+            self._link = self._tasks.spawn(self._watch_link(), name='kafka link probe')
         try:
             # Messages sent right after start() must not race the first rebalance (retries and the
             # exchange topic are read from their earliest offset once their groups settle).
@@ -146,7 +152,19 @@ class KafkaBroker(AbstractQueueBroker):
 
     def consuming(self, name: str) -> bool:
         readers = self._queue_readers.get(name) or []
-        return bool(readers) and name in self._runners and all(reader.consuming for reader in readers)
+        return (self._linked and bool(readers) and name in self._runners
+                and all(reader.consuming for reader in readers))
+
+    async def _watch_link(self) -> None:
+        """While consumers are bound, ask the cluster for metadata every half session timeout.
+
+        aiokafka reconnects by itself and says nothing while a broker is gone (a
+        fetch just returns nothing), so readiness asks: one small request a period.
+        """
+        period = max(0.5, self.settings.session_timeout / 2)
+        while self._runners:
+            self._linked = await self._clients.reachable(period)
+            await asyncio.sleep(period)  # the probe period, not synchronisation
 
     async def unbind(self, name: str, timeout: float | None = 30.0) -> int:
         """Stop reading *name*, drain its handlers, commit what settled, leave the group."""

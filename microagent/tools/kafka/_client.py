@@ -210,6 +210,16 @@ class KafkaClients:
                 raise BackendError(f'kafka: cannot create topic {topic!r}: error {code} {message}')
         self._topics.update(missing)
 
+    async def reachable(self, timeout: float) -> bool:
+        """Whether the cluster answers a metadata request within *timeout* (readiness of the consumers' link)."""
+        try:
+            async with asyncio.timeout(timeout):
+                admin = await self._admin_client()
+                await admin.describe_cluster()
+        except (KafkaError, OSError, TimeoutError):
+            return False
+        return True
+
     def partitions_for(self, topic: str) -> int:
         """Partitions of a new topic: dead letters are read in order, so their topic has one."""
         return 1 if topic.endswith('.dlq') else self.settings.partitions
