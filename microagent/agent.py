@@ -229,8 +229,8 @@ class MicroAgent:
 
         False while a connection is lost (the backends reconnect by themselves); what ``/readyz`` reports.
 
-        >>> agent.ready()   # doctest: +SKIP
-        True
+        >>> MicroAgent().ready()   # not started
+        False
         """
         if not self.started:
             return False

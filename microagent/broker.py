@@ -398,8 +398,9 @@ class AbstractQueueBroker(Shared, abc.ABC):
     def consuming(self, name: str) -> bool:
         """Whether the consumer of queue *name* is bound, connected and reading (readiness).
 
-        >>> broker.consuming('mailer')   # doctest: +SKIP
-        True
+        >>> from microagent.tools.memory import MemoryBroker
+        >>> MemoryBroker('memory://').consuming('mailer')   # nothing bound
+        False
         """
         return name in self._runners
 

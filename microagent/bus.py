@@ -343,7 +343,8 @@ class AbstractSignalBus(Shared, abc.ABC):
     def connected(self) -> bool:
         """Whether every bound channel is subscribed on a live connection (readiness; False while reconnecting).
 
-        >>> MemorySignalBus('memory://').connected()   # doctest: +SKIP
+        >>> from microagent.tools.memory import MemorySignalBus
+        >>> MemorySignalBus('memory://').connected()
         True
         """
         return True
