@@ -1,6 +1,8 @@
 """Launcher pieces in process: settings validation, slots, worker reports and the metrics they become."""
 from __future__ import annotations
 
+import json
+import os
 import sys
 import types
 from collections.abc import Iterator
@@ -131,3 +133,27 @@ def test_histogram_buckets() -> None:
     hist = Histogram()
     hist.observe([0.005, 0.0051, 99.0])
     assert hist.buckets[0] == 1 and hist.buckets[1] == 1 and hist.buckets[-1] == 1 and hist.count == 3
+
+
+async def test_reported_readiness_follows_the_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A started agent is reported ready only while its consumers read (what /readyz and the gauge show)."""
+    group = load_settings('tests.launcher_settings_units')
+    agent = group.build_agent('emails')
+    read_fd, write_fd = os.pipe()
+    reporter = Reporter(write_fd, [('emails', 0, agent)])
+
+    async def reported() -> bool:
+        await reporter.send('running')
+        return bool(json.loads(os.read(read_fd, 1 << 20).splitlines()[-1])['agents'][0]['ready'])
+    try:
+        await agent.start()
+        reporter.ready[0] = True  # what the worker sets once start() returned
+        assert await reported()
+        monkeypatch.setattr(agent.broker, 'consuming', lambda name: False)  # its connection is lost
+        assert not await reported()
+        monkeypatch.undo()
+        assert await reported()
+    finally:
+        await agent.stop(timeout=1)
+        os.close(read_fd)
+        os.close(write_fd)
