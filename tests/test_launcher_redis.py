@@ -7,11 +7,14 @@ import json
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from reliability.proxy import FaultProxy
 
 from .launcher_helpers import Marun, alive, cli_env, delete_redis_keys, http_get, markers, run_cli, wait_until
 from .services import require_port
@@ -141,8 +144,8 @@ def test_cli_errors_against_redis(env: dict[str, str], uid: str) -> None:
 def test_refused_broker_login_fails_the_start(env: dict[str, str]) -> None:
     """A broker DSN whose login Redis refuses: the start fails, named, and /readyz never says 200."""
     secret = 'canary-launcher-17a'
-    env = {**env, 'LAUNCHER_TEST_BAD_DSN': f'redis://nobody:{secret}@127.0.0.1:6379/9'}
-    running = Marun('tests.launcher_settings_redis_auth', '--grace', '1', '--http-port', '0', env=env)
+    env = {**env, 'LAUNCHER_TEST_BROKER_DSN': f'redis://nobody:{secret}@127.0.0.1:6379/9'}
+    running = Marun('tests.launcher_settings_redis_dsn', '--grace', '1', '--http-port', '0', env=env)
     try:
         base = running.http_base()
         running.wait_line(r'ConnectError: RedisBroker cannot connect to redis://nobody:\*\*\*@.*authentication refused')
@@ -154,3 +157,38 @@ def test_refused_broker_login_fails_the_start(env: dict[str, str]) -> None:
     finally:
         running.close()
     assert secret not in running.output
+
+
+@pytest.fixture
+def proxy() -> Iterator[tuple[FaultProxy, asyncio.AbstractEventLoop]]:
+    """A FaultProxy in front of the machine's Redis, on an event loop of its own (the test is synchronous)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    running = asyncio.run_coroutine_threadsafe(FaultProxy(6379).start(), loop).result(10)
+    yield running, loop
+    running.blackhole(False)
+    asyncio.run_coroutine_threadsafe(running.close(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
+def test_readyz_follows_a_lost_connection(env: dict[str, str], proxy: tuple[FaultProxy, asyncio.AbstractEventLoop]
+                                          ) -> None:
+    """/readyz turns 503 while the agents' Redis connections are cut, and 200 again once they are back."""
+    cut, loop = proxy
+    dsn = f'redis://127.0.0.1:{cut.port}/9'
+    env = {**env, 'LAUNCHER_TEST_BUS_DSN': dsn, 'LAUNCHER_TEST_BROKER_DSN': dsn}
+    running = Marun('tests.launcher_settings_redis_dsn', '--grace', '1', '--http-port', '0', env=env)
+    try:
+        base = running.http_base()
+        wait_until(lambda: http_get(f'{base}/readyz')[0] == 200, timeout=30)
+        loop.call_soon_threadsafe(cut.blackhole, True)
+        assert asyncio.run_coroutine_threadsafe(cut.reset(), loop).result(10) > 0
+        wait_until(lambda: http_get(f'{base}/readyz')[0] == 503, timeout=20)
+        assert re.search(r'microagent_agent_ready\{[^}]*\} 0\.0', http_get(f'{base}/metrics')[1])
+        loop.call_soon_threadsafe(cut.blackhole, False)
+        wait_until(lambda: http_get(f'{base}/readyz')[0] == 200, timeout=30)
+    finally:
+        running.close()
