@@ -14,7 +14,9 @@ This is the only process-level registry of agents; it is keyed by loop like
 the memory and AMQP hubs, and :func:`running` lets a program (or a test) find
 the agents it did not keep.
 
->>> running()
+>>> async def main():
+...     return running()
+>>> asyncio.run(main())
 ()
 """
 from __future__ import annotations
