@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -41,15 +42,48 @@ class Codec:
             raise SerializingError(f'cannot deserialize with {self.name}: {exc}') from exc
 
 
-def _stdlib_dumps(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(',', ':'))
+# One encoder for every call: json.dumps with options builds a new one each time.
+_stdlib_dumps = json.JSONEncoder(ensure_ascii=False, separators=(',', ':')).encode
+
+# An integer of 19 or more digits may be beyond 64 bits, which orjson reads as a float (json: exactly).
+_LONG_DIGITS = re.compile(rb'[0-9]{19}')
+_LONG_DIGITS_TEXT = re.compile('[0-9]{19}')
+
+
+def _fast_loads(fast: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """The stdlib's ``json.loads`` results, read by *fast* (orjson) wherever it gives the same.
+
+    orjson refuses what it reads differently (NaN, Infinity, 1e400, lone surrogates, a BOM, UTF-16):
+    those, and texts with a long digit run, go to the stdlib, so the result never depends on orjson.
+
+    >>> _fast_loads(__import__('orjson').loads)(b'{"a":[1,2.5,NaN],"b":123456789012345678901}')
+    {'a': [1, 2.5, nan], 'b': 123456789012345678901}
+    """
+    slow = json.loads
+
+    def loads(raw: Any) -> Any:
+        if (_LONG_DIGITS_TEXT if isinstance(raw, str) else _LONG_DIGITS).search(raw) is None:
+            try:
+                return fast(raw)
+            except ValueError:
+                pass
+        return slow(raw)
+    return loads
+
+
+def _stdlib_loads() -> Callable[[Any], Any]:
+    try:
+        orjson = importlib.import_module('orjson')
+    except ImportError:
+        return json.loads
+    return _fast_loads(orjson.loads)
 
 
 @functools.cache
 def get_codec(name: str = 'json') -> Codec:
     """Codec for a JSON library importable by *name* (``json``, ``orjson``, ``ujson``...)."""
     if name == 'json':
-        return Codec('json', _stdlib_dumps, json.loads)
+        return Codec('json', _stdlib_dumps, _stdlib_loads())
     try:
         module = importlib.import_module(name)
     except ImportError as exc:

@@ -41,10 +41,16 @@ class TaskSet:
             log.error('Task %s failed', task.get_name(), exc_info=task.exception())
 
     async def drain(self, timeout: float | None) -> int:
-        """Wait for running tasks until *timeout*, then cancel the rest; how many were cancelled."""
+        """Wait for running tasks until *timeout*, then cancel the rest; how many were cancelled.
+
+        Tasks the running ones start meanwhile (a receiver's lane going on in a new task) are waited for too.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         pending = set(self._tasks)
-        if pending and (timeout is None or timeout > 0):
-            _, pending = await asyncio.wait(pending, timeout=timeout)
+        while pending and (deadline is None or deadline > loop.time()):
+            _, pending = await asyncio.wait(pending, timeout=None if deadline is None else deadline - loop.time())
+            pending |= {task for task in self._tasks if not task.done()}
         for task in pending:
             task.cancel()
         if pending:

@@ -38,16 +38,18 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._context import set_handler
 from ._dsn import mask_dsn
 from ._jsonlib import get_codec
+from ._lane import Lane
 from ._message import NO_HEADERS, check_headers, user_headers
 from ._shared import Shared
 from ._tasks import TaskSet
+from ._timeouts import within
 from ._tolerant import Complaints, HandlerParams, log_problems
 from .catalog import DEFAULT_CATALOG, Catalog
 from .exceptions import ConfigurationError, SerializingError, SignalNotFound
@@ -128,13 +130,15 @@ class Receiver:
     timeout: float
     tasks: TaskSet
     params: HandlerParams = field(init=False, repr=False)
+    #: ``'<AgentClass>.<method>'``: the receiver's name in responses, counters and logs.
+    key: str = field(init=False, repr=False)
+    #: Where its signals run: inline in a task of ``tasks`` until one has to wait (:mod:`microagent._lane`).
+    lane: Lane = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.params = HandlerParams.of(self.handler)
-
-    @property
-    def key(self) -> str:
-        return f'{type(self.agent).__name__}.{getattr(self.handler, "__name__", "handler")}'
+        self.key = f'{type(self.agent).__name__}.{getattr(self.handler, "__name__", "handler")}'
+        self.lane = Lane(self.tasks, f'receiver {self.key}')
 
 
 class BoundSignal:
@@ -406,7 +410,7 @@ class AbstractSignalBus(Shared, abc.ABC):
             return
         self.stats.received[name] += 1
         for receiver in receivers:
-            receiver.tasks.spawn(self._handle(receiver, envelope), name=f'receiver {receiver.key}')
+            receiver.lane.submit(self._handle(receiver, envelope))
 
     def _decode(self, signal: Signal, message: str | bytes) -> dict[str, Any] | None:
         try:
@@ -461,11 +465,15 @@ class AbstractSignalBus(Shared, abc.ABC):
                 self._skipped(receiver, envelope['a'])
                 return
         try:
-            async with asyncio.timeout(receiver.timeout):
-                if kwargs is None:
-                    result = await receiver.handler(signal=receiver.signal, sender=envelope.get('s'), **envelope['a'])
-                else:
-                    result = await receiver.handler(**kwargs)
+            if kwargs is None:
+                running = receiver.handler(signal=receiver.signal, sender=envelope.get('s'), **envelope['a'])
+            else:
+                running = receiver.handler(**kwargs)
+            if isinstance(running, Coroutine):
+                result = await within(running, receiver.timeout)
+            else:  # an awaitable of another kind: the general timeout
+                async with asyncio.timeout(receiver.timeout):
+                    result = await running
         except Exception as exc:
             self.stats.failed[receiver.key] += 1
             if self.telemetry is not None:

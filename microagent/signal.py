@@ -62,6 +62,10 @@ class Signal(Serializable, metaclass=DeclaredType):
     jsonlib: str = 'json'
     description: str = dataclasses.field(default='', compare=False)
     arg_types: ArgTypes = dataclasses.field(init=False, repr=False)
+    # The declared names, and whether any has a type: a send or receive whose names match an untyped
+    # declaration is checked with one set comparison (the hot path of every signal).
+    _names: frozenset[str] = dataclasses.field(init=False, repr=False, compare=False)
+    _typed: bool = dataclasses.field(init=False, repr=False, compare=False)
     catalog: dataclasses.InitVar[Catalog | None] = None
     types: dataclasses.InitVar[Mapping[str, Any] | None] = None
 
@@ -70,6 +74,8 @@ class Signal(Serializable, metaclass=DeclaredType):
         spec = _normalize_args(self.name, self.providing_args, types)
         object.__setattr__(self, 'providing_args', tuple(name for name, _ in spec))
         object.__setattr__(self, 'arg_types', spec)
+        object.__setattr__(self, '_names', frozenset(name for name, _ in spec))
+        object.__setattr__(self, '_typed', any(names for _, names in spec))
         get_codec(self.jsonlib)
         (catalog or DEFAULT_CATALOG).add_signal(self)
 
@@ -93,6 +99,8 @@ class Signal(Serializable, metaclass=DeclaredType):
 
     def mismatch(self, kwargs: Mapping[str, Any]) -> str | None:
         """What is wrong with *kwargs* for this signal, or ``None`` if they fit."""
+        if not self._typed and kwargs.keys() == self._names:
+            return None
         expected = dict(self.arg_types)
         missing = [n for n in expected if n not in kwargs]
         unknown = [n for n in kwargs if n not in expected]

@@ -10,7 +10,7 @@ import pytest
 from microagent import MicroAgent, Signal, SignalArgumentsError, SignalNotFound, receiver
 from microagent.bus import signal_headers
 
-from ..helpers import Collector
+from ..helpers import Collector, eventually
 
 
 def receiver_agent(signal: Signal, seen: Collector, answer: Any = None, name: str = 'Listener') -> type[MicroAgent]:
@@ -30,6 +30,45 @@ async def test_send_reaches_every_receiver(harness, catalog, uid):
     items = await seen.wait(2, harness.wait(10))
     assert sorted(items) == [('One', signal.name, 'tester', {'user_id': 1}),
                              ('Two', signal.name, 'tester', {'user_id': 1})]
+
+
+async def test_receivers_are_isolated_and_timed(harness, catalog, uid, caplog):
+    """A failing, a waiting and a timed-out receiver hold up neither the others nor the next signals."""
+    signal = Signal(f'isolated_{uid}', ['n'], catalog=catalog)
+    seen, never, tasks = Collector(), asyncio.Event(), {}
+    cut = harness.wait(1.0)
+
+    class Isolated(MicroAgent):
+        @receiver(signal)
+        async def fails(self, n: int) -> None:
+            seen.add(('fails', n))
+            raise RuntimeError(f'fails on {n}')
+
+        @receiver(signal, timeout=cut)
+        async def waits(self, n: int) -> None:
+            tasks[n] = asyncio.current_task()
+            seen.add(('waits', n, n == 0 or not tasks[0].done()))  # the second runs while the first waits
+            if n == 0:
+                await never.wait()  # cut by its timeout
+            await asyncio.sleep(0)
+            assert asyncio.current_task() is tasks[n]  # a handler keeps its task across its waits
+
+        @receiver(signal)
+        async def counts(self, n: int) -> None:
+            seen.add(('counts', n))
+
+    bus = harness.bus()
+    await harness.start(Isolated(bus=bus))
+    sender = getattr(harness.bus(), signal.name)
+    await sender.send('t', n=0)
+    await sender.send('t', n=1)
+    assert sorted(await seen.wait(6, harness.wait(10))) == [
+        ('counts', 0), ('counts', 1), ('fails', 0), ('fails', 1), ('waits', 0, True), ('waits', 1, True)]
+    assert tasks[0] is not tasks[1]
+    await eventually(lambda: bus.stats.failed['Isolated.waits'] == 1, harness.wait(10))
+    assert bus.stats.failed['Isolated.fails'] == 2
+    assert bus.stats.handled['Isolated.counts'] == 2 and bus.stats.handled['Isolated.waits'] == 1
+    assert any(isinstance(r.exc_info[1], TimeoutError) for r in caplog.records if r.exc_info)
 
 
 async def test_typed_arguments_checked_before_sending(harness, catalog, uid):

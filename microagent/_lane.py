@@ -1,0 +1,116 @@
+"""A receiver's lane: its signals run one after another in a task, until one of them has to wait.
+
+Each received signal runs in a task of its own, as far as anyone can tell:
+its own copy of the context, isolated from the other signals (an exception or
+a wait in one never holds up another), its own timeout. What a lane saves is
+the task for every signal whose handler finishes without waiting (counting,
+caching, answering from memory: most handlers): those run inline, one after
+another, in the lane's task. The first one that suspends keeps that task for
+the rest of its run (so ``asyncio.current_task()``, timeouts and cancellation
+are its own), and the signals behind it go on at once in a new lane task.
+
+Lane tasks belong to the receiver's :class:`~microagent._tasks.TaskSet`, so
+``drain`` waits for the queued signals too, and ``cancel`` drops those not
+yet started (as it cancels tasks that had not started).
+
+>>> import asyncio
+>>> from microagent._tasks import TaskSet
+>>> async def demo():
+...     seen, tasks = [], TaskSet('demo')
+...     lane = Lane(tasks, 'receiver demo')
+...     async def handle(n):
+...         seen.append(n)
+...     for n in range(3):
+...         lane.submit(handle(n))
+...     await tasks.drain(5)
+...     return seen
+>>> asyncio.run(demo())
+[0, 1, 2]
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import types
+from collections import deque
+from collections.abc import Coroutine, Generator
+from typing import Any
+
+from ._tasks import TaskSet
+from ._timeouts import drive
+
+__all__ = ['Lane']
+
+log = logging.getLogger('microagent.tasks')
+
+# Inline runs between two yields to the event loop: a long backlog must not starve the loop's other work.
+FAIR_SHARE = 64
+
+
+class Lane:
+    """Runs submitted coroutines in order in a task of *tasks*, inline until one suspends (module docstring)."""
+
+    __slots__ = ('_backlog', '_name', '_task', '_tasks')
+
+    def __init__(self, tasks: TaskSet, name: str) -> None:
+        self._tasks = tasks
+        self._name = name
+        self._backlog: deque[Coroutine[Any, Any, Any]] = deque()
+        self._task: asyncio.Task[None] | None = None  # the task running the backlog, None when idle
+
+    def __len__(self) -> int:
+        """Coroutines submitted and not yet started."""
+        return len(self._backlog)
+
+    def submit(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run *work* after the ones submitted before it (it starts in this event loop iteration or the next)."""
+        self._backlog.append(work)
+        if self._task is None:
+            self._start()
+
+    def _start(self) -> None:
+        self._task = self._tasks.spawn(self._drain(), name=self._name)
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if self._task is task:  # cancelled before its first step: none of its own cleanup ran
+            self._task = None
+            self._drop()
+
+    def _drop(self) -> None:
+        while self._backlog:  # what had not started never will (as tasks cancelled before they start)
+            self._backlog.popleft().close()
+
+    @types.coroutine
+    def _drain(self) -> Generator[Any, Any, None]:
+        backlog = self._backlog
+        mine, ran = True, 0  # mine: this task is the lane's, not yet handed to a suspended coroutine
+        try:
+            while backlog:
+                if ran == FAIR_SHARE:
+                    ran = 0
+                    yield  # as asyncio.sleep(0)
+                    continue
+                ran += 1
+                work = backlog.popleft()
+                context = contextvars.copy_context()  # as a task of its own would have
+                try:
+                    step = context.run(work.send, None)
+                except StopIteration:
+                    continue
+                except asyncio.CancelledError:  # it cancelled itself: its task would have ended so, quietly
+                    continue
+                except Exception:
+                    log.exception('Task %s failed', self._name)
+                    continue
+                # It waits: it keeps this task; the signals behind it go on in a new one.
+                mine, self._task = False, None
+                if backlog:
+                    self._start()
+                yield from drive(work, step, context)
+                return
+        finally:
+            if mine:  # the backlog is done, or this task was cancelled (then the rest is dropped)
+                self._task = None
+                self._drop()
