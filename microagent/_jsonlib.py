@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import importlib
 import json
-import re
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -45,16 +45,31 @@ class Codec:
 # One encoder for every call: json.dumps with options builds a new one each time.
 _stdlib_dumps = json.JSONEncoder(ensure_ascii=False, separators=(',', ':')).encode
 
-# An integer of 19 or more digits may be beyond 64 bits, which orjson reads as a float (json: exactly).
-_LONG_DIGITS = re.compile(rb'[0-9]{19}')
-_LONG_DIGITS_TEXT = re.compile('[0-9]{19}')
+# orjson reads an integer beyond 64 bits as a float (json: exactly), so a float from orjson this large
+# may have been an integer: such texts are read again by the stdlib.
+_BIG = float(2 ** 63)
+
+
+def _exact(value: Any) -> bool:
+    """Whether *value* (read by orjson) has no float that may have been a long integer in the text."""
+    kind = type(value)
+    if kind is float:
+        return bool(-_BIG < value < _BIG)
+    if kind is not dict and kind is not list:
+        return True
+    for item in value.values() if kind is dict else value:
+        kind = type(item)
+        if (kind is float and not -_BIG < item < _BIG) or ((kind is dict or kind is list) and not _exact(item)):
+            return False
+    return True
 
 
 def _fast_loads(fast: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """The stdlib's ``json.loads`` results, read by *fast* (orjson) wherever it gives the same.
 
-    orjson refuses what it reads differently (NaN, Infinity, 1e400, lone surrogates, a BOM, UTF-16):
-    those, and texts with a long digit run, go to the stdlib, so the result never depends on orjson.
+    orjson refuses what it reads differently (NaN, Infinity, 1e400, lone surrogates, a BOM, UTF-16),
+    and reads integers beyond 64 bits as floats: those texts go to the stdlib, so the result never
+    depends on orjson.
 
     >>> _fast_loads(__import__('orjson').loads)(b'{"a":[1,2.5,NaN],"b":123456789012345678901}')
     {'a': [1, 2.5, nan], 'b': 123456789012345678901}
@@ -62,28 +77,72 @@ def _fast_loads(fast: Callable[[Any], Any]) -> Callable[[Any], Any]:
     slow = json.loads
 
     def loads(raw: Any) -> Any:
-        if (_LONG_DIGITS_TEXT if isinstance(raw, str) else _LONG_DIGITS).search(raw) is None:
-            try:
-                return fast(raw)
-            except ValueError:
-                pass
-        return slow(raw)
+        try:
+            value = fast(raw)
+        except ValueError:
+            return slow(raw)
+        return value if _exact(value) else slow(raw)
     return loads
 
 
-def _stdlib_loads() -> Callable[[Any], Any]:
+_ATOMS = frozenset({str, int, bool, type(None)})
+
+
+def _plain(value: Any) -> bool:
+    """Whether *value* holds only what orjson writes as the stdlib does: exact str, int, bool, None,
+    finite float, list, tuple and str-keyed dict (no subclasses, enums, UUIDs, NaN: orjson differs there).
+
+    >>> _plain({'a': [1, 'x', None, 2.5]}), _plain({'a': float('nan')}), _plain({1: 'x'})
+    (True, False, False)
+    """
+    kind = type(value)
+    if kind in _ATOMS:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or (type(item) not in _ATOMS and not _plain(item)):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for item in value:  # noqa: SIM110 - a loop, not all(generator): this runs for every message sent
+            if type(item) not in _ATOMS and not _plain(item):
+                return False
+        return True
+    return False
+
+
+def _fast_dumps(fast: Callable[[Any], bytes]) -> Callable[[Any], str]:
+    """The stdlib's text for *data*, written by *fast* (orjson) when :func:`_plain` (floats may be spelt
+    otherwise, ``1e-05`` or ``0.00001``: the same number).
+
+    >>> _fast_dumps(__import__('orjson').dumps)({'a': 'é', 'b': [1, None], 'c': float('inf')})
+    '{"a":"é","b":[1,null],"c":Infinity}'
+    """
+    def dumps(data: Any) -> str:
+        try:
+            if _plain(data):
+                return fast(data).decode()
+        except (TypeError, RecursionError):  # orjson: an int beyond 64 bits, a lone surrogate, deep nesting
+            pass
+        return _stdlib_dumps(data)
+    return dumps
+
+
+def _stdlib_json() -> Codec:
     try:
         orjson = importlib.import_module('orjson')
     except ImportError:
-        return json.loads
-    return _fast_loads(orjson.loads)
+        return Codec('json', _stdlib_dumps, json.loads)
+    return Codec('json', _fast_dumps(orjson.dumps), _fast_loads(orjson.loads))
 
 
 @functools.cache
 def get_codec(name: str = 'json') -> Codec:
     """Codec for a JSON library importable by *name* (``json``, ``orjson``, ``ujson``...)."""
     if name == 'json':
-        return Codec('json', _stdlib_dumps, _stdlib_loads())
+        return _stdlib_json()
     try:
         module = importlib.import_module(name)
     except ImportError as exc:

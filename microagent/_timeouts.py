@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 import types
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
@@ -49,13 +50,14 @@ class _Expiry:
 @types.coroutine
 def within(coro: Coroutine[Any, Any, T], seconds: float) -> Generator[Any, Any, T]:
     """Await *coro*; TimeoutError if it has not finished *seconds* after this call (see the module docstring)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
+    started = time.monotonic()  # not the loop's clock: asking for the loop costs more than most handlers
     try:
         step = coro.send(None)
     except StopIteration as done:
         first: T = done.value
         return first
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds - (time.monotonic() - started)
     task = asyncio.current_task()
     if task is None:  # as asyncio.timeout: the timer cancels the task
         coro.close()

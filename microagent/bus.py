@@ -38,8 +38,9 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from ._context import set_handler
@@ -409,8 +410,9 @@ class AbstractSignalBus(Shared, abc.ABC):
             self.stats.dropped[name] += 1
             return
         self.stats.received[name] += 1
+        run = self._run if self.telemetry is None else self._traced
         for receiver in receivers:
-            receiver.lane.submit(self._handle(receiver, envelope))
+            receiver.lane.submit(run(receiver, envelope))
 
     def _decode(self, signal: Signal, message: str | bytes) -> dict[str, Any] | None:
         try:
@@ -444,19 +446,22 @@ class AbstractSignalBus(Shared, abc.ABC):
         # 'w' marks the 1.9 format: the response goes back in it.
         return name, {'s': sender, 'a': args, 'c': request, 'w': MICROAGENT1}
 
-    async def _handle(self, receiver: Receiver, envelope: dict[str, Any]) -> None:
+    async def _traced(self, receiver: Receiver, envelope: dict[str, Any]) -> None:
+        """:meth:`_run` in the telemetry's span of the receiver's run."""
+        telemetry = self.telemetry
+        if telemetry is None:  # switched off since the signal arrived
+            await self._run(receiver, envelope)
+            return
+        rpc = bool(envelope.get('c') and (envelope.get('r') or envelope.get('w')))
+        with telemetry.receiving(self.dsn, receiver.signal.name, receiver.key, envelope.get('h'), rpc):
+            await self._run(receiver, envelope)
+
+    async def _run(self, receiver: Receiver, envelope: dict[str, Any]) -> None:
+        """Run *receiver* on one signal (in a context of its own: see :mod:`microagent._lane`)."""
         headers = envelope.get('h')
         if headers:
             _HEADERS.set(user_headers(headers) if isinstance(headers, dict) else NO_HEADERS)
         set_handler(receiver.key)
-        if self.telemetry is None:
-            await self._run(receiver, envelope)
-            return
-        rpc = bool(envelope.get('c') and (envelope.get('r') or envelope.get('w')))
-        with self.telemetry.receiving(self.dsn, receiver.signal.name, receiver.key, headers, rpc):
-            await self._run(receiver, envelope)
-
-    async def _run(self, receiver: Receiver, envelope: dict[str, Any]) -> None:
         params = receiver.params
         kwargs = None
         if not params.takes_all:  # the usual **kwargs handler takes any signal as it is
@@ -469,7 +474,7 @@ class AbstractSignalBus(Shared, abc.ABC):
                 running = receiver.handler(signal=receiver.signal, sender=envelope.get('s'), **envelope['a'])
             else:
                 running = receiver.handler(**kwargs)
-            if isinstance(running, Coroutine):
+            if type(running) is CoroutineType:
                 result = await within(running, receiver.timeout)
             else:  # an awaitable of another kind: the general timeout
                 async with asyncio.timeout(receiver.timeout):

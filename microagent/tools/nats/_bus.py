@@ -86,7 +86,10 @@ class NATSSignalBus(AbstractSignalBus):
             return
 
         async def deliver(msg: Msg) -> None:
-            self._dispatch(channel, msg.data)
+            try:
+                self.receiver(channel, msg.data)
+            except Exception:
+                self.log.exception('NATSSignalBus: cannot dispatch a message on %s', channel)
         try:
             self._subscriptions[subject] = await client.subscribe(subject, cb=deliver)
             # The server has the subscription once it answered a PING sent after it.
@@ -98,12 +101,6 @@ class NATSSignalBus(AbstractSignalBus):
     def connected(self) -> bool:
         # nats-py subscribes again by itself on each reconnect.
         return not self._subscriptions or self.nats.connected()
-
-    def _dispatch(self, channel: str, data: bytes) -> None:
-        try:
-            self.receiver(channel, data)
-        except Exception:
-            self.log.exception('NATSSignalBus: cannot dispatch a message on %s', channel)
 
     async def close(self) -> None:
         await super().close()
