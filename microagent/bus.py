@@ -34,6 +34,7 @@ import abc
 import asyncio
 import contextlib
 import contextvars
+import itertools
 import logging
 import time
 import uuid
@@ -48,6 +49,7 @@ from ._dsn import mask_dsn
 from ._jsonlib import get_codec
 from ._lane import Lane
 from ._message import NO_HEADERS, check_headers, user_headers
+from ._rpc import First, Inbox, until
 from ._shared import Shared
 from ._tasks import TaskSet
 from ._timeouts import within
@@ -191,6 +193,15 @@ class BoundSignal:
     async def call(self, sender: str, timeout: float = 60, **kwargs: Any) -> dict[str, Any]:
         """Send as RPC; the first response ``{'Class.method': value}``, or TimeoutError."""
         started = time.perf_counter()
+        bus = self.bus
+        if bus.telemetry is None:  # the common case, without the waiter's iterator and queue
+            envelope = self._envelope(sender, kwargs)
+            bus.stats.sent[self.signal.name] += 1
+            response = await self._first(envelope, timeout)
+            if response is None:
+                raise TimeoutError(f'no response to signal {self.signal.name!r} within {timeout}s')
+            bus.stats.rpc(self.signal.name, time.perf_counter() - started)
+            return response
         async with self.waiter(sender, timeout=timeout, **kwargs) as responses:
             async for response in responses:
                 seconds = time.perf_counter() - started
@@ -222,11 +233,32 @@ class BoundSignal:
             async with self._request(envelope, timeout, span) as responses:
                 yield responses
 
+    async def _first(self, envelope: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+        """Send *envelope* as an RPC request; its first response, None if none came within *timeout*."""
+        bus = self.bus
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout  # covering the request too, as in _request
+        reply = await within(bus.response_channel(), timeout)
+        corr = bus.correlation_id()
+        first: asyncio.Future[dict[str, Any] | None] = loop.create_future()
+        bus.pending_calls[corr] = First(first)
+        try:
+            channel, message = self._outgoing(envelope, corr, reply)
+            await within(bus.send(channel, message), deadline - loop.time())
+            timer = loop.call_at(deadline, First.expire, first)
+            try:
+                response = await first
+            finally:
+                timer.cancel()
+        finally:
+            bus.pending_calls.pop(corr, None)
+        return None if response is None else response['r']
+
     @contextlib.asynccontextmanager
     async def _request(self, envelope: dict[str, Any], timeout: float,
                        span: Any) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        corr = uuid.uuid4().hex
+        corr = self.bus.correlation_id()
         # The deadline covers the request too: a publish stuck on a dead route must not outlive the call.
         deadline = asyncio.get_running_loop().time() + timeout
         async with asyncio.timeout_at(deadline):
@@ -236,22 +268,9 @@ class BoundSignal:
             channel, message = self._outgoing(envelope, corr, reply)
             async with asyncio.timeout_at(deadline):
                 await self.bus.send(channel, message)
-            yield _until(inbox, deadline, self.bus.telemetry, span)
+            yield until(inbox, deadline, self.bus.telemetry, span)
         finally:
             self.bus.pending_calls.pop(corr, None)
-
-
-async def _until(inbox: asyncio.Queue[dict[str, Any]], deadline: float, telemetry: Telemetry | None,
-                 span: Any) -> AsyncIterator[dict[str, Any]]:
-    loop = asyncio.get_running_loop()
-    while (left := deadline - loop.time()) > 0:
-        try:
-            response = await asyncio.wait_for(inbox.get(), left)
-        except TimeoutError:
-            return
-        if telemetry is not None and span is not None:
-            telemetry.responded(span, response.get('h'))
-        yield response['r']
 
 
 class AbstractSignalBus(Shared, abc.ABC):
@@ -298,7 +317,9 @@ class AbstractSignalBus(Shared, abc.ABC):
         self.complaints = Complaints()
         self.receivers: dict[str, list[Receiver]] = {}
         # Inboxes of the RPC calls made through this bus, by correlation id (the calls fill and empty it).
-        self.pending_calls: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self.pending_calls: dict[str, Inbox] = {}
+        # Correlation ids: unique per bus and process (a random head), cheap (a counter, not a uuid each).
+        self._correlation = map(f'{uuid.uuid4().hex[:16]}{{:016x}}'.format, itertools.count())
         self._response_bound: asyncio.Lock | None = None
         self._response_ready = False
         self._tasks = TaskSet(f'{type(self).__name__} tasks')
@@ -322,6 +343,10 @@ class AbstractSignalBus(Shared, abc.ABC):
             return BoundSignal(self, self.catalog.signal(name))
         except SignalNotFound:
             raise SignalNotFound(f'{type(self).__name__}: no signal {name!r} is declared') from None
+
+    def correlation_id(self) -> str:
+        """A new RPC correlation id: 32 hex digits, unique per bus."""
+        return next(self._correlation)
 
     def channel(self, name: str) -> str:
         """The channel of signal *name* under this bus's prefix."""

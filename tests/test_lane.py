@@ -142,3 +142,21 @@ async def test_cancelled_lane_drops_what_had_not_started(caplog):
     assert started[-1] == -1
     gate.set()
     assert await tasks.drain(5) == 0
+
+
+async def test_cancelled_call_leaves_nothing_behind():
+    from microagent import Catalog, Signal
+    from microagent.tools.memory import MemorySignalBus
+
+    catalog = Catalog()
+    signal = Signal('lane_unanswered', [], catalog=catalog)
+    bus = MemorySignalBus('memory://lane-unanswered', catalog=catalog)
+    call = asyncio.get_running_loop().create_task(getattr(bus, signal.name).call('t', timeout=10))
+    while not bus.pending_calls:
+        await asyncio.sleep(0)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert bus.pending_calls == {}
+    assert bus.correlation_id() != bus.correlation_id()
+    await bus.close()
