@@ -9,7 +9,7 @@ another, in the lane's task. The first one that suspends keeps that task for
 the rest of its run (so ``asyncio.current_task()``, timeouts and cancellation
 are its own), and the signals behind it go on at once in a new lane task.
 
-Lane tasks belong to the receiver's :class:`~microagent._tasks.TaskSet`, so
+SignalLane tasks belong to the receiver's :class:`~microagent._tasks.TaskSet`, so
 ``drain`` waits for the queued signals too, and ``cancel`` drops those not
 yet started (as it cancels tasks that had not started).
 
@@ -17,14 +17,14 @@ yet started (as it cancels tasks that had not started).
 >>> from microagent._tasks import TaskSet
 >>> async def demo():
 ...     seen, tasks = [], TaskSet('demo')
-...     lane = Lane(tasks, 'receiver demo')
+...     lane = SignalLane(tasks, 'receiver demo')
 ...     async def handle(n):
 ...         seen.append(n)
 ...     for n in range(3):
 ...         lane.submit(handle(n))
 ...     await tasks.drain(5)
 ...     return seen
->>> asyncio.run(demo())
+>>> await demo()
 [0, 1, 2]
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any
 from ._tasks import TaskSet
 from ._timeouts import drive
 
-__all__ = ['Lane']
+__all__ = ['SignalLane']
 
 log = logging.getLogger('microagent.tasks')
 
@@ -48,7 +48,7 @@ log = logging.getLogger('microagent.tasks')
 FAIR_SHARE = 64
 
 
-class Lane:
+class SignalLane:
     """Runs submitted coroutines in order in a task of *tasks*, inline until one suspends (module docstring)."""
 
     __slots__ = ('_backlog', '_name', '_task', '_tasks')

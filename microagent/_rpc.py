@@ -25,7 +25,7 @@ class First:
     ...     inbox = First(asyncio.get_running_loop().create_future())
     ...     inbox.put_nowait({'c': '1', 'r': {'A.b': 1}}); inbox.put_nowait({'c': '1', 'r': {'C.d': 2}})
     ...     return await inbox.future
-    >>> asyncio.run(demo())
+    >>> await demo()
     {'c': '1', 'r': {'A.b': 1}}
     """
 

@@ -16,7 +16,7 @@ event loop's heap work, which cost about as much as the handler itself.
 ...         await within(late(), 0.05)
 ...     except TimeoutError:
 ...         return value, 'timed out'
->>> asyncio.run(demo())
+>>> await demo()
 (42, 'timed out')
 """
 from __future__ import annotations

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from ._context import set_handler
 from ._dsn import mask_dsn
 from ._jsonlib import get_codec
-from ._lane import Lane
+from ._lane import SignalLane
 from ._message import NO_HEADERS, check_headers, user_headers
 from ._rpc import First, Inbox, until
 from ._shared import Shared
@@ -136,12 +136,12 @@ class Receiver:
     #: ``'<AgentClass>.<method>'``: the receiver's name in responses, counters and logs.
     key: str = field(init=False, repr=False)
     #: Where its signals run: inline in a task of ``tasks`` until one has to wait (:mod:`microagent._lane`).
-    lane: Lane = field(init=False, repr=False)
+    lane: SignalLane = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.params = HandlerParams.of(self.handler)
         self.key = f'{type(self.agent).__name__}.{getattr(self.handler, "__name__", "handler")}'
-        self.lane = Lane(self.tasks, f'receiver {self.key}')
+        self.lane = SignalLane(self.tasks, f'receiver {self.key}')
 
 
 class BoundSignal:

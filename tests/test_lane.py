@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 
-from microagent._lane import FAIR_SHARE, Lane
+from microagent._lane import FAIR_SHARE, SignalLane
 from microagent._tasks import TaskSet
 from microagent._timeouts import within
 
@@ -62,7 +62,7 @@ async def test_within_swallowed_cancellation_is_taken_back():
 
 async def test_lane_runs_in_order_isolated_and_each_in_its_context(caplog):
     tasks, seen = TaskSet('t'), []
-    lane = Lane(tasks, 'receiver t')
+    lane = SignalLane(tasks, 'receiver t')
 
     async def work(n: int) -> None:
         seen.append((n, VAR.get()))
@@ -79,7 +79,7 @@ async def test_lane_runs_in_order_isolated_and_each_in_its_context(caplog):
 
 async def test_lane_hands_the_rest_on_when_one_waits():
     tasks, release, order = TaskSet('t'), asyncio.Event(), []
-    lane = Lane(tasks, 'receiver t')
+    lane = SignalLane(tasks, 'receiver t')
     owners: dict[int, asyncio.Task[object] | None] = {}
 
     async def work(n: int) -> None:
@@ -102,7 +102,7 @@ async def test_lane_hands_the_rest_on_when_one_waits():
 
 async def test_drain_waits_for_work_handed_on_during_the_drain():
     tasks, gate = TaskSet('t'), asyncio.Event()
-    lane = Lane(tasks, 'receiver t')
+    lane = SignalLane(tasks, 'receiver t')
     done = []
 
     async def work(n: int) -> None:
@@ -121,7 +121,7 @@ async def test_drain_waits_for_work_handed_on_during_the_drain():
 
 async def test_cancelled_lane_drops_what_had_not_started(caplog):
     tasks, gate = TaskSet('t'), asyncio.Event()
-    lane = Lane(tasks, 'receiver t')
+    lane = SignalLane(tasks, 'receiver t')
     started = []
 
     async def work(n: int) -> None:
