@@ -1,8 +1,9 @@
 """Which handler is running: a context variable the runner, the bus, schedules and hooks set.
 
 Read by the JSON log lines (``microagent.telemetry.logs``) to name the agent
-and handler of every line a handler logs. Each handler call runs in a task of
-its own, so the variable is that call's alone; elsewhere it is ``''``.
+and handler of every line a handler logs. Each handler call runs in a context
+of its own (a task, or a signal lane's copy), so the variable is that call's alone;
+elsewhere it is ``''``.
 
 >>> current_handler()
 ''

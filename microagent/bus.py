@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 
 __all__ = ['AbstractSignalBus', 'BoundSignal', 'BusStats', 'Receiver', 'signal_envelope', 'signal_headers']
 
-# The headers of the signal a receiver is handling: each handler call runs in a task of its own.
+# The headers of the signal a receiver is handling: each handler call runs in a context of its own.
 _HEADERS: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar('microagent_signal_headers',
                                                                              default=NO_HEADERS)
 
