@@ -30,6 +30,7 @@ yet started (as it cancels tasks that had not started).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import types
@@ -82,35 +83,56 @@ class SignalLane:
         while self._backlog:  # what had not started never will (as tasks cancelled before they start)
             self._backlog.popleft().close()
 
+    def _hand_on(self) -> None:
+        """This task leaves the lane (to a run that waits, or cancelled): the backlog goes on in a new one."""
+        self._task = None
+        if self._backlog:
+            self._start()
+
     @types.coroutine
     def _drain(self) -> Generator[Any, Any, None]:
-        backlog = self._backlog
+        backlog, task = self._backlog, asyncio.current_task()
         mine, ran = True, 0  # mine: this task is the lane's, not yet handed to a suspended coroutine
         try:
-            while backlog:
+            while backlog and task is not None:
                 if ran == FAIR_SHARE:
                     ran = 0
                     yield  # as asyncio.sleep(0)
                     continue
                 ran += 1
-                work = backlog.popleft()
+                work, cancels = backlog.popleft(), task.cancelling()
                 context = contextvars.copy_context()  # as a task of its own would have
-                try:
-                    step = context.run(work.send, None)
-                except StopIteration:
-                    continue
-                except asyncio.CancelledError:  # it cancelled itself: its task would have ended so, quietly
-                    continue
-                except Exception:
-                    log.exception('Task %s failed', self._name)
-                    continue
-                # It waits: it keeps this task; the signals behind it go on in a new one.
-                mine, self._task = False, None
-                if backlog:
-                    self._start()
-                yield from drive(work, step, context)
-                return
+                step = _run_first_step(work, context, self._name)
+                if step is not _DONE:  # it waits: it keeps this task; the signals behind go on in a new one
+                    mine = False
+                    self._hand_on()
+                    yield from drive(work, step, context)
+                    return
+                if task.cancelling() != cancels:
+                    # It cancelled its own task and ended: that cancellation is its task's end, not the
+                    # next signal's, so this task ends with it (quietly, as the run did).
+                    mine = False
+                    self._hand_on()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        yield
+                    return
         finally:
             if mine:  # the backlog is done, or this task was cancelled (then the rest is dropped)
                 self._task = None
                 self._drop()
+
+
+_DONE = object()  # a first step that finished the run
+
+
+def _run_first_step(work: Coroutine[Any, Any, Any], context: contextvars.Context, name: str) -> Any:
+    """Start *work* in *context*: what it waits for, or ``_DONE`` when it finished (failures logged)."""
+    try:
+        return context.run(work.send, None)
+    except StopIteration:
+        return _DONE
+    except asyncio.CancelledError:  # it cancelled itself: its task would have ended so, quietly
+        return _DONE
+    except Exception:
+        log.exception('Task %s failed', name)
+        return _DONE

@@ -160,3 +160,20 @@ async def test_cancelled_call_leaves_nothing_behind():
     assert bus.pending_calls == {}
     assert bus.correlation_id() != bus.correlation_id()
     await bus.close()
+
+
+async def test_a_run_cancelling_its_own_task_does_not_cancel_the_next():
+    tasks, seen = TaskSet('t'), []
+    lane = SignalLane(tasks, 'receiver t')
+
+    async def rude() -> None:
+        asyncio.current_task().cancel()  # its own task, and it ends without waiting
+
+    async def work(n: int) -> None:
+        await asyncio.sleep(0)
+        seen.append(n)
+    lane.submit(rude())
+    for n in range(3):
+        lane.submit(work(n))
+    assert await tasks.drain(5) == 0
+    assert seen == [0, 1, 2]
