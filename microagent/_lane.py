@@ -7,9 +7,11 @@ the task for every signal whose handler finishes without waiting (counting,
 caching, answering from memory: most handlers): those run inline, one after
 another, in the lane's task. The first one that suspends keeps that task for
 the rest of its run (so ``asyncio.current_task()``, timeouts and cancellation
-are its own), and the signals behind it go on at once in a new lane task.
+are its own), and the signals behind it go on at once in a new lane task. A
+run that cancels its own task and ends without waiting takes the lane task with
+it, so the cancellation never reaches the next signal.
 
-SignalLane tasks belong to the receiver's :class:`~microagent._tasks.TaskSet`, so
+Lane tasks belong to the receiver's :class:`~microagent._tasks.TaskSet`, so
 ``drain`` waits for the queued signals too, and ``cancel`` drops those not
 yet started (as it cancels tasks that had not started).
 
