@@ -145,11 +145,13 @@ async def test_sigkill_mid_handler_redelivers_to_a_new_process(closing, uid):
             await second.wait()
 
 
-async def test_message_that_kills_every_consumer_ends_in_the_dlq(closing, uid):
+@pytest.mark.parametrize('queue_type', ['classic', 'quorum'])
+async def test_message_that_kills_every_consumer_ends_in_the_dlq(closing, uid, queue_type):
+    # classic: this library counts the lost attempt (a copy); quorum: RabbitMQ does (x-delivery-count).
     require_rabbit()
     catalog = Catalog()
     queue = Queue(f'q_{uid}', catalog=catalog)
-    producer = AMQPBroker(DSN, catalog=catalog, queue_expires=120)
+    producer = AMQPBroker(DSN, catalog=catalog, queue_expires=120, queue_type=queue_type)
     closing.append(producer)
     await getattr(producer, queue.name).send({'n': 13})
     workers: list[asyncio.subprocess.Process] = []
@@ -160,7 +162,7 @@ async def test_message_that_kills_every_consumer_ends_in_the_dlq(closing, uid):
         # max_attempts 2: two processes die in the handler; the third finds the message's second
         # attempt lost too and dead-letters it instead of running it (no crash loop).
         for _ in range(3):
-            workers.append(await _worker('die', queue.name))
+            workers.append(await _worker('die', queue.name, queue_type))
             await eventually(settled, 30)
         letters = await producer.dead_letters(queue.name)
         assert [worker.returncode for worker in workers[:2]] == [-signal.SIGKILL] * 2
@@ -176,9 +178,9 @@ async def test_message_that_kills_every_consumer_ends_in_the_dlq(closing, uid):
                 await worker.wait()
 
 
-async def _worker(mode: str, queue: str) -> asyncio.subprocess.Process:
+async def _worker(mode: str, queue: str, queue_type: str = 'classic') -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, '-m', 'tests.amqp_worker', mode, DSN, queue, cwd=ROOT,
+        sys.executable, '-m', 'tests.amqp_worker', mode, DSN, queue, queue_type, cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, env={**os.environ, 'PYTHONPATH': str(ROOT)})
     if mode != 'die':  # a dying worker may take its message, and die, before it says ready
         assert await _line(process, 'ready') == 'ready'

@@ -9,6 +9,9 @@ Topology, declared idempotently and at most once per channel:
   not a hot requeue loop);
 * an exchange named in a queue declaration: ``fanout`` when none of its queues
   has topics, else ``topic`` (queues without topics bound with ``#``).
+
+The three queues of one queue share its type, ``classic`` (the default) or
+``quorum`` (``queue_type``, ``queue_types``; see ``amqp._topology``).
 """
 from __future__ import annotations
 
@@ -32,8 +35,9 @@ from ...wire import MICROAGENT1
 from ._confirms import Publisher, publisher
 from ._connection import CONNECTION_ERRORS, RobustConnection, close_channel, wait_closed
 from ._deliveries import Deliveries
-from ._delivery import ATTEMPT_HEADER, ATTEMPTS_HEADER, ERROR_HEADER, AMQPDelivery, ManualAckRunner
+from ._delivery import ATTEMPT_HEADER, ATTEMPTS_HEADER, ERROR_HEADER, ManualAckRunner
 from ._feed import Feed
+from ._hosts import dsn_of
 from ._migrate import migrate_queue
 from ._topology import RETRY_QUEUE_EXPIRES, Topology, retry_queue
 
@@ -54,7 +58,17 @@ class AMQPBroker(AbstractQueueBroker):
     ``queue_expires`` (seconds: RabbitMQ deletes queues unused that long; off),
     ``fast_lane`` (True: publishes, confirms, deliveries and acks take the
     fast lane, ``amqp._lane``, where the installed aiormq fits it; False:
-    plain aiormq, same contract, slower).
+    plain aiormq, same contract, slower),
+    ``queue_type`` (``'classic'``, the default, or ``'quorum'``: the type of
+    every queue this broker declares, its retry and dead-letter queues too)
+    and ``queue_types`` (a mapping of queue name to type, for some queues
+    only). On a quorum queue the broker's delivery count
+    (``x-delivery-count``) adds to the attempt: a message whose consumer died
+    comes back as its next attempt, and past ``max_attempts`` goes to the DLQ.
+    A queue that exists with the other type is a ConfigurationError naming it.
+    The DSN may name several nodes of a cluster,
+    ``amqp://u:p@h1:5672,h2:5672/vhost`` (or a list of DSNs): a lost
+    connection goes on through the next one.
     ``wire='microagent1'`` declares queues and exchanges as microagent 1.9 does
     (not durable, no arguments: no ``x-expires``, and a message an
     ``autoack=False`` handler rejects is dropped, not dead-lettered). A queue or
@@ -73,9 +87,11 @@ class AMQPBroker(AbstractQueueBroker):
 
     send_options: ClassVar[frozenset[str]] = frozenset({'timeout'})
 
-    def __init__(self, dsn: str, *, publish_timeout: float = 30.0, connect_timeout: float = 10.0,
+    def __init__(self, dsn: str | Sequence[str], *, publish_timeout: float = 30.0, connect_timeout: float = 10.0,
                  max_reconnect_delay: float = 2.0, ssl_context: ssl.SSLContext | None = None,
-                 queue_expires: float | None = None, fast_lane: bool = True, **options: Any) -> None:
+                 queue_expires: float | None = None, fast_lane: bool = True, queue_type: str = 'classic',
+                 queue_types: Mapping[str, str] | None = None, **options: Any) -> None:
+        dsn = dsn_of(dsn)
         super().__init__(dsn, **options)
         if self.max_retry_delay * 1.2 >= RETRY_QUEUE_EXPIRES:
             raise ConfigurationError(f'AMQP: max_retry_delay must be under {RETRY_QUEUE_EXPIRES / 1.2:.0f}s')
@@ -90,7 +106,8 @@ class AMQPBroker(AbstractQueueBroker):
                                                    connect_timeout=connect_timeout,
                                                    max_reconnect_delay=max_reconnect_delay, fast_lane=fast_lane,
                                                    owner=type(self).__name__)
-        self._topology = Topology(self.catalog, queue_expires, legacy=self.wire == MICROAGENT1)
+        self._topology = Topology(self.catalog, queue_expires, legacy=self.wire == MICROAGENT1,
+                                  queue_type=queue_type, queue_types=queue_types)
         self._confirms: Publisher | None = None
         self._ops: aiormq.abc.AbstractChannel | None = None
         self._declared: set[str] = set()
@@ -105,6 +122,10 @@ class AMQPBroker(AbstractQueueBroker):
     def lease_options(self) -> dict[str, Any]:
         """The lease connects like this broker: same TLS context."""
         return {'ssl_context': self.connection.ssl_context}
+
+    def is_quorum(self, name: str) -> bool:
+        """Whether queue *name* (or the queue of retry or dead-letter queue *name*) is a quorum queue."""
+        return self._topology.type_of(name) == 'quorum'
 
     # -- publishing --------------------------------------------------------------
 
@@ -333,8 +354,14 @@ class AMQPBroker(AbstractQueueBroker):
                 if isinstance(exc, ConnectError) and not started.done():
                     started.set_exception(exc)  # a refused login, an unknown host: bind raises it
                     return
-                if self._adopt(exc):
-                    continue  # on a new channel, at once
+                try:
+                    if self._adopt(exc):
+                        continue  # on a new channel, at once
+                except ConfigurationError as wrong:  # a queue of the other type: retrying cannot cure it
+                    if not started.done():
+                        started.set_exception(wrong)
+                    self.log.error('%r: cannot consume %s: %s', self, name, wrong)
+                    return
                 delay = backoff.next()
                 self.log.warning('%r: cannot consume %s (%s); retrying in %.1fs', self, name,
                                  self.connection.mask(f'{type(exc).__name__}: {exc}'), delay)
@@ -354,7 +381,7 @@ class AMQPBroker(AbstractQueueBroker):
         try:
             await channel.basic_qos(prefetch_count=runner.max_inflight, timeout=timeout)
             await self._topology.declare(channel, name, timeout)
-            feed = Feed(self, name, runner)
+            feed = Feed(self, name, runner, quorum=self.is_quorum(name))
             channel.closing.add_done_callback(lambda _: feed.inbox.put_nowait(None))
             # The tag is known before basic.consume, so the lane takes the very first delivery.
             feed.tag = f'{name}.{self._ids_prefix}{next(self._ids)}'
@@ -373,9 +400,8 @@ class AMQPBroker(AbstractQueueBroker):
             incoming = await feed.inbox.get()
             if incoming is None or channel.is_closed:
                 return
-            delivery = AMQPDelivery(self, feed.name, incoming, feed.auto)
-            if delivery.redelivered and feed.auto:
-                await feed.count_lost_attempt(delivery)
+            delivery = feed.delivery(incoming)
+            if delivery.redelivered and feed.auto and await feed.count_lost_attempt(delivery):
                 continue
             # Cancelled while it waits for a slot, the held message is given back by unbind.
             feed.held = incoming

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import ssl
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 import aiormq
@@ -34,6 +35,7 @@ from ...bus import AbstractSignalBus
 from ...exceptions import BackendError, ConnectError
 from ._connection import CONNECTION_ERRORS, RobustConnection, close_channel, wait_closed
 from ._deliveries import Deliveries, Incoming
+from ._hosts import dsn_of
 from ._lane import Lane, publish_frames
 
 __all__ = ['AMQPSignalBus']
@@ -169,9 +171,10 @@ class AMQPSignalBus(AbstractSignalBus):
     >>> await bus.user_created.send('users', user_id=1)                          # doctest: +SKIP
     """
 
-    def __init__(self, dsn: str, *, send_timeout: float = 10.0, connect_timeout: float = 10.0,
+    def __init__(self, dsn: str | Sequence[str], *, send_timeout: float = 10.0, connect_timeout: float = 10.0,
                  max_reconnect_delay: float = 2.0, ssl_context: ssl.SSLContext | None = None,
                  fast_lane: bool = True, **options: Any) -> None:
+        dsn = dsn_of(dsn)
         super().__init__(dsn, **options)
         self.fast_lane = fast_lane
         self.send_timeout = send_timeout

@@ -6,6 +6,11 @@ any loss reconnects forever with capped exponential backoff. Callers wait for
 the connection up to their own timeout and then get a :class:`BackendError`
 with the DSN masked; nobody hangs.
 
+A DSN may name several hosts of one cluster (``amqp://u:p@h1:5672,h2:5673/``,
+or a list of DSNs, see ``amqp._hosts``): each connect tries the next host
+after the one that failed or was lost, and a round of them all that fails is
+followed by the backoff. Logs name the host (password masked).
+
 Channels are not restored here: each user (the publish channel, every
 consumer) notices its channel closed and opens a new one on the next
 connection, re-declaring what it needs. This keeps the recovery logic next to
@@ -28,6 +33,7 @@ import contextlib
 import logging
 import ssl
 import weakref
+from collections.abc import Sequence
 
 import aiormq
 import aiormq.abc
@@ -38,6 +44,7 @@ from ..._dsn import mask_dsn, mask_text, password_of, scheme_of
 from ..._tasks import TaskSet
 from ...exceptions import BackendError, ConfigurationError, ConnectError
 from ._compat import lane_problem, report
+from ._hosts import dsn_of, hosts_of
 from ._lane import Lane, LaneTransport
 
 __all__ = ['CONNECTION_ERRORS', 'RobustConnection', 'close_channel', 'wait_closed']
@@ -58,11 +65,13 @@ class RobustConnection:
     >>> channel = await (await conn.get(timeout=5)).channel()      # doctest: +SKIP
     """
 
-    def __init__(self, dsn: str, *, log: logging.Logger | None = None, ssl_context: ssl.SSLContext | None = None,
-                 connect_timeout: float = 10.0, reconnect_delay: float = 0.1,
+    def __init__(self, dsn: str | Sequence[str], *, log: logging.Logger | None = None,
+                 ssl_context: ssl.SSLContext | None = None, connect_timeout: float = 10.0, reconnect_delay: float = 0.1,
                  max_reconnect_delay: float = 2.0, fast_lane: bool = True, owner: str = 'AMQP') -> None:
+        dsn = dsn_of(dsn)
         if scheme_of(dsn) not in ('amqp', 'amqps'):
             raise ConfigurationError(f'AMQP needs an amqp:// or amqps:// DSN, got {mask_dsn(dsn)!r}')
+        self.hosts = hosts_of(dsn)
         if connect_timeout <= 0 or reconnect_delay <= 0 or max_reconnect_delay < reconnect_delay:
             raise ConfigurationError('connect_timeout and reconnect_delay must be > 0, '
                                      'max_reconnect_delay >= reconnect_delay')
@@ -80,6 +89,7 @@ class RobustConnection:
         # Why the very first connect cannot succeed (a refused login, an unknown host, nothing listening).
         self.failure: ConnectError | None = None
         self._last_exc: BaseException | None = None
+        self._host = 0  # the index in hosts of the next (or current) connect
         self._connection: aiormq.abc.AbstractConnection | None = None
         self._lanes: weakref.WeakKeyDictionary[aiormq.abc.AbstractConnection, Lane] = weakref.WeakKeyDictionary()
         self._ready: asyncio.Event | None = None
@@ -88,6 +98,11 @@ class RobustConnection:
     def __repr__(self) -> str:
         state = 'open' if self.is_open else 'closed'
         return f'<RobustConnection {mask_dsn(self._dsn)} {state}>'
+
+    @property
+    def host(self) -> str:
+        """The host DSN (masked) of the open connection, or of the next connect while there is none."""
+        return mask_dsn(self.hosts[self._host])
 
     @property
     def is_open(self) -> bool:
@@ -146,18 +161,28 @@ class RobustConnection:
 
     async def _supervise(self, ready: asyncio.Event) -> None:
         backoff = Backoff(self.reconnect_delay, self.max_reconnect_delay)
+        failed = 0
+        # Before the first connection: each host's fatal failure (None: one that may pass) in this round.
+        causes: list[ConnectError | None] = []
         while True:
             connection = await self._connect()
-            if connection is None and not self.connects and self._last_exc is not None:
-                self.failure = connect_error(self.owner, self._dsn, self._last_exc)
-                if self.failure is not None:
-                    ready.set()  # waiters raise it; the next get() tries again
-                    return
             if connection is None:
+                self._host = (self._host + 1) % len(self.hosts)
+                failed += 1
+                if not self.connects and self._last_exc is not None:
+                    causes.append(connect_error(self.owner, self._dsn, self._last_exc))
+                if failed % len(self.hosts):
+                    continue  # the next host at once: a round of them all comes before the backoff
+                if len(causes) == len(self.hosts) and all(causes):
+                    self.failure = causes[-1]  # every host failed for good: waiters raise it
+                    ready.set()  # the next get() tries again
+                    return
+                causes.clear()
                 # Backoff between attempts, not synchronisation: nothing to wait on but time.
                 await asyncio.sleep(backoff.next())
                 continue
             backoff.reset()
+            failed = 0
             self._connection = connection
             self.connects += 1
             ready.set()
@@ -165,15 +190,18 @@ class RobustConnection:
             ready.clear()
             self._connection = None
             self.last_error = self._closing_reason(connection)
-            self.log.warning('AMQP connection to %s lost (%s); reconnecting', mask_dsn(self._dsn), self.last_error)
+            self.log.warning('AMQP connection to %s lost (%s); reconnecting', self.host, self.last_error)
+            # Its node may be the one that went down: the next host first (the same one when it is alone).
+            self._host = (self._host + 1) % len(self.hosts)
 
     async def _connect(self) -> aiormq.abc.AbstractConnection | None:
         lane = Lane(self.log) if self.fast_lane and lane_problem() is None else None
+        url = self.hosts[self._host]
         if lane is None:
             # No transport_factory at all: before aiormq 6.9.1 it would reach the socket's kwargs.
-            connection = aiormq.Connection(self._dsn, context=self.ssl_context)
+            connection = aiormq.Connection(url, context=self.ssl_context)
         else:
-            connection = aiormq.Connection(self._dsn, context=self.ssl_context, transport_factory=LaneTransport(lane))
+            connection = aiormq.Connection(url, context=self.ssl_context, transport_factory=LaneTransport(lane))
         try:
             async with asyncio.timeout(self.connect_timeout):
                 await connection.connect()
@@ -185,14 +213,14 @@ class RobustConnection:
         except Exception as exc:  # noqa: BLE001 - whatever fails, the supervisor retries forever
             self._last_exc = exc
             self.last_error = self.mask(f'{type(exc).__name__}: {exc}')
-            self.log.warning('AMQP connect to %s failed: %s', mask_dsn(self._dsn), self.last_error)
+            self.log.warning('AMQP connect to %s failed: %s', self.host, self.last_error)
             with contextlib.suppress(*CONNECTION_ERRORS, TimeoutError):
                 async with asyncio.timeout(1):
                     await connection.close()
             return None
         if lane is not None:
             self._lanes[connection] = lane
-        self.log.info('AMQP connected to %s', mask_dsn(self._dsn))
+        self.log.info('AMQP connected to %s', self.host)
         return connection
 
     def _closing_reason(self, connection: aiormq.abc.AbstractConnection) -> str:

@@ -7,6 +7,11 @@ duplicate, never a loss. ``release()`` (shutdown) republishes the message
 unchanged and acks it: requeued, it would come back flagged ``redelivered``,
 which counts as an attempt that died (see ``amqp._feed``).
 
+On a quorum queue RabbitMQ counts the deliveries that ended without an ack
+(``x-delivery-count``, on redelivered messages): the attempt is
+``x-attempt`` plus that count, and a copy this process writes (retry,
+shutdown) carries the attempt in ``x-attempt`` and starts a new count.
+
 With ``@consumer(queue, autoack=False)`` the handler acks itself, as in the
 reference implementation: it gets the message as the ``amqp`` keyword::
 
@@ -29,12 +34,13 @@ if TYPE_CHECKING:
     from ...broker import AbstractQueueBroker, Consumer
     from ._deliveries import Incoming
 
-__all__ = ['ATTEMPTS_HEADER', 'ATTEMPT_HEADER', 'ERROR_HEADER', 'AMQPMessage', 'ManualAckRunner', 'Republisher',
-           'attempt_of']
+__all__ = ['ATTEMPTS_HEADER', 'ATTEMPT_HEADER', 'DELIVERY_COUNT_HEADER', 'ERROR_HEADER', 'AMQPMessage',
+           'ManualAckRunner', 'Republisher', 'attempt_of']
 
 ATTEMPT_HEADER = 'x-attempt'    # the attempt a copy is for (retries)
 ATTEMPTS_HEADER = 'x-attempts'  # the attempts a dead letter had
 ERROR_HEADER = 'x-error'
+DELIVERY_COUNT_HEADER = 'x-delivery-count'  # a quorum queue's count of unacked deliveries of a message
 
 
 class Republisher(Protocol):
@@ -59,15 +65,25 @@ class Republisher(Protocol):
         """Publish a message to ``<queue>.dlq`` with its error and attempt count."""
 
 
-def attempt_of(headers: dict[str, Any] | None) -> int:
-    """The attempt number carried by a message's headers (1 when absent or malformed)."""
+def attempt_of(headers: dict[str, Any] | None, *, counted: bool = False) -> int:
+    """The attempt number carried by a message's headers (1 when absent or malformed).
+
+    *counted*: plus the quorum queue's count of deliveries that ended unacked (``x-delivery-count``).
+
+    >>> attempt_of({'x-attempt': 2, 'x-delivery-count': 1}, counted=True)
+    3
+    """
     if not headers:
         return 1
     value = headers.get(ATTEMPT_HEADER, 1)
     try:
-        return max(1, int(value))
+        attempt = max(1, int(value))
     except (TypeError, ValueError):
-        return 1
+        attempt = 1
+    if counted:
+        with contextlib.suppress(TypeError, ValueError):
+            attempt += max(0, int(headers.get(DELIVERY_COUNT_HEADER, 0)))
+    return attempt
 
 
 class AMQPMessage:
@@ -108,13 +124,16 @@ class AMQPMessage:
 class AMQPDelivery(Delivery):
     """A message read from an AMQP queue on one consumer channel."""
 
-    __slots__ = ('amqp_headers', 'auto', 'broker', 'channel', 'delivery_tag', 'incoming', 'queue', 'redelivered',
-                 'settled')
+    __slots__ = ('amqp_headers', 'auto', 'broker', 'channel', 'delivery_tag', 'incoming', 'queue', 'quorum',
+                 'redelivered', 'settled')
 
-    def __init__(self, broker: Republisher, queue: str, incoming: Incoming, auto: bool = True) -> None:
+    def __init__(self, broker: Republisher, queue: str, incoming: Incoming, auto: bool = True,
+                 quorum: bool = False) -> None:
         properties = incoming.properties
         headers = properties.headers or {}
-        super().__init__(incoming.body, attempt_of(headers), str(incoming.delivery_tag),
+        # Only a redelivered message has a count: the first delivery reads one header.
+        attempt = attempt_of(headers, counted=quorum and incoming.redelivered)
+        super().__init__(incoming.body, attempt, str(incoming.delivery_tag),
                          str(properties.message_id or ''), user_headers(headers) if headers else NO_HEADERS)
         self.broker = broker
         self.queue = queue
@@ -124,6 +143,7 @@ class AMQPDelivery(Delivery):
         self.amqp_headers = headers
         self.redelivered = incoming.redelivered
         self.auto = auto
+        self.quorum = quorum
         self.settled = False
 
     async def settle_ack(self) -> None:
@@ -162,11 +182,16 @@ class AMQPDelivery(Delivery):
         await self.settle_ack()
 
     async def release(self) -> None:
-        if not self.auto or self.redelivered:
+        if not self.auto or (self.redelivered and not self.quorum):
             # Requeued as it is: its handler acks it (autoack=False), or its lost attempt is still to count.
             await self.settle_nack(requeue=True)
             return
-        await self._move(self.broker.publish_back(self.queue, self._bytes(), self.message_id, self.amqp_headers))
+        headers = self.amqp_headers
+        if self.redelivered:
+            # A quorum queue counted the lost attempts into self.attempt: the copy carries them as its own.
+            headers = {**{k: v for k, v in headers.items() if k != DELIVERY_COUNT_HEADER},
+                       ATTEMPT_HEADER: self.attempt}
+        await self._move(self.broker.publish_back(self.queue, self._bytes(), self.message_id, headers))
 
     def _bytes(self) -> bytes:
         return self.body if isinstance(self.body, bytes) else self.body.encode()

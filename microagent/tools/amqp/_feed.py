@@ -19,6 +19,11 @@ quorum queue's delivery limit would. ``autoack=False`` consumers settle
 their messages themselves and see ``amqp.redelivered``; nothing is counted
 for them.
 
+On a quorum queue the broker counts: a redelivered message's attempt
+already includes its lost ones (``x-delivery-count``, see ``amqp._delivery``),
+so it runs at once as that attempt, and past ``max_attempts`` it is
+dead-lettered before any handler sees it. No copy is written for a crash.
+
 Not run: needs a RabbitMQ server.
 >>> deliveries.consumers[tag] = Feed(broker, queue, runner).accept   # doctest: +SKIP
 """
@@ -49,13 +54,14 @@ class Feed:
     >>> feed = Feed(broker, 'mailer', runner)   # doctest: +SKIP
     """
 
-    __slots__ = ('auto', 'broker', 'held', 'inbox', 'name', 'runner', 'tag')
+    __slots__ = ('auto', 'broker', 'held', 'inbox', 'name', 'quorum', 'runner', 'tag')
 
-    def __init__(self, broker: Republisher, name: str, runner: ConsumerRunner) -> None:
+    def __init__(self, broker: Republisher, name: str, runner: ConsumerRunner, *, quorum: bool = False) -> None:
         self.broker = broker
         self.name = name
         self.runner = runner
         self.auto = not isinstance(runner, ManualAckRunner)
+        self.quorum = quorum  # a quorum queue: RabbitMQ counts the lost attempts
         self.inbox: asyncio.Queue[Incoming | None] = asyncio.Queue()
         # The message the pump took from the inbox and waits to submit.
         self.held: Incoming | None = None
@@ -66,7 +72,7 @@ class Feed:
         runner = self.runner
         if (runner.active and runner.free_slots > 0 and self.held is None and self.inbox.empty()
                 and not (incoming.redelivered and self.auto)):
-            runner.submit(AMQPDelivery(self.broker, self.name, incoming, self.auto))
+            runner.submit(AMQPDelivery(self.broker, self.name, incoming, self.auto, self.quorum))
         else:
             self.inbox.put_nowait(incoming)
 
@@ -74,17 +80,29 @@ class Feed:
         """aiormq's consumer callback, for a delivery that did not come through the lane."""
         self.accept(Incoming.of(message))
 
-    async def count_lost_attempt(self, delivery: AMQPDelivery) -> None:
-        """A redelivered message: its last attempt never finished; retry it later or dead-letter it."""
+    def delivery(self, incoming: Incoming) -> AMQPDelivery:
+        """*incoming* as a delivery of this feed."""
+        return AMQPDelivery(self.broker, self.name, incoming, self.auto, self.quorum)
+
+    async def count_lost_attempt(self, delivery: AMQPDelivery) -> bool:
+        """A redelivered message: its last attempt never finished; retry it later or dead-letter it.
+
+        False: run it now (a quorum queue counted the lost attempt: this is the next one).
+        """
         runner = self.runner
         log = self.broker.log
+        if self.quorum:
+            if delivery.attempt <= runner.max_attempts:
+                log.warning('%s: %s; attempt %d/%d', self.name, LOST_ATTEMPT, delivery.attempt, runner.max_attempts)
+                return False
+            delivery.attempt -= 1  # the attempts made: the last of them was lost
         try:
             if delivery.attempt >= runner.max_attempts:
                 log.error('%s: dead-lettering %s after attempt %d/%d: %s', self.name, delivery.message_id,
                           delivery.attempt, runner.max_attempts, LOST_ATTEMPT)
                 runner.stats.dead_lettered += 1
                 await delivery.dead_letter(LOST_ATTEMPT)
-                return
+                return True
             delay = runner.backoff(delivery.attempt)
             log.warning('%s: %s, attempt %d/%d; retry in %.2fs', self.name, LOST_ATTEMPT, delivery.attempt,
                         runner.max_attempts, delay)
@@ -93,6 +111,7 @@ class Feed:
         except Exception as exc:  # noqa: BLE001 - unsettled: the broker redelivers it, flagged, later
             log.warning('%s: cannot move redelivered %s (%s); the broker will redeliver it', self.name,
                         delivery.message_id, type(exc).__name__)
+        return True
 
     async def give_back(self, channel: aiormq.abc.AbstractChannel) -> None:
         """Unbinding: stop the deliveries, then give back unflagged what never reached a handler.
@@ -109,9 +128,5 @@ class Feed:
             if message is not None:
                 waiting.append(message)
         for message in waiting:
-            delivery = AMQPDelivery(self.broker, self.name, message, self.auto)
             with contextlib.suppress(Exception):
-                if delivery.redelivered or not self.auto:
-                    await delivery.settle_nack(requeue=True)
-                else:
-                    await delivery.release()
+                await self.delivery(message).release()

@@ -1,5 +1,9 @@
 """Give a queue declared by microagent 1.9 (not durable, no arguments) this project's arguments.
 
+The same moves a queue to the broker's ``queue_type`` (classic to quorum or
+back): its dead-letter queue first, then the queue, each only where its
+declaration differs.
+
 RabbitMQ cannot change a queue's arguments: the queue is emptied into
 ``<queue>.migrating`` (durable), deleted, declared again with our arguments
 (durable, dead-lettering to ``<queue>.dlq``) and refilled. Each message is
@@ -32,29 +36,43 @@ __all__ = ['migrate_queue']
 
 
 async def migrate_queue(broker: AMQPBroker, name: str) -> int:
-    """Move queue *name* to this project's arguments; how many messages it held."""
+    """Move queue *name* (and its DLQ) to this project's arguments; how many messages the queue held."""
+    timeout = broker.publish_timeout
+    connection = await broker.connection.get(timeout)
+    try:
+        await _migrate(broker, connection, f'{name}.dlq')
+        return await _migrate(broker, connection, name)
+    except aiormq.exceptions.AMQPError as exc:
+        raise BackendError(broker.connection.mask(f'{broker!r}: cannot migrate {name}: {exc}')) from None
+
+
+async def _migrate(broker: AMQPBroker, connection: aiormq.abc.AbstractConnection, name: str) -> int:
+    """Empty *name* into ``<name>.migrating``, declare it anew, refill it; how many messages it held."""
     timeout = broker.publish_timeout
     temp = f'{name}.migrating'
-    connection = await broker.connection.get(timeout)
+    moved = 0
     channel = await connection.channel(publisher_confirms=True, timeout=timeout)
     try:
         await channel.queue_declare(temp, durable=True, timeout=timeout)
-        moved = 0
         if await _legacy(broker, connection, name):
             consumers = (await channel.queue_declare(name, passive=True, timeout=timeout)).consumer_count
             if consumers:
                 raise BackendError(f'{broker!r}: queue {name} has {consumers} consumer(s): stop them to migrate it')
             moved = await _move(channel, name, temp, timeout)
             await channel.queue_delete(name, if_empty=True, timeout=timeout)
+    finally:
+        await close_channel(channel)
+    # A new channel: RabbitMQ 3.10's channel keeps the type of a queue it published to, and crashes
+    # publishing to a queue of that name declared again with the other type.
+    channel = await connection.channel(publisher_confirms=True, timeout=timeout)
+    try:
         broker.forget(name)
         await broker.declare(channel, name, timeout)
         await _move(channel, temp, name, timeout)
         await channel.queue_delete(temp, if_empty=True, timeout=timeout)
-        return moved
-    except aiormq.exceptions.AMQPError as exc:
-        raise BackendError(broker.connection.mask(f'{broker!r}: cannot migrate {name}: {exc}')) from None
     finally:
         await close_channel(channel)
+    return moved
 
 
 async def _legacy(broker: AMQPBroker, connection: aiormq.abc.AbstractConnection, name: str) -> bool:

@@ -18,6 +18,15 @@ as microagent 1.9 declares them: not durable and without arguments, so agents of
 both can declare and use the same ones (RabbitMQ refuses a second declaration
 with other arguments). Retry and dead-letter queues are still ours.
 
+Queue types. Every queue is ``classic`` unless the broker's ``queue_type``
+(or its ``queue_types`` entry for the queue) says ``quorum``: then the queue,
+its retry queues and its dead-letter queue are quorum queues (replicated by
+Raft over the cluster's nodes), whose dead-lettering (retry queue back into
+the queue, rejects into the DLQ) is ``at-least-once`` (it needs
+``x-overflow: reject-publish``; no length limit is set, so nothing is
+rejected). RabbitMQ cannot change a queue's type: a queue that exists with
+the other type is an error naming the queue and the setting, never adopted.
+
 A queue or exchange that already exists with other arguments (declared by the
 other format) is *adopted*: declared passively from then on, i.e. used as it
 is. So a fleet switches format one agent at a time; ``migrate-queue`` (see
@@ -29,14 +38,19 @@ is. So a fleet switches format one agent at a time; ``migrate-queue`` (see
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from ...exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     import aiormq.abc
 
     from ...catalog import Catalog
 
-__all__ = ['RETRY_QUEUE_EXPIRES', 'Topology', 'retry_queue']
+__all__ = ['QUEUE_TYPES', 'RETRY_QUEUE_EXPIRES', 'Topology', 'retry_queue']
+
+QUEUE_TYPES = ('classic', 'quorum')
 
 # A retry queue is deleted this long after its last declaration (every retry declares
 # it): far longer than any message waits in it (the broker checks max_retry_delay), so
@@ -44,7 +58,10 @@ __all__ = ['RETRY_QUEUE_EXPIRES', 'Topology', 'retry_queue']
 # arguments of one queue.
 RETRY_QUEUE_EXPIRES = 3600.0
 _RETRY = '.retry.'
-_INEQUIVALENT = re.compile(r"inequivalent arg '[^']+' for (?:queue|exchange) '([^']+)'")
+_INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)' for (queue|exchange) '([^']+)'")
+# What a quorum queue's declaration has and a classic one's has not (ours): a mismatch on one of these is a type.
+_QUORUM_ONLY = frozenset({'x-queue-type', 'x-dead-letter-strategy', 'x-overflow'})
+_QUORUM = {'x-queue-type': 'quorum', 'x-dead-letter-strategy': 'at-least-once', 'x-overflow': 'reject-publish'}
 
 
 def retry_queue(queue: str, retry: int) -> str:
@@ -55,12 +72,34 @@ def retry_queue(queue: str, retry: int) -> str:
 class Topology:
     """Declares targets on a channel, from the catalog's queue and exchange declarations."""
 
-    def __init__(self, catalog: Catalog, queue_expires: float | None = None, *, legacy: bool = False) -> None:
+    def __init__(self, catalog: Catalog, queue_expires: float | None = None, *, legacy: bool = False,
+                 queue_type: str = 'classic', queue_types: Mapping[str, str] | None = None) -> None:
         self.catalog = catalog
         self.legacy = legacy
+        self.queue_type = queue_type
+        self.queue_types = dict(queue_types or {})
+        for name, kind in [('queue_type', queue_type), *self.queue_types.items()]:
+            if kind not in QUEUE_TYPES:
+                raise ConfigurationError(f'AMQP: {name}: queue type {kind!r}, expected one of {QUEUE_TYPES}')
+        if legacy and 'quorum' in (queue_type, *self.queue_types.values()):
+            raise ConfigurationError("AMQP: queue_type='quorum' needs wire='native': microagent 1.9 declares "
+                                     'its queues classic and not durable (see docs/migrating.md)')
         self.adopted: set[str] = set()  # queues and exchanges found with other arguments: used as they are
         # x-expires of queues and their DLQs: RabbitMQ deletes them after that long unused.
         self._expires: dict[str, Any] = {'x-expires': int(queue_expires * 1000)} if queue_expires else {}
+
+    def type_of(self, name: str) -> str:
+        """The type of queue *name* (or of the queue a retry or dead-letter queue *name* belongs to)."""
+        queue = name.partition(_RETRY)[0].removesuffix('.dlq')
+        return self.queue_types.get(queue, self.queue_type)
+
+    def _typed(self, name: str, arguments: dict[str, Any], *, dead_letters: bool = True) -> dict[str, Any]:
+        """*arguments* for queue *name*, with a quorum queue's (at-least-once dead-lettering where it has any)."""
+        if self.type_of(name) != 'quorum':
+            return arguments
+        if not dead_letters:
+            return {**arguments, 'x-queue-type': 'quorum'}
+        return {**arguments, **_QUORUM}
 
     async def declare(self, channel: aiormq.abc.AbstractChannel, target: str, timeout: float) -> None:
         """Declare *target* (and what it routes to) on *channel*; safe to repeat."""
@@ -68,11 +107,11 @@ class Topology:
             await self._exchange(channel, target.partition(':')[2], timeout)
         elif _RETRY in target:
             queue = target.partition(_RETRY)[0]
-            await self._declare(channel, target, timeout, durable=True, arguments={
+            await self._declare(channel, target, timeout, durable=True, arguments=self._typed(target, {
                 'x-expires': int(RETRY_QUEUE_EXPIRES * 1000),
-                'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': queue})
+                'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': queue}))
         elif target.endswith('.dlq'):
-            await self._declare(channel, target, timeout, durable=True, arguments=self._expires)
+            await self._dlq(channel, target, timeout)
         else:
             await self._queue(channel, target, timeout)
 
@@ -83,13 +122,36 @@ class Topology:
         else:
             await channel.queue_declare(name, timeout=timeout, **options)
 
+    async def _dlq(self, channel: aiormq.abc.AbstractChannel, name: str, timeout: float) -> None:
+        await self._declare(channel, name, timeout, durable=True,
+                            arguments=self._typed(name, self._expires, dead_letters=False))
+
     def adopt(self, exc: BaseException) -> str | None:
-        """The queue or exchange RabbitMQ found *exc* (inequivalent arguments) for, now adopted; else None."""
+        """The queue or exchange RabbitMQ found *exc* (inequivalent arguments) for, now adopted; else None.
+
+        ConfigurationError where the queue exists with the other type (it cannot be used as it is).
+        """
         found = _INEQUIVALENT.search(str(exc))
-        if found is None or found.group(1) in self.adopted:
+        if found is None or found.group(3) in self.adopted:
             return None
-        self.adopted.add(found.group(1))
-        return found.group(1)
+        argument, kind, name = found.groups()
+        if kind == 'queue' and (self.type_of(name) == 'quorum' or argument in _QUORUM_ONLY):
+            self._wrong_type(name, argument)
+        self.adopted.add(name)
+        return name
+
+    def _wrong_type(self, name: str, argument: str) -> None:
+        wanted = self.type_of(name)
+        other = 'classic' if wanted == 'quorum' else 'quorum'
+        queue = name.partition(_RETRY)[0].removesuffix('.dlq')
+        setting = f'queue_types[{queue!r}]' if queue in self.queue_types else 'queue_type'
+        of = f' (of queue {queue!r})' if name != queue else ''
+        move = ('retry queues expire an hour after their last use' if _RETRY in name
+                else f'or move queue {queue!r} and its DLQ with migrate_queue (microagent migrate-queue)')
+        raise ConfigurationError(
+            f"AMQP: queue {name!r}{of} exists as a {other} queue (RabbitMQ found {argument!r} inequivalent), "
+            f"but this broker's {setting} is {wanted!r}, and RabbitMQ cannot change a queue's type: "
+            f"set {setting}={other!r}, {move}")
 
     def exchange_type(self, exchange: str) -> str:
         """``topic`` when a queue bound to *exchange* has topics, else ``fanout``."""
@@ -97,12 +159,12 @@ class Topology:
         return 'topic' if any(q.topics for q in queues) else 'fanout'
 
     async def _queue(self, channel: aiormq.abc.AbstractChannel, name: str, timeout: float) -> None:
-        await self._declare(channel, f'{name}.dlq', timeout, durable=True, arguments=self._expires)
+        await self._dlq(channel, f'{name}.dlq', timeout)
         if self.legacy:
             await self._declare(channel, name, timeout, durable=False)
         else:
-            await self._declare(channel, name, timeout, durable=True, arguments={
-                'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': f'{name}.dlq', **self._expires})
+            await self._declare(channel, name, timeout, durable=True, arguments=self._typed(name, {
+                'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': f'{name}.dlq', **self._expires}))
         queue = self.catalog.queues.get(name)
         if queue is None or not queue.exchange:
             return
