@@ -43,6 +43,7 @@ from ._topology import RETRY_QUEUE_EXPIRES, Topology, retry_queue
 
 __all__ = ['AMQPBroker']
 
+_NACK = 'nack'  # a publish's outcome when the broker refused it (Publisher.publish)
 _FATAL = (aiormq.exceptions.ChannelPreconditionFailed, aiormq.exceptions.ChannelAccessRefused,
           aiormq.exceptions.ChannelNotFoundEntity)
 
@@ -182,9 +183,10 @@ class AMQPBroker(AbstractQueueBroker):
             self._fatal(exc, name)
             results = [exc] * len(items)
         for (body, properties), result in zip(items, results, strict=True):
-            if isinstance(result, BaseException):
-                self._fatal(result, name)
-                # Lost with the connection: send again through the robust path (a duplicate at worst).
+            if isinstance(result, BaseException) or result == _NACK:
+                if isinstance(result, BaseException):
+                    self._fatal(result, name)
+                # Lost with the connection, or refused: send again through the robust path (a duplicate at worst).
                 await self._publish(name, body, properties, timeout=max(0.001, deadline - time.monotonic()))
             else:
                 self._check(result, name)
@@ -204,6 +206,13 @@ class AMQPBroker(AbstractQueueBroker):
             self._fatal(exc, target)
             await self._publish_again(target, body, properties, exc, exchange=exchange, key=key, deadline=deadline)
             return
+        if refused == _NACK:
+            # A quorum queue refuses while it has no leader (an election after a node failure), and the
+            # channel that saw it may go on refusing: publish again on a new channel.
+            await self._renew_publish_channel()
+            await self._publish_again(target, body, properties, DeliveryError(self._refusal(target)),
+                                      exchange=exchange, key=key, deadline=deadline)
+            return
         self._check(refused, target)
 
     async def _publish_once(self, target: str, body: bytes, properties: Basic.Properties, *, exchange: str,
@@ -217,9 +226,10 @@ class AMQPBroker(AbstractQueueBroker):
 
     async def _publish_again(self, target: str, body: bytes, properties: Basic.Properties, first: BaseException, *,
                              exchange: str, key: str, deadline: float) -> None:
-        """The channel or connection died under a publish: wait for a new one, until *deadline*."""
+        """The channel or connection died under a publish, or the broker refused it: again until *deadline*."""
         self.log.debug('%r: publish to %s interrupted (%s), retrying', self, target, type(first).__name__)
         last: BaseException = first
+        pause = self.connection.reconnect_delay
         while deadline > time.monotonic():
             try:
                 refused = await self._publish_once(target, body, properties, exchange=exchange, key=key,
@@ -228,6 +238,13 @@ class AMQPBroker(AbstractQueueBroker):
                 self._fatal(exc, target)
                 last = exc
                 await wait_closed(self._confirms.channel if self._confirms else None, deadline - time.monotonic())
+                continue
+            if refused == _NACK:
+                last = DeliveryError(self._refusal(target))
+                await self._renew_publish_channel()
+                # Backoff between attempts, not synchronisation: an election has nothing to wait on here.
+                await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                pause = min(pause * 2, self.connection.max_reconnect_delay)
                 continue
             self._check(refused, target)
             return
@@ -242,7 +259,17 @@ class AMQPBroker(AbstractQueueBroker):
             text = refused.partition(': ')[2] or 'unroutable'
             raise DeliveryError(f'{self!r}: message to {target} was returned by the broker ({text}); '
                                 'no queue is bound for it')
-        raise DeliveryError(f'{self!r}: the broker did not accept the message to {target} (nack)')
+        raise DeliveryError(self._refusal(target))
+
+    async def _renew_publish_channel(self) -> None:
+        """Close the publish channel (its publishes in flight are sent again): the next publish opens one."""
+        async with self._channel_lock:
+            confirms, self._confirms = self._confirms, None
+        if confirms is not None:
+            await close_channel(confirms.channel)
+
+    def _refusal(self, target: str) -> str:
+        return f'{self!r}: the broker did not accept the message to {target} (nack)'
 
     def _adopt(self, exc: BaseException) -> bool:
         """A queue or exchange exists with the other format's arguments: use it as it is from now on."""
