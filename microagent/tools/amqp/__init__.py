@@ -15,6 +15,12 @@ or an ``ssl_context``). Publishing waits for publisher confirms and is
 ack after the handler returned; ``@consumer(queue, autoack=False)`` hands the
 message to the handler as ``amqp`` (:class:`AMQPMessage`) to ack itself. Both
 reconnect forever with capped backoff, re-declare and re-consume.
+
+A cluster: ``amqp://u:p@h1:5672,h2:5672,h3:5672/vhost`` (or a list of DSNs)
+fails over to the next host when a connection is lost, and
+``AMQPBroker(dsn, queue_type='quorum')`` (or ``queue_types={'mailer':
+'quorum'}``) declares quorum queues, whose delivery count is the attempt
+counter (docs/scaling.md, "RabbitMQ").
 """
 from __future__ import annotations
 

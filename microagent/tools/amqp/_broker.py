@@ -229,7 +229,7 @@ class AMQPBroker(AbstractQueueBroker):
         """The channel or connection died under a publish, or the broker refused it: again until *deadline*."""
         self.log.debug('%r: publish to %s interrupted (%s), retrying', self, target, type(first).__name__)
         last: BaseException = first
-        pause = self.connection.reconnect_delay
+        backoff = Backoff(self.connection.reconnect_delay, self.connection.max_reconnect_delay)
         while deadline > time.monotonic():
             try:
                 refused = await self._publish_once(target, body, properties, exchange=exchange, key=key,
@@ -243,8 +243,7 @@ class AMQPBroker(AbstractQueueBroker):
                 last = DeliveryError(self._refusal(target))
                 await self._renew_publish_channel()
                 # Backoff between attempts, not synchronisation: an election has nothing to wait on here.
-                await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-                pause = min(pause * 2, self.connection.max_reconnect_delay)
+                await asyncio.sleep(min(backoff.next(), max(0.0, deadline - time.monotonic())))
                 continue
             self._check(refused, target)
             return
