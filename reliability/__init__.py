@@ -9,5 +9,7 @@ Modules: :mod:`.ledger` (records and counting), :mod:`.proxy` (TCP faults),
 :mod:`.group_settings` (the agent group run by ``marun``), :mod:`.singleton`
 and :mod:`.singleton_settings` (the singleton job of fault 7), :mod:`.group`
 (the launcher process), :mod:`.drivers` (load plus faults per backend),
-:mod:`.security` (the security checks), :mod:`.report` (markdown and JSON).
+:mod:`.security` (the security checks), :mod:`.report` (markdown and JSON),
+:mod:`.rabbit_cluster` and :mod:`.cluster_fault` (a private RabbitMQ cluster, and
+its fault: the quorum queue's leader killed and restarted under load).
 """
