@@ -100,8 +100,7 @@ class RabbitCluster:
             for node in self.nodes[1:]:
                 node.ctl('stop_app')
                 node.ctl('join_cluster', first.node)
-                node.ctl('start_app')
-            first.ctl('await_online_nodes', str(len(self.nodes)), '--timeout', str(int(timeout)))
+                node.ctl('start_app')  # returns once the node runs, clustered
         except BaseException:
             self.close()
             raise
