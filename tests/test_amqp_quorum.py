@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from microagent import Catalog, ConfigurationError, MicroAgent, Queue, consumer
+from microagent import BackendError, Catalog, ConfigurationError, MicroAgent, Queue, consumer
 from microagent.tools.amqp import AMQPBroker, RobustConnection
 from microagent.tools.amqp._delivery import attempt_of
 from microagent.tools.amqp._hosts import dsn_of, hosts_of
@@ -164,3 +164,27 @@ def test_attempt_counts_the_quorum_queues_deliveries() -> None:
     assert attempt_of(headers) == 2
     assert attempt_of(headers, counted=True) == 5
     assert attempt_of({'x-delivery-count': 'x'}, counted=True) == 1
+
+
+async def test_a_refused_publish_is_sent_again_on_a_new_channel_until_its_deadline(brokers, uid, monkeypatch):
+    # What a quorum queue does during its leader election (tests/test_amqp_cluster.py meets it for real).
+    catalog = Catalog()
+    queue = Queue(f'qn_{uid}', catalog=catalog)
+    broker = make(brokers, catalog, queue_type='quorum')
+    await getattr(broker, queue.name).send({'n': 0})
+    first_channel = broker._confirms
+    publish_once = broker._publish_once
+    refusals = [1, 2]
+
+    async def refusing(*args: Any, **kwargs: Any) -> str | None:
+        if refusals:
+            refusals.pop()
+            return 'nack'
+        return await publish_once(*args, **kwargs)
+    monkeypatch.setattr(broker, '_publish_once', refusing)
+    await getattr(broker, queue.name).send({'n': 1}, timeout=10)
+    assert broker._confirms is not first_channel  # the channel that saw the refusal is not used again
+    assert await broker.queue_length(queue.name) == 2
+    refusals.extend(range(1000))
+    with pytest.raises(BackendError, match=r'deadline \(DeliveryError: .*\(nack\)\)'):
+        await getattr(broker, queue.name).send({'n': 2}, timeout=0.5)
