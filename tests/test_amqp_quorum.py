@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from microagent import BackendError, Catalog, ConfigurationError, MicroAgent, Queue, consumer
+from microagent import BackendError, Catalog, ConfigurationError, ConnectError, MicroAgent, Queue, consumer
 from microagent.tools.amqp import AMQPBroker, RobustConnection
 from microagent.tools.amqp._delivery import attempt_of
 from microagent.tools.amqp._hosts import dsn_of, hosts_of
@@ -188,3 +188,13 @@ async def test_a_refused_publish_is_sent_again_on_a_new_channel_until_its_deadli
     refusals.extend(range(1000))
     with pytest.raises(BackendError, match=r'deadline \(DeliveryError: .*\(nack\)\)'):
         await getattr(broker, queue.name).send({'n': 2}, timeout=0.5)
+
+
+async def test_start_fails_at_once_only_when_every_host_refuses(brokers, uid):
+    catalog = Catalog()
+    queue = Queue(f'qf_{uid}', catalog=catalog)
+    closed = [free_port(), free_port()]
+    broker = make(brokers, catalog, dsn=f'amqp://guest:s3cret@127.0.0.1:{closed[0]},127.0.0.1:{closed[1]}/')
+    with pytest.raises(ConnectError) as error:
+        await getattr(broker, queue.name).send({'n': 1}, timeout=30)
+    assert 'connection refused' in str(error.value) and 's3cret' not in str(error.value)
