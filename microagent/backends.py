@@ -46,6 +46,8 @@ SCHEMES: dict[str, Backend] = {
     'memory': _MEMORY,
     'redis': _REDIS,
     'rediss': _REDIS,
+    'redis+cluster': _REDIS,   # Redis Cluster: the same classes, routing by key (microagent.tools.redis._cluster)
+    'rediss+cluster': _REDIS,
     'amqp': _AMQP,
     'amqps': _AMQP,
     'kafka': _KAFKA,

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
 from microagent import Catalog
 
+from . import redis_cluster
 from .backends import BackendSpec, all_backends
 
 BACKENDS = all_backends()
@@ -41,6 +43,15 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     if spec.patch is not None:
         spec.patch(monkeypatch)
     return spec
+
+
+@pytest.fixture(scope='session', autouse=True)
+def redis_cluster_cleanup() -> Iterator[None]:
+    """Stop the session's Redis Cluster (started on first use by the redis_cluster backend) at the end."""
+    try:
+        yield
+    finally:
+        redis_cluster.stop_shared()
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ TICK = 'microagent.tick'
 
 # DSN schemes and the messaging.system value the conventions give them (others: the scheme itself).
 _SYSTEMS = {'amqp': 'rabbitmq', 'amqps': 'rabbitmq', 'kafka': 'kafka', 'redis': 'redis', 'rediss': 'redis',
-            'nats': 'nats', 'tls': 'nats', 'memory': 'memory'}
+            'redis+cluster': 'redis', 'rediss+cluster': 'redis', 'nats': 'nats', 'tls': 'nats', 'memory': 'memory'}
 
 
 def system_of(dsn: str) -> str:

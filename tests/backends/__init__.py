@@ -41,5 +41,5 @@ def all_backends() -> list[BackendSpec]:
         spec = getattr(module, 'BACKEND', None)
         if spec is not None:
             found.append(spec)
-    order = ['memory', 'redis', 'redis_public', 'amqp', 'amqp_plain', 'kafka', 'nats']
+    order = ['memory', 'redis', 'redis_public', 'redis_cluster', 'amqp', 'amqp_plain', 'kafka', 'nats']
     return sorted(found, key=lambda s: order.index(s.name) if s.name in order else len(order))

@@ -17,6 +17,13 @@ the broker sends with ``RPUSH`` to them, and its consumers move list items into
 the stream as they come (``_lists``). Native consumers move what is left in a
 list into the stream when they bind and every second after
 (``drain_lists=False`` turns that off); ``migrate_queue`` moves a whole list.
+
+On a Redis Cluster (``redis+cluster://``, :mod:`._cluster`) a queue's keys
+carry its name as a hash tag (``<prefix>:{<queue>}``...), so each queue lives
+on one master and every script stays on one slot; an exchange's queues may
+live on different masters, so ``publish`` adds to each in turn (not all or
+none); microagent 1.9's lists are not served there. ``min_replicas=N``
+confirms each send only once N replicas have it (``WAIT``, :mod:`._confirm`).
 """
 from __future__ import annotations
 
@@ -32,7 +39,9 @@ from ...broker import AbstractQueueBroker
 from ...delivery import DeadLetter
 from ...exceptions import ConfigurationError, ConnectError
 from ...wire import MICROAGENT1
-from ._connection import RedisConnector, RedisLane, pack_args
+from ._cluster import connector_for, hash_tagged
+from ._confirm import ConfirmedWriter
+from ._connection import RedisLane, pack_args
 from ._lists import PUSH_MANY, ListDrainer, draining_key
 from ._reader import RedisQueueReader
 from ._scripts import ADD_MANY, CLAIM_DEAD, QUEUE_LENGTH
@@ -51,7 +60,10 @@ class RedisBroker(AbstractQueueBroker):
     and its messages are reclaimed), ``block`` (seconds a read waits for new
     messages), ``reconnect_delay``/``max_reconnect_delay`` (capped backoff),
     ``drain_lists`` (native consumers move what microagent 1.9 producers push to
-    the list ``<queue>`` into the stream; default on).
+    the list ``<queue>`` into the stream; default on), ``min_replicas`` (a send
+    is confirmed only once that many replicas have it, within
+    ``replicas_timeout`` seconds, else BackendError; 0: no wait; the native
+    wire's sends only: ``docs/scaling.md``).
 
     Not run: needs a Redis server.
     >>> broker = RedisBroker('redis://localhost/7')     # doctest: +SKIP
@@ -60,11 +72,16 @@ class RedisBroker(AbstractQueueBroker):
 
     def __init__(self, dsn: str, *, prefix: str = 'microagent', heartbeat_interval: float = 2.0,
                  heartbeat_ttl: float = 10.0, block: float = 1.0, reconnect_delay: float = 0.05,
-                 max_reconnect_delay: float = 2.0, drain_lists: bool = True, **options: Any) -> None:
+                 max_reconnect_delay: float = 2.0, drain_lists: bool = True, min_replicas: int = 0,
+                 replicas_timeout: float = 1.0, **options: Any) -> None:
         super().__init__(dsn, **options)
         if heartbeat_interval <= 0 or heartbeat_ttl < heartbeat_interval * 2 or block <= 0:
             raise ConfigurationError('RedisBroker: heartbeat_ttl must be at least twice heartbeat_interval (> 0), '
                                      'block > 0')
+        if min_replicas < 0 or replicas_timeout <= 0:
+            raise ConfigurationError('RedisBroker: min_replicas >= 0, replicas_timeout > 0')
+        self.min_replicas = min_replicas
+        self.replicas_timeout = replicas_timeout
         self.prefix = prefix
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_ttl = heartbeat_ttl
@@ -73,11 +90,17 @@ class RedisBroker(AbstractQueueBroker):
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
         self.drain_lists = drain_lists
-        self.redis = RedisConnector(dsn, f'microagent.broker.{self.uid}', owner=type(self).__name__)
+        self.redis = connector_for(dsn, f'microagent.broker.{self.uid}', owner=type(self).__name__)
+        if self.redis.cluster:
+            if self.wire == MICROAGENT1:
+                raise ConfigurationError("RedisBroker: microagent 1.9's lists (wire='microagent1') are not served "
+                                         'on a Redis Cluster')
+            self.drain_lists = False  # a 1.9 list lies in another slot than the stream: no script can move it
         # Senders and acks on lanes of their own: a producer and a consumer in one process never queue behind
         # each other. The ack lane is public: the queue readers settle their entries through it.
         self._lane = RedisLane(self.redis)
         self.ack_lane = RedisLane(self.redis)
+        self._confirmed = ConfirmedWriter(self.redis)  # sends with min_replicas
         self._states: dict[str, RedisQueueReader] = {}
         self._heads: dict[str, bytes] = {}  # packed 'XADD <stream> * b' per queue: the send hot path
         self._pumps: dict[str, asyncio.Task[Any]] = {}
@@ -96,7 +119,9 @@ class RedisBroker(AbstractQueueBroker):
         return f'{self.prefix}:consumer:{self.uid}'
 
     def stream(self, name: str) -> str:
-        """The stream key of queue *name*."""
+        """The stream key of queue *name* (on a cluster, with the queue's name as hash tag)."""
+        if self.redis.cluster:
+            return hash_tagged(self.prefix, name)
         return f'{self.prefix}:{name}'
 
     # -- sending -------------------------------------------------------------------
@@ -112,6 +137,11 @@ class RedisBroker(AbstractQueueBroker):
         message_id = check_message_id(message_id) if message_id is not None else new_message_id()
         checked = check_headers(headers)
         try:
+            if self.min_replicas:
+                stream = self.stream(name)
+                command = ('XADD', stream, '*', *fields(message, message_id, checked))
+                await self._confirmed.write(stream, command, self.min_replicas, self.replicas_timeout)
+                return
             if checked:
                 await self._lane.execute('XADD', self.stream(name), '*', *fields(message, message_id, checked))
                 return
@@ -149,6 +179,10 @@ class RedisBroker(AbstractQueueBroker):
             return
         message_id = check_message_id(message_id) if message_id is not None else new_message_id()
         streams = [self.stream(name) for name in names]
+        if self.redis.cluster:
+            for stream in streams:  # each queue on its own slot: one at a time
+                await self._add_many([stream], [message_id], [message], check_headers(headers))
+            return
         await self._add_many(streams, [message_id] * len(streams), [message] * len(streams), check_headers(headers))
 
     def _bare(self, name: str, headers: Mapping[str, str] | None) -> None:
@@ -178,7 +212,12 @@ class RedisBroker(AbstractQueueBroker):
                 args: list[str] = [encoded]
                 for message_id, message in zip(ids[start:start + _BATCH], messages[start:start + _BATCH], strict=True):
                     args += (message_id, message)
-                await ADD_MANY.run(self._lane.execute, streams[start:start + _BATCH], args)
+                keys = streams[start:start + _BATCH]
+                if self.min_replicas:
+                    await self._confirmed.write(keys[0], ('EVAL', ADD_MANY.text, len(keys), *keys, *args),
+                                                self.min_replicas, self.replicas_timeout)
+                else:
+                    await ADD_MANY.run(self._lane.execute, keys, args)
         except RedisError as exc:
             raise self.redis.error(exc, 'cannot send') from None
 
@@ -187,7 +226,9 @@ class RedisBroker(AbstractQueueBroker):
     async def queue_length(self, name: str, **options: Any) -> int:
         """Messages waiting: in the stream, its retries, and the microagent 1.9 list of the queue."""
         stream = self.stream(name)
-        keys = [stream, f'{stream}.delayed', name, draining_key(self.prefix, name)]
+        keys = [stream, f'{stream}.delayed']
+        if not self.redis.cluster:  # the 1.9 lists lie in other slots of a cluster (and are not served there)
+            keys += [name, draining_key(self.prefix, name)]
         try:
             return int(await QUEUE_LENGTH.run(self.execute, keys, [name]))
         except RedisError as exc:
@@ -216,6 +257,9 @@ class RedisBroker(AbstractQueueBroker):
         if self.wire == MICROAGENT1:
             raise ConfigurationError(f"{self!r}: migrate_queue moves a queue to this project's format: "
                                      "use a broker with wire='native'")
+        if self.redis.cluster:
+            raise ConfigurationError(f"{self!r}: microagent 1.9's lists are not served on a Redis Cluster (a list "
+                                     'and its stream lie in different slots): migrate on one server first')
         try:
             return await ListDrainer(self, name).drain_all()
         except RedisError as exc:
@@ -267,10 +311,12 @@ class RedisBroker(AbstractQueueBroker):
             try:
                 async with asyncio.timeout(2):
                     await self.redis.client().delete(self.heartbeat_key)
-            except (RedisError, TimeoutError) as exc:
+            # AttributeError: redis-py 5's cluster client right after a failed topology refresh (no default node).
+            except (RedisError, OSError, TimeoutError, AttributeError) as exc:
                 self.log.debug('RedisBroker: cannot remove heartbeat: %s', self.redis.describe(exc))
         await self._lane.close()
         await self.ack_lane.close()
+        await self._confirmed.close()
         await self.redis.close()
 
     async def _keep_alive(self) -> None:

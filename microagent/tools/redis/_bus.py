@@ -7,6 +7,11 @@ lost: pub/sub is at most once).
 
 Channel prefixes are bound with ``PSUBSCRIBE <prefix>*``: that is how the bus
 reads microagent 1.9's channels (``PREFIX:signal:sender``) beside its own.
+
+On a Redis Cluster (``redis+cluster://``) the bus keeps classic pub/sub: a
+message published on any node reaches the subscribers of every node, and
+patterns work (sharded pub/sub has none). The subscriber connects to any node
+that answers; when that node dies it subscribes again on another one.
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ from ..._backoff import Backoff
 from ...bus import AbstractSignalBus
 from ...exceptions import BackendError, ConfigurationError, ConnectError
 from ...wire import glob_escape
-from ._connection import RedisConnector, RedisLane, close_connection
+from ._cluster import connector_for
+from ._connection import RedisLane, close_connection
 
 __all__ = ['RedisSignalBus']
 
@@ -54,7 +60,7 @@ class RedisSignalBus(AbstractSignalBus):
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
         self.subscribe_timeout = subscribe_timeout
-        self.redis = RedisConnector(dsn, f'microagent.bus.{self.uid}', owner=type(self).__name__)
+        self.redis = connector_for(dsn, f'microagent.bus.{self.uid}', owner=type(self).__name__)
         self._lane = RedisLane(self.redis)
         self.reconnects = 0
         self._channels: set[str] = set()

@@ -61,9 +61,14 @@ class RedisConnector:
     >>> await connector.client().ping()                                        # doctest: +SKIP
     """
 
+    # Commands of the hot paths may run on dedicated connections (RedisLane). A cluster connector says no:
+    # there, every command goes where its key's slot lives, through the cluster client.
+    dedicated = True
+    cluster = False
+
     def __init__(self, dsn: str, client_name: str, callbacks: dict[str, Any] | None = None, *,
                  owner: str = 'Redis', **options: Any) -> None:
-        _check_dsn(dsn)
+        self.check_dsn(dsn)
         self.owner = owner  # who connects, named in a ConnectError
         self.callbacks = callbacks or {}
         self.dsn = dsn
@@ -81,7 +86,11 @@ class RedisConnector:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
-        return f'<RedisConnector {mask_dsn(self.dsn)} {self.client_name}>'
+        return f'<{type(self).__name__} {mask_dsn(self.dsn)} {self.client_name}>'
+
+    def check_dsn(self, dsn: str) -> None:
+        """Raise ConfigurationError unless *dsn* is one this connector serves."""
+        _check_dsn(dsn)
 
     def client(self) -> Redis:
         """The pooled client of the running loop (no connection is opened until a command runs)."""
@@ -98,9 +107,11 @@ class RedisConnector:
         """Whether a client was made in the running loop (and so may hold connections)."""
         return self._client is not None and self._loop is asyncio.get_running_loop()
 
-    async def connection(self, socket_timeout: float | None = None) -> Connection:
+    async def connection(self, socket_timeout: float | None = None, key: str | None = None) -> Connection:
         """A new connected bare connection (no retries: errors reach the caller).
 
+        *key*: the connection will serve commands on this key (a cluster
+        connects to the node of its slot; one server ignores it).
         A refused login, an unknown host or nothing listening raise a :class:`ConnectError`
         (the caller decides whether that is fatal), anything else a :class:`BackendError`.
         """
@@ -168,6 +179,8 @@ class RedisLane:
 
     async def execute(self, *args: Any, raw: bytes = b'') -> Any:
         """Run the command *args* (sent as *raw* when given: the same command, already packed)."""
+        if not self.connector.dedicated:
+            return await self.connector.client().execute_command(*args)  # type: ignore[no-untyped-call]
         if self._busy or self._loop not in (None, asyncio.get_running_loop()):
             if not self._busy:
                 self._conn, self._loop = None, None  # made in another loop: unusable here
@@ -236,8 +249,8 @@ def fast_writer(conn: Connection) -> asyncio.StreamWriter | None:
     ``_writer`` (5.x to 8.x, :data:`FAST_WRITES`) and this connection has one,
     a write is a plain buffer append; anywhere else it takes the public API.
     """
-    if not FAST_WRITES:
-        return None
+    if not FAST_WRITES or getattr(type(conn), 'public_writes', False):
+        return None  # redis-py's public path for every connection class that asks for it (Redis Cluster's)
     writer = getattr(conn, '_writer', None)
     return writer if type(writer) is asyncio.StreamWriter else None
 

@@ -4,6 +4,10 @@ Keys (``name`` is the lease name): ``name`` holds the owner id with a PX ttl;
 ``name:fence`` counts holders (the fencing token; it never expires); ``name:tick``
 remembers the last tick run.
 
+On a Redis Cluster (``redis+cluster://``) the keys are ``{name}``,
+``{name}:fence`` and ``{name}:tick`` (one hash slot: the scripts touch all
+three).
+
 Guarantee: with one Redis server (no failover to a lagging replica) each tick
 runs at most once, whatever the clocks do: a tick runs only after the server
 confirmed, atomically, that this replica owns the lease and that no later or
@@ -18,10 +22,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from redis.asyncio import Redis
-
 from ...lease import Lease
-from ._connection import RedisConnector
+from ._cluster import connector_for, is_cluster
 
 __all__ = ['RedisLease']
 
@@ -64,15 +66,17 @@ class RedisLease(Lease):
         super().__init__(dsn, name, ttl, **options)
         self.owner = uuid.uuid4().hex
         timeout = max(self.renew_interval, 0.1)
-        self.redis = RedisConnector(dsn, f'microagent.lease.{name}', socket_timeout=timeout,
-                                    socket_connect_timeout=timeout)
+        self.redis = connector_for(dsn, f'microagent.lease.{name}', socket_timeout=timeout,
+                                   socket_connect_timeout=timeout)
+        # One hash slot for the three keys on a cluster; one server keeps the names it always had.
+        self.key = f'{{{name}}}' if is_cluster(dsn) else name
 
-    def _redis(self) -> Redis:
+    def _redis(self) -> Any:
         return self.redis.client()
 
     async def _attempt(self) -> bool:
         ttl_ms = max(1, round(self.ttl * 1000))
-        result = int(await self._redis().eval(_ACQUIRE, 2, self.name, f'{self.name}:fence', self.owner, ttl_ms))
+        result = int(await self._redis().eval(_ACQUIRE, 2, self.key, f'{self.key}:fence', self.owner, ttl_ms))
         if result > 0:
             self.token = result
         return result != 0
@@ -81,12 +85,12 @@ class RedisLease(Lease):
         """Held locally, and the server agrees this replica owns the lease and *tick* did not run yet."""
         if not self.held(tick):
             return False
-        result = await self._redis().eval(_CLAIM, 2, self.name, f'{self.name}:tick', self.owner, f'{tick:.6f}')
+        result = await self._redis().eval(_CLAIM, 2, self.key, f'{self.key}:tick', self.owner, f'{tick:.6f}')
         return int(result) == 1
 
     async def _release(self, was_held: bool) -> None:
         if was_held and self.redis.active():
-            await self.redis.client().eval(_RELEASE, 1, self.name, self.owner)
+            await self.redis.client().eval(_RELEASE, 1, self.key, self.owner)
 
     async def _close(self) -> None:
         await self.redis.close()

@@ -71,7 +71,7 @@ class RedisQueueReader:
             reads = self.reads
             try:
                 # A connection of its own: a blocking read never holds up sends or acks.
-                conn = await self.broker.redis.connection(socket_timeout=self.broker.block + 10)
+                conn = await self.broker.redis.connection(socket_timeout=self.broker.block + 10, key=self.stream)
                 await self._prepare(conn)
                 self._connected(True)
                 if lost_at is not None:
@@ -102,8 +102,14 @@ class RedisQueueReader:
 
     async def _prepare(self, conn: Connection) -> None:
         # The heartbeat exists before we own any entry: nobody may think us dead. Both in one write.
-        heartbeat = pack('SET', self.broker.heartbeat_key, b'1', 'PX', int(self.broker.heartbeat_ttl * 1000))
-        await command(conn, raw=heartbeat + pack('XGROUP', 'CREATE', self.stream, self.name, '0', 'MKSTREAM'))
+        heartbeat = ('SET', self.broker.heartbeat_key, b'1', 'PX', int(self.broker.heartbeat_ttl * 1000))
+        create = pack('XGROUP', 'CREATE', self.stream, self.name, '0', 'MKSTREAM')
+        first = pack(*heartbeat)
+        if self.broker.redis.cluster:
+            # The heartbeat key lies in another slot (on another master, maybe): through the cluster client.
+            await self.broker.execute(*heartbeat)
+            first = pack('PING')  # the same two replies to read below
+        await command(conn, raw=first + create)
         try:
             await conn.read_response()
         except ResponseError as exc:
@@ -151,7 +157,8 @@ class RedisQueueReader:
             else:
                 reply = await command(conn, raw=read, timeout=self.broker.block + 10)
         except NoScriptError:
-            await FETCH.load(self.broker.execute)
+            # Loaded on this connection: the node that runs the reads (a cluster's new master after a failover).
+            await command(conn, 'SCRIPT', 'LOAD', FETCH.text)
             return []
         entries = unpack(reply) if backlog else [entry(*item) for item in reply[0][1]] if reply else []
         self.backlog = len(entries) >= count

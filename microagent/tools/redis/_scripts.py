@@ -20,7 +20,7 @@ __all__ = ['ACK', 'ADD_MANY', 'CLAIM_DEAD', 'DEAD_LETTER', 'FETCH', 'GIVE_BACK',
 
 
 class Lua:
-    """A script run with EVALSHA, loaded on the first NOSCRIPT.
+    """A script run with EVALSHA, run with EVAL (which loads it) on a NOSCRIPT.
 
     *execute* runs one command: ``client.execute_command`` or ``RedisLane.execute``.
 
@@ -34,15 +34,13 @@ class Lua:
         self.text = text
         self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
-    async def load(self, execute: Callable[..., Awaitable[Any]]) -> None:
-        await execute('SCRIPT', 'LOAD', self.text)
-
     async def run(self, execute: Callable[..., Awaitable[Any]], keys: list[Any], args: list[Any]) -> Any:
         try:
             return await execute('EVALSHA', self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            await execute('SCRIPT', 'LOAD', self.text)
-            return await execute('EVALSHA', self.sha, len(keys), *keys, *args)
+            # EVAL runs it where its keys live and caches it there. A SCRIPT LOAD may not reach that node: on
+            # a cluster just after a failover, redis-py 5 loads it on the masters it knew, not the new one.
+            return await execute('EVAL', self.text, len(keys), *keys, *args)
 
 
 _NOW_MS = """
