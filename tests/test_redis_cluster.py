@@ -16,7 +16,17 @@ import pytest
 import redis
 
 from benchmarks import redis_cluster as benchmark
-from microagent import BackendError, Catalog, ConfigurationError, MicroAgent, Queue, Signal, consumer, receiver
+from microagent import (
+    BackendError,
+    Catalog,
+    ConfigurationError,
+    ConnectError,
+    MicroAgent,
+    Queue,
+    Signal,
+    consumer,
+    receiver,
+)
 from microagent.backends import broker_class, bus_class, lease_class
 from microagent.tools.redis import RedisBroker, RedisLease, RedisSignalBus
 from microagent.tools.redis._cluster import ClusterConnector, parse_cluster_dsn
@@ -57,6 +67,19 @@ async def test_microagent1_lists_are_refused_on_a_cluster():
     assert not broker.drain_lists
     with pytest.raises(ConfigurationError, match='Cluster'):
         await broker.migrate_queue('mailer')  # raised before any connection
+
+
+async def test_a_refused_login_fails_fast_without_the_password(uid):
+    cluster = require_cluster()
+    catalog = Catalog()
+    Signal(f's_{uid}', ['n'], catalog=catalog)
+    bus = RedisSignalBus(cluster.dsn().replace('://', '://:s3cret-pw@'), catalog=catalog)
+    try:
+        with pytest.raises(ConnectError, match='authentication refused') as info:
+            await bus.bind(f'T:{uid}')
+        assert 's3cret-pw' not in str(info.value)
+    finally:
+        await bus.close()
 
 
 async def test_each_queue_keeps_its_keys_on_one_slot_and_queues_spread_over_masters(uid):
