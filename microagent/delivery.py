@@ -229,6 +229,12 @@ class ConsumerRunner:
             await self._changed.wait()
         return self._free
 
+    async def wait_idle(self) -> None:
+        """Wait until no handler of this consumer runs (Kafka runs a crash suspect alone)."""
+        while self._free < self.max_inflight:
+            self._changed.clear()
+            await self._changed.wait()
+
     def submit(self, delivery: Delivery) -> None:
         """Handle *delivery* in a task of its own; takes one slot until settled."""
         self._free -= 1

@@ -9,6 +9,7 @@ the worker: a consumer that reports each message it starts and never ends it.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -34,6 +35,7 @@ from .helpers import Collector, eventually
 from .kafka_server import Tansu, free_port, require_kafka
 
 SLOW = BACKEND.slow_factor
+CRASH_ATTEMPTS = 3
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -109,8 +111,14 @@ async def _worker(bootstrap: str, name: str, mode: str = 'hang') -> None:
     async def work(n: int) -> None:
         await asyncio.sleep(0.02)
         print(f'done {n}', flush=True)
-    handler = hang if mode == 'hang' else work
-    broker = KafkaBroker(f'kafka://{bootstrap}', catalog=catalog, session_timeout=SESSION_TIMEOUT, partitions=2)
+    async def crash(n: int) -> None:
+        if n < 0:
+            os._exit(1)  # the poison: kills its process before it can settle anything
+        await asyncio.sleep(0.01)
+        print(f'done {n}', flush=True)
+    handler = {'hang': hang, 'work': work, 'crash': crash}[mode]
+    broker = KafkaBroker(f'kafka://{bootstrap}', catalog=catalog, session_timeout=SESSION_TIMEOUT, partitions=2,
+                         max_attempts=CRASH_ATTEMPTS)
     await agent_for(queue, handler, timeout=600, max_inflight=8)(broker=broker).start()
     await asyncio.Event().wait()
 
@@ -129,6 +137,38 @@ def _kill(process: asyncio.subprocess.Process) -> None:
 async def _collect(process: asyncio.subprocess.Process, into: Collector) -> None:
     while line := await process.stdout.readline():
         into.add(int(line.split()[1]))
+
+
+async def test_message_that_kills_its_consumer_ends_in_the_dlq_after_max_attempts(stack, uid):
+    bootstrap = require_kafka()
+    catalog = Catalog()
+    queue = Queue(f'kc_{uid}', catalog=catalog)
+    sender = stack(KafkaBroker(f'kafka://{bootstrap}', catalog=catalog))
+    # One partition: the poison sits between messages that must still be handled, in order, after it.
+    await getattr(sender, queue.name).send_many([{'n': n} for n in (0, 1, 2, -1, 3, 4, 5)])
+    done = Collector()
+    readers = TaskSet('crash readers')
+    try:
+        for _ in range(CRASH_ATTEMPTS):  # each start handles the poison once more (alone after the first crash)
+            worker = await _spawn(bootstrap, queue.name, 'crash')
+            readers.spawn(_collect(worker, done))
+            async with asyncio.timeout(60 * SLOW):
+                assert await worker.wait() == 1
+        worker = await _spawn(bootstrap, queue.name, 'crash')
+        readers.spawn(_collect(worker, done))
+        await eventually(lambda: {3, 4, 5} <= set(done.items), 60 * SLOW, interval=0.1)
+        assert worker.returncode is None
+    finally:
+        _kill(worker)
+        await worker.wait()
+        await readers.drain(5)
+    assert set(done.items) == {0, 1, 2, 3, 4, 5}
+    [dead] = await sender.dead_letters(queue.name)
+    assert (json.loads(dead.body), dead.attempts) == ({'n': -1}, CRASH_ATTEMPTS)
+    assert 'died' in dead.error
+    [record] = await _raw_records(bootstrap, f'{queue.name}.dlq')
+    headers = dict(record.headers)
+    assert headers['x-attempts'] == str(CRASH_ATTEMPTS).encode() and b'died' in headers['x-error']
 
 
 @pytest.mark.slow

@@ -10,7 +10,12 @@ Topology (topics are created the first time they are used):
   message is handled once per group. A new group starts at the earliest
   offset: nothing sent before the first consumer is lost.
 * delayed retries -> ``q.retry`` (read by the same group, not-before header);
-  dead letters -> ``q.dlq`` (``attempts`` and ``error`` headers).
+  dead letters -> ``q.dlq`` (``x-attempts`` and ``x-error`` headers).
+* crashes -> ``<group>.attempts`` (compacted): before handlers start, a
+  reader notes which offsets are running; a record that was running when its
+  process died is handled alone next time, and after ``max_attempts`` such
+  starts it goes to ``q.dlq`` unhandled: a message that kills its consumer
+  cannot stop its partition for ever (``_attempts``).
 * exchange ``ex`` -> topic ``ex``; every bound queue reads it with its own
   group (fan-out) and keeps the records whose ``topic`` header matches its
   patterns (topic routing). Direct sends to a bound queue still go to ``q``.

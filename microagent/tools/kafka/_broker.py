@@ -13,6 +13,7 @@ from ..._message import check_headers, check_message_id, message_ids_for, new_me
 from ...broker import AbstractQueueBroker
 from ...delivery import DeadLetter
 from ...exceptions import BackendError, ConfigurationError
+from ._attempts import Solo
 from ._client import KafkaClients, KafkaSettings, parse_dsn, security_options, stop_consumer, true_ends
 from ._consumer import KafkaQueueReader, dlq_topic, reading
 from ._wire import RecordHeaders, outgoing
@@ -122,7 +123,8 @@ class KafkaBroker(AbstractQueueBroker):
     async def bind(self, name: str) -> None:
         runner = self._runners[name]
         group = str(runner.consumer.options.get('group') or name)
-        readers = [KafkaQueueReader(self._clients, runner, member, self.commit_window, topics)
+        solo = Solo()  # a crash suspect runs with no other handler of the queue, whichever reader has it
+        readers = [KafkaQueueReader(self._clients, runner, member, self.commit_window, topics, solo=solo)
                    for topics, member in reading(name, runner.queue.exchange, group)]
         self._queue_readers[name] = readers
         try:

@@ -98,6 +98,9 @@ class KafkaClients:
         self._lock = asyncio.Lock()
         self.idempotent = False
         self._refused = False  # the broker refused idempotence once: do not ask again on reopen
+        self._probe: AIOKafkaConsumer | None = None  # group-less reader of attempt notes
+        self._probing = asyncio.Lock()               # the probe is re-assigned by each read
+        self._counts: dict[str, int] = {}            # partitions of the note topics
 
     # -- producing -------------------------------------------------------------
 
@@ -144,14 +147,15 @@ class KafkaClients:
         return producer
 
     async def produce(self, topic: str, value: bytes, headers: Sequence[tuple[str, bytes]] = (),
-                      key: bytes | None = None) -> None:
+                      key: bytes | None = None, partition: int | None = None) -> None:
         """Write one record and wait until the broker acknowledged it (acks=all)."""
         try:
             if topic not in self._topics:
                 await self.ensure_topics([topic])
             producer = self._producer or await self.producer()
             async with asyncio.timeout(self.settings.request_timeout):
-                await (await producer.send(topic, value, key=key, headers=list(headers) or None))
+                await (await producer.send(topic, value, key=key, headers=list(headers) or None,
+                                           partition=partition))
         except (KafkaError, OSError, TimeoutError) as exc:
             raise await self._send_failed(topic, exc) from None
 
@@ -199,8 +203,8 @@ class KafkaClients:
         admin = await self._admin_client()
         try:
             async with asyncio.timeout(self.settings.request_timeout):
-                response = await admin.create_topics([NewTopic(t, partitions or self.partitions_for(t), 1)
-                                                      for t in missing])
+                response = await admin.create_topics([NewTopic(t, partitions or self.partitions_for(t), 1,
+                                                               topic_configs=_configs(t)) for t in missing])
         except (KafkaError, OSError, TimeoutError) as exc:
             raise BackendError(self.settings.mask(f'kafka: cannot create topics {missing}: '
                                                   f'{type(exc).__name__}: {exc}')) from None
@@ -244,11 +248,63 @@ class KafkaClients:
             await consumer.topics()
         return [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
 
+    async def write_note(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
+        """Write *value* under *key* to ``topic[partition % n]``, where :meth:`last_record` finds it."""
+        count = self._counts.get(topic)
+        if count is None:
+            try:
+                await self.ensure_topics([topic])
+                producer = await self.producer()
+                async with asyncio.timeout(self.settings.request_timeout):
+                    count = self._counts[topic] = len(await producer.partitions_for(topic)) or 1
+            except (KafkaError, OSError, TimeoutError) as exc:
+                raise self._send_failed(topic, exc) from None
+        await self.produce(topic, value, key=key, partition=partition % count)
+
+    # -- reading one key's latest record -----------------------------------------
+
+    async def last_record(self, topic: str, partition: int, key: bytes, tail: int = 32) -> bytes | None:
+        """The value of the latest record with *key* among the last *tail* of ``topic[partition % n]``.
+
+        For attempt notes (``_attempts``): each reader writes its partition's
+        notes to one partition of a topic, the latest one counts.
+        """
+        from aiokafka import TopicPartition
+        async with self._probing, asyncio.timeout(self.settings.request_timeout):
+            probe = await self._probe_consumer()
+            count = len(await self.partitions(probe, [topic])) or 1
+            tp = TopicPartition(topic, partition % count)
+            end = (await true_ends(probe, await probe.end_offsets([tp])))[tp]
+            if end <= 0:
+                return None
+            probe.assign([tp])
+            probe.seek(tp, max(0, end - tail))
+            found: bytes | None = None
+            while await probe.position(tp) < end:
+                batch = await probe.getmany(tp, timeout_ms=500)
+                for record in batch.get(tp, ()):
+                    if record.key == key:
+                        found = record.value
+            return found
+
+    async def _probe_consumer(self) -> AIOKafkaConsumer:
+        if self._probe is None:
+            probe = AIOKafkaConsumer(**self.settings.consumer(None))
+            try:
+                await probe.start()
+            except BaseException:
+                await _quietly(probe, 'stop', self.settings.request_timeout)
+                raise
+            self._probe = probe
+        return self._probe
+
     async def close(self) -> None:
-        """Stop the producer (flushing what is queued) and the admin client."""
-        producer, admin = self._producer, self._admin
-        self._producer = self._admin = None
+        """Stop the producer (flushing what is queued), the admin client and the probe."""
+        producer, admin, probe = self._producer, self._admin, self._probe
+        self._producer = self._admin = self._probe = None
         self._topics.clear()
+        if probe is not None:
+            await _quietly(probe, 'stop', self.settings.request_timeout)
         if producer is not None:
             await _quietly(producer, 'stop', self.settings.request_timeout)
         if admin is not None:
@@ -282,6 +338,11 @@ async def true_ends(probe: AIOKafkaConsumer, ends: Mapping[Any, int], timeout_ms
         if not missing:
             break
     return result
+
+
+def _configs(topic: str) -> dict[str, str]:
+    """Attempt notes (``_attempts``): only the latest record of each key matters."""
+    return {'cleanup.policy': 'compact'} if topic.endswith('.attempts') else {}
 
 
 def security_options(dsn_options: Mapping[str, Any], explicit: Mapping[str, Any]) -> dict[str, Any]:

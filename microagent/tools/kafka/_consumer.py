@@ -40,6 +40,8 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from ..._tasks import TaskSet
 from ...delivery import ConsumerRunner, Delivery
+from ...exceptions import DeliveryError
+from ._attempts import LOST_ATTEMPT, PartitionAttempts, Snapshot, Solo, attempts_topic
 from ._client import KafkaClients, stop_consumer
 from ._offsets import PartitionOffsets
 from ._stall import StallWatch
@@ -111,12 +113,16 @@ class KafkaDelivery(Delivery):
                                            key=self._record.key)
         self._reader.settle(self._part, self._record.offset)
 
+    @property
+    def offset(self) -> int:
+        return int(self._record.offset)
+
     def raw(self) -> dict[str, Any]:
         """``kafka``: the aiokafka ``ConsumerRecord``, for handlers with a ``kafka`` parameter."""
         return {'kafka': self._record}
 
     async def release(self) -> None:
-        self._reader.release(self._part)
+        self._reader.release(self._part, self._record.offset)
 
     @property
     def body_bytes(self) -> bytes:
@@ -145,8 +151,9 @@ class KafkaQueueReader:
     """
 
     def __init__(self, clients: KafkaClients, runner: ConsumerRunner, group: str, window: int = 0,
-                 topics: list[str] | None = None) -> None:
+                 topics: list[str] | None = None, *, solo: Solo | None = None) -> None:
         self.clients = clients
+        self.solo = solo or Solo()       # shared by a queue's readers: a crash suspect runs alone
         self.window = window if window > 0 else 4 * runner.max_inflight
         self._unsaved = 0                # handled messages whose offsets no successful commit covers yet
         self._saved = asyncio.Event()
@@ -156,6 +163,8 @@ class KafkaQueueReader:
         self.group = group
         self.topics = topics or [self.name]
         self._retries = retry_topic(self.name)
+        self._notes = attempts_topic(group)
+        self._books: dict[TopicPartition, asyncio.Task[PartitionAttempts]] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self.ready = asyncio.Event()
         self._parts: dict[TopicPartition, PartitionOffsets] = {}
@@ -179,7 +188,7 @@ class KafkaQueueReader:
     async def start(self) -> None:
         """Create the topics, join the group (the join completes in the background)."""
         settings = self.clients.settings
-        await self.clients.ensure_topics(self.topics)
+        await self.clients.ensure_topics([*self.topics, self._notes])
         consumer = AIOKafkaConsumer(**settings.consumer(self.group))
         try:
             async with asyncio.timeout(settings.request_timeout):
@@ -213,7 +222,7 @@ class KafkaQueueReader:
                 await self._fence(consumer, batch)
                 continue
             for tp, records in batch.items():
-                self._take(tp, records)
+                await self._take(tp, records)
 
     async def _fence(self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]]) -> None:
         """After a stall or a refused commit: give *batch* back and hand nothing out until the group's verdict.
@@ -262,16 +271,19 @@ class KafkaQueueReader:
             return 0
         return min(free, self.window - self._unsaved)
 
-    def _take(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]) -> None:
+    async def _take(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]) -> None:
         part = self._parts.get(tp)
         if part is None:  # revoked between the fetch and now: the new owner reads it
             return
-        now_ms = time.time() * 1000
+        book = part.attempts = await self._book(tp)
         retries, exchange = tp.topic == self._retries, tp.topic == self.queue.exchange
         for record in records:
-            attempt = 1
+            if self._parts.get(tp) is not part or not self.runner.active:
+                return  # revoked or stopping meanwhile: what was not started is read again
             headers = RecordHeaders(record.headers)
+            attempt = 1
             if retries:
+                now_ms = time.time() * 1000
                 due = headers.number('x-not-before', 0)
                 if due > now_ms:
                     self._defer(tp, part, record.offset, (due - now_ms) / 1000)
@@ -281,8 +293,89 @@ class KafkaQueueReader:
                 part.take(record.offset, handled=False)
                 self._settled(part.settle(record.offset, handled=False))
                 continue
-            part.take(record.offset)
-            self.runner.submit(KafkaDelivery(self, part, record, attempt, headers))
+            if not await self._start(tp, part, book, record, attempt=attempt, headers=headers):
+                self._seek(tp, record.offset)
+                await asyncio.sleep(COMMIT_RETRY)  # back off a failing note, not synchronisation
+                return
+
+    async def _start(self, tp: TopicPartition, part: PartitionOffsets, book: PartitionAttempts,
+                     record: ConsumerRecord[Any, Any], *, attempt: int, headers: RecordHeaders) -> bool:
+        """Note the start, then hand *record* to the runner; False when the note could not be written."""
+        offset = record.offset
+        crashes = book.prior(offset)
+        if crashes and attempt + crashes > self.runner.max_attempts:
+            await self._crashed(part, book, KafkaDelivery(self, part, record, attempt + crashes - 1, headers))
+            return True
+        if crashes:
+            return await self._alone(tp, part, book, KafkaDelivery(self, part, record, attempt + crashes, headers),
+                                     crashes + 1)
+        await self.solo.wait()
+        if book.needs_note(offset) and not await self._note(tp, book.note(offset, self.runner.max_inflight)):
+            return False
+        book.start(offset, 1)
+        part.take(offset)
+        self.runner.submit(KafkaDelivery(self, part, record, attempt, headers))
+        return True
+
+    async def _alone(self, tp: TopicPartition, part: PartitionOffsets, book: PartitionAttempts,
+                     delivery: KafkaDelivery, count: int) -> bool:
+        """A record that was running when a process died runs with no other handler of the queue: if it
+        kills this process too, the note names only it."""
+        offset = delivery.offset
+        async with self.solo.hold():
+            await self.runner.wait_idle()
+            if not await self._note(tp, book.alone(offset, count)):
+                book.release(offset)
+                return False
+            part.take(offset)
+            self.runner.submit(delivery)
+            while offset in book.started and self.runner.active:
+                self._changed.clear()
+                await self._changed.wait()
+        return True
+
+    async def _crashed(self, part: PartitionOffsets, book: PartitionAttempts, delivery: KafkaDelivery) -> None:
+        log.error('kafka %s: message %s was started %d times without being settled (its consumer died), '
+                  'dead-lettering', self.name, delivery.message_id, delivery.attempt)
+        self.runner.stats.dead_lettered += 1
+        part.take(delivery.offset)
+        book.start(delivery.offset, book.prior(delivery.offset) + 1)
+        try:
+            await delivery.dead_letter(LOST_ATTEMPT)
+        except DeliveryError as exc:
+            log.warning('kafka %s: cannot dead-letter %s (%s); it is read again later', self.name,
+                        delivery.message_id, exc)
+            await delivery.release()
+
+    async def _book(self, tp: TopicPartition) -> PartitionAttempts:
+        """The partition's crash counts, read from the last note when it was assigned."""
+        task = self._books.get(tp)
+        if task is None:
+            task = self._books[tp] = self._tasks.spawn(self._load(tp), name=f'kafka attempts {tp}')
+        return await asyncio.shield(task)
+
+    async def _load(self, tp: TopicPartition) -> PartitionAttempts:
+        consumer = self.consumer
+        try:
+            committed = (await consumer.committed(tp) if consumer is not None else None) or 0
+            raw = await self.clients.last_record(self._notes, tp.partition, _note_key(tp))
+        except Exception as exc:  # noqa: BLE001 - without the note, crashes before this one are not counted
+            log.warning('kafka %s: cannot read the attempt note of %s (%s); earlier crashes are not counted',
+                        self.name, tp, type(exc).__name__)
+            return PartitionAttempts(Snapshot(), 0)
+        return PartitionAttempts(Snapshot.decode(raw), committed)
+
+    async def _note(self, tp: TopicPartition, snapshot: Snapshot) -> bool:
+        try:
+            await self.clients.write_note(self._notes, tp.partition, _note_key(tp), snapshot.encode())
+        except DeliveryError as exc:
+            log.warning('kafka %s: cannot note the attempts of %s (%s); handlers wait', self.name, tp, exc)
+            return False
+        return True
+
+    def _seek(self, tp: TopicPartition, offset: int) -> None:
+        if self.consumer is not None and tp in self._parts:
+            self.consumer.seek(tp, offset)
 
     def _defer(self, tp: TopicPartition, part: PartitionOffsets, offset: int, delay: float) -> None:
         """Hold a not-yet-due retry partition at *offset* until *delay* has passed."""
@@ -309,9 +402,13 @@ class KafkaQueueReader:
     def settle(self, part: PartitionOffsets, offset: int) -> None:
         if not part.revoked:
             self._unsaved += 1
+            if part.attempts is not None:
+                part.attempts.settle(offset)
         self._settled(part.settle(offset))
 
-    def release(self, part: PartitionOffsets) -> None:
+    def release(self, part: PartitionOffsets, offset: int) -> None:
+        if not part.revoked and part.attempts is not None:
+            part.attempts.release(offset)
         part.release()
         self._changed.set()
 
@@ -364,6 +461,9 @@ class KafkaQueueReader:
     def assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
             self._parts[tp] = PartitionOffsets()
+            # The last owner's note is read now, before the first fetch of the partition is handed out.
+            self._books.pop(tp, None)
+            self._books[tp] = self._tasks.spawn(self._load(tp), name=f'kafka attempts {tp}')
         # A new generation reads from the committed offsets: whatever a stall left in the buffer is gone,
         # and what was handled but not committed is the new owners' to handle again.
         self._stall.clear()
@@ -383,8 +483,17 @@ class KafkaQueueReader:
         except TimeoutError:
             log.warning('kafka %s: rebalance while handlers still run; they may run again elsewhere', self.name)
         await self.commit(mine)
+        await self._clean(mine)
         for tp in mine:
             self._parts.pop(tp).revoked = True
+            self._books.pop(tp, None)
+
+    async def _clean(self, partitions: set[TopicPartition]) -> None:
+        """Leaving partitions cleanly: their notes count only what still runs (and the suspects)."""
+        for tp in partitions:
+            part = self._parts.get(tp)
+            if part is not None and part.attempts is not None:
+                await self._note(tp, part.attempts.clean())
 
     async def close(self) -> None:
         """Final commit of what settled, then leave the group."""
@@ -397,6 +506,10 @@ class KafkaQueueReader:
         if consumer is None:
             return
         await self.commit()
+        await self._clean(set(self._parts))
         self.consumer = None
         await stop_consumer(consumer, settings.request_timeout)
 
+
+def _note_key(tp: TopicPartition) -> bytes:
+    return f'{tp.topic}/{tp.partition}'.encode()

@@ -15,13 +15,18 @@ committed by this member: the group gets it again, with what followed it.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._attempts import PartitionAttempts
+
 __all__ = ['PartitionOffsets']
 
 
 class PartitionOffsets:
     """Pending offsets of one partition and the position the group may commit."""
 
-    __slots__ = ('busy', 'committed', 'pending', 'position', 'revoked')
+    __slots__ = ('attempts', 'busy', 'committed', 'pending', 'position', 'revoked')
 
     def __init__(self) -> None:
         self.pending: dict[int, bool] = {}   # offset -> settled, in fetch (= offset) order
@@ -29,6 +34,7 @@ class PartitionOffsets:
         self.committed: int | None = None    # what the last successful commit stored
         self.busy = 0                        # deliveries handed to the runner, not settled/released
         self.revoked = False                 # a rebalance took the partition: settles are ignored
+        self.attempts: PartitionAttempts | None = None  # crash counts, once the last owner's note is read
 
     def __repr__(self) -> str:
         return f'<PartitionOffsets pending={len(self.pending)} position={self.position} busy={self.busy}>'
