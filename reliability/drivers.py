@@ -10,6 +10,8 @@ unless named in *faults*)::
     stop       SIGSTOP a worker past its lease, then SIGCONT
     restart    kill the broker and start it again (durable storage)
     killer     a message whose handler SIGKILLs its own process (once)
+    crasher    a message whose handler SIGKILLs every process that handles it:
+               dead-lettered after max_attempts, each crash counted as an attempt
     poison     always-failing, oversized and deeply nested messages
     singleton  SIGKILL the holder of a singleton job's lease, several times
                (a second group, three replicas of reliability.singleton.TickAgent,
@@ -53,7 +55,7 @@ __all__ = ['FAULTS', 'SIZES', 'Size', 'run_backend']
 
 TICKERS = 3  # replicas of the singleton job (issue 9, item 7)
 
-FAULTS = ('kill', 'cut', 'blackhole', 'stop', 'restart', 'killer', 'poison', 'singleton', 'term')
+FAULTS = ('kill', 'cut', 'blackhole', 'stop', 'restart', 'killer', 'crasher', 'poison', 'singleton', 'term')
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,17 @@ class Run:
         await group.wait_line(r'exited with -9', count=exits + 1)
         self.figures['killer_exits'] = group.count('exited with') - exits
         await self.pace(self.size.phase)
+
+    async def fault_crasher(self, group: Group) -> None:
+        exits = group.count('exited with')
+        attempts = int(self.rig.options['max_attempts'])
+        await self.producer.send({'mid': 'crasher-0', 'mode': 'kill-always'})
+        await group.wait_line(r'exited with -9', count=exits + attempts)
+        for n in range(attempts):  # each death is a disruption: what its process held may be handled again
+            self.ledger.fault('crasher', f'death {n + 1}', recovery=False)
+        # The worker that gets it next dead-letters it unhandled (the count is spent): no further exit.
+        await self.pace(self.size.phase)
+        self.figures['crasher_exits'] = group.count('exited with') - exits
 
     async def fault_poison(self, group: Group) -> None:
         # The rate is measured against poison only: a group still recovering from the previous fault (on Kafka,

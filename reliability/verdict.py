@@ -25,7 +25,7 @@ __all__ = ['dead_ids', 'judge']
 
 MIN_RATE_RATIO = 0.9
 MAX_RECOVERY_P99 = 5.0
-EXPECTED_DEAD = {f'poison-{n}' for n in range(1000)} | {'oversized-0', 'nested-0'}
+EXPECTED_DEAD = {f'poison-{n}' for n in range(1000)} | {'oversized-0', 'nested-0', 'crasher-0'}
 
 
 def _row(check: str, value: Any, limit: str, ok: bool) -> dict[str, Any]:
@@ -69,6 +69,8 @@ def judge(rig: Rig, faults: tuple[str, ...], size: Size, records: list[dict[str,
                          took is not None and took <= size.grace + 1))
     if 'killer' in faults:
         rows += _killer_rows(counts, figures)
+    if 'crasher' in faults:
+        rows += _crasher_rows(dead, figures, max_attempts)
     if 'poison' in faults:
         rows += _poison_rows(records, counts, figures=figures, dead=dead, max_attempts=max_attempts,
                              poison=size.poison)
@@ -95,7 +97,7 @@ def _disruptions(counts: Counts, replicas: int) -> int:
     """How many times a consumer's in-flight messages could have been handled twice."""
     per_fault = Counter(f['name'] for f in counts.faults)
     every_consumer = per_fault['cut'] + per_fault['blackhole'] + per_fault['restart'] + per_fault['term']
-    return 1 + per_fault['kill'] + per_fault['stop'] + 1 + replicas * every_consumer
+    return 1 + per_fault['kill'] + per_fault['crasher'] + per_fault['stop'] + 1 + replicas * every_consumer
 
 
 def _killer_rows(counts: Counts, figures: dict[str, Any]) -> list[dict[str, Any]]:
@@ -103,6 +105,15 @@ def _killer_rows(counts: Counts, figures: dict[str, Any]) -> list[dict[str, Any]
     exits = figures.get('killer_exits')
     return [_row('self-killing message handled after its process died', handled, 'true', handled),
              _row('processes it killed', exits, '1', exits == 1)]
+
+
+def _crasher_rows(dead: list[dict[str, Any]], figures: dict[str, Any], max_attempts: int) -> list[dict[str, Any]]:
+    found = [d for d in dead if _mid(d) == 'crasher-0']
+    attempts = found[0]['attempts'] if found else None
+    exits = figures.get('crasher_exits')
+    return [_row('message killing every process: dead-lettered after max_attempts', attempts,
+                 f'== {max_attempts}', attempts == max_attempts),
+            _row('processes it killed', exits, f'{max_attempts}', exits == max_attempts)]
 
 
 def _poison_rows(records: list[dict[str, Any]], counts: Counts, *, figures: dict[str, Any],
