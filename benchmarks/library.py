@@ -132,6 +132,35 @@ async def asyncio_ceiling(n: int) -> float | None:
     return rate(n, time.perf_counter() - started)
 
 
+async def drain(ctx: Ctx) -> dict[str, Any]:
+    """D2: a pre-filled queue drained by handlers awaiting 5 ms, 64 in flight, vs bare asyncio in this process.
+
+    The rate runs from the first message handled to the last (joining a consumer group is not counted);
+    ``asyncio_rate`` is 64 bare asyncio workers doing the same awaits, measured right after.
+    """
+    seen = Seen(ctx.n)
+    catalog = Catalog()
+    queue = Queue(ctx.name, catalog=catalog)
+    broker = make_broker(ctx.dsn, catalog=catalog, **ctx.options)
+    try:
+        bound = BoundQueue(broker, queue)
+        for part in chunks(ctx.n, ctx.batch):
+            await bound.send_many([payload(i) for i in part])
+        agent = consumer_agent(queue, seen, D_HANDLER_SECONDS, max_inflight=D_INFLIGHT)(broker=broker)
+        await agent.start()
+        try:
+            await seen.all(ctx.timeout)
+        finally:
+            await agent.stop(timeout=5)
+    finally:
+        await broker.close()
+    # From the first handler's start (its end minus its 5 ms) to the last end, as the asyncio side is timed.
+    drained = rate(seen.count, seen.last - seen.first + D_HANDLER_SECONDS)
+    ceiling = await asyncio_ceiling(ctx.n)
+    return {'count': seen.count, 'duplicates': seen.duplicates, 'drain_rate': drained, 'asyncio_rate': ceiling,
+            'vs_asyncio': drained / ceiling if drained and ceiling else None}
+
+
 @asynccontextmanager
 async def buses(ctx: Ctx, handler: Callable[..., Any]) -> AsyncIterator[BoundSignal]:
     """A receiver agent on one bus running *handler*; yields the signal bound to a second bus."""
@@ -277,5 +306,5 @@ async def run(ctx: Ctx, scenario: str) -> dict[str, Any]:
         return await queue_e2e(ctx, batched=False)
     if scenario == 'A2':
         return await queue_e2e(ctx, batched=True)
-    handlers = {'B': signals, 'C': rpc, 'D': concurrency, 'F': startup, 'G': soak}
+    handlers = {'B': signals, 'C': rpc, 'D': concurrency, 'D2': drain, 'F': startup, 'G': soak}
     return await handlers[scenario](ctx)
