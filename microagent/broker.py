@@ -10,8 +10,10 @@ Delivery contract, the same for every backend (the shared contract suite in
   attempt count travels with the message. After ``max_attempts`` the message
   goes to ``<queue>.dlq`` with the error. Undecodable or oversized payloads and
   messages the handler (or its DTO) cannot accept go there at once.
-* **In-flight limit.** A consumer holds at most ``max_inflight`` unsettled
-  messages; backends read no more than the free slots.
+* **In-flight limit.** A consumer runs at most ``max_inflight`` handlers and
+  holds at most ``prefetch`` (default ``max_inflight``) more messages read
+  ahead, so a handler that ends is replaced without a read round trip; a stop
+  gives those back at once. Backends read no more than the free slots.
 * **Ordering.** FIFO per queue (per partition for Kafka) for first
   deliveries; retries and concurrency (``max_inflight > 1``) may reorder.
 * **Idempotency.** Duplicates are possible after crashes: handlers should be
@@ -393,7 +395,12 @@ class AbstractQueueBroker(Shared, abc.ABC):
             return 0
         runner.active = False
         await cancel_task(self._readers.pop(name, None))
+        await self._give_back_unstarted(name)
         return await runner.drain(timeout)
+
+    async def _give_back_unstarted(self, name: str) -> None:  # noqa: B027 - optional hook, nothing by default
+        """Unbinding, reader stopped: give back at once what the backend received but never handed out
+        (a push consumer's buffer), before the running handlers are awaited."""
 
     def consuming(self, name: str) -> bool:
         """Whether the consumer of queue *name* is bound, connected and reading (readiness).

@@ -179,14 +179,24 @@ def receiver(*signals: Signal, timeout: float = 60) -> Callable[[F], F]:
     return _mark(ReceiverSpec(tuple(signals), float(timeout)))
 
 
+def _check_counts(options: dict[str, Any]) -> None:
+    for key in ('max_inflight', 'max_attempts'):
+        if key in options:
+            _positive('consumer', **{key: options[key]})
+    prefetch = options.get('prefetch', 0)
+    if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0:
+        raise ConfigurationError(f'consumer: prefetch must be an int >= 0, got {prefetch!r}')
+
+
 def consumer(queue: Queue, timeout: float = 60, dto_class: Any = None, dto_name: str | None = None,
              **options: Any) -> Callable[[F], F]:
     """Binding for consuming messages from queue; only one handler per queue.
 
     ``dto_class`` (a dataclass, a pydantic model or any callable) is built from
     the message and passed as ``dto_name`` (default ``dto``). Options:
-    ``max_inflight``, ``max_attempts``, ``retry_delay``, ``effects`` and
-    backend-specific ones. ``effects`` (e.g. ``PostgresEffects(dsn)``, see
+    ``max_inflight``, ``prefetch`` (messages read ahead beside the running
+    handlers, default ``max_inflight``), ``max_attempts``, ``retry_delay``,
+    ``effects`` and backend-specific ones. ``effects`` (e.g. ``PostgresEffects(dsn)``, see
     docs/exactly-once.md) runs the handler in a transaction passed as ``tx``.
 
     Not run: a fragment of an agent class body (its declarations are the reader's).
@@ -202,9 +212,7 @@ def consumer(queue: Queue, timeout: float = 60, dto_class: Any = None, dto_name:
         raise ConfigurationError('consumer: dto_class must be callable')
     if dto_name is not None and (not isinstance(dto_name, str) or not dto_name.isidentifier()):
         raise ConfigurationError(f'consumer: dto_name must be an identifier, got {dto_name!r}')
-    for key in ('max_inflight', 'max_attempts'):
-        if key in options:
-            _positive('consumer', **{key: options[key]})
+    _check_counts(options)
     mark = _mark(ConsumerSpec(queue, float(timeout), dto_class, dto_name, tuple(sorted(options.items()))))
     if options.get('effects') is None:
         return mark

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import collections
 import contextvars
 import inspect
 import random
@@ -182,7 +183,10 @@ class ConsumerStats:
 class ConsumerRunner:
     """Runs one consumer's handler over deliveries, at most ``max_inflight`` at once.
 
-    Backend read loop::
+    It also holds up to ``prefetch`` deliveries (``max_inflight`` by default)
+    waiting for a slot, so a handler that ends is replaced at once, not one
+    read round trip later; a stop gives those back at once (``release``).
+    ``free_slots`` counts both: a backend reads that many. Backend read loop::
 
         while runner.active:
             free = await runner.wait_slots()            # >= 1
@@ -196,12 +200,14 @@ class ConsumerRunner:
         self.queue = consumer.queue
         options = consumer.options
         self.max_inflight = int(options.get('max_inflight', broker.max_inflight))
+        self.prefetch = max(0, int(options.get('prefetch', self.max_inflight)))
         self.max_attempts = int(options.get('max_attempts', broker.max_attempts))
         self.retry_delay = float(options.get('retry_delay', broker.retry_delay))
         self.active = True
         self.stats = ConsumerStats()
         self._tasks = TaskSet(f'consumer {self.queue.name}')
-        self._free = self.max_inflight
+        self._free = self.max_inflight          # handler slots
+        self._waiting: collections.deque[Delivery] = collections.deque()  # prefetched, waiting for a slot
         self._changed = asyncio.Event()
         self._effects: Effects | None = options.get('effects')
         self._accepts = _accepts(consumer, injected=EFFECTS_KEYWORD if self._effects is not None else None)
@@ -212,31 +218,42 @@ class ConsumerRunner:
         self._telemetry: Telemetry | None = getattr(broker, 'telemetry', None)
 
     def __repr__(self) -> str:
-        return f'<ConsumerRunner {self.queue.name} -> {self._label} free={self._free}/{self.max_inflight}>'
+        return (f'<ConsumerRunner {self.queue.name} -> {self._label} free={self._free}/{self.max_inflight} '
+                f'waiting={len(self._waiting)}>')
 
     @property
     def free_slots(self) -> int:
-        return self._free
+        """How many more deliveries the runner takes now: free handler slots plus room to prefetch."""
+        return self._free + self.prefetch - len(self._waiting)
 
     @property
     def inflight(self) -> int:
+        """Deliveries held: handlers running plus prefetched ones waiting for a slot."""
+        return self.max_inflight - self._free + len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        """Handlers running now (never more than ``max_inflight``)."""
         return self.max_inflight - self._free
 
     async def wait_slots(self) -> int:
-        """Wait until at least one in-flight slot is free; the number free."""
-        while self._free <= 0:
+        """Wait until the runner takes at least one more delivery; how many."""
+        while self.free_slots <= 0:
             self._changed.clear()
             await self._changed.wait()
-        return self._free
+        return self.free_slots
 
     async def wait_idle(self) -> None:
-        """Wait until no handler of this consumer runs (Kafka runs a crash suspect alone)."""
-        while self._free < self.max_inflight:
+        """Wait until no handler of this consumer runs or waits (Kafka runs a crash suspect alone)."""
+        while self._free < self.max_inflight or self._waiting:
             self._changed.clear()
             await self._changed.wait()
 
     def submit(self, delivery: Delivery) -> None:
-        """Handle *delivery* in a task of its own; takes one slot until settled."""
+        """Handle *delivery* in a task of its own (takes a slot until settled), or keep it until a slot frees."""
+        if self._free <= 0 and self.active:
+            self._waiting.append(delivery)
+            return
         self._free -= 1
         self._tasks.spawn(self._run(delivery), name=self._label)
 
@@ -249,6 +266,9 @@ class ConsumerRunner:
         """Stop intake, wait for in-flight handlers until *timeout*, cancel (release) the rest."""
         self.active = False
         self._changed.set()
+        waiting, self._waiting = list(self._waiting), collections.deque()
+        for delivery in waiting:  # never started: back to the broker at once, for another consumer
+            self._tasks.spawn(self._settle(delivery.release(), delivery, 'release'), name=f'{self._label} release')
         cut = await self._tasks.drain(timeout)
         self._watchdog.close()
         return cut
@@ -268,6 +288,8 @@ class ConsumerRunner:
             raise
         finally:
             self._free += 1
+            if self._waiting and self.active:
+                self.submit(self._waiting.popleft())  # the next one starts now: no read in between
             self._changed.set()
 
     async def _process(self, delivery: Delivery) -> str | None:

@@ -118,7 +118,7 @@ async def test_queue_length_counts_waiting_retries_not_in_flight(admin, prefix, 
     release = asyncio.Event()
 
     class Agent(MicroAgent):
-        @consumer(queue, max_inflight=1)
+        @consumer(queue, max_inflight=1, prefetch=0)  # nothing read ahead: n=2 waits in the stream
         async def handle(self, n: int) -> None:
             calls.add(n)
             if n == 0:

@@ -405,7 +405,7 @@ class AMQPBroker(AbstractQueueBroker):
         await self.consume_connection.get(None)
         channel, lane = await self.consume_connection.channel(timeout)
         try:
-            await channel.basic_qos(prefetch_count=runner.max_inflight, timeout=timeout)
+            await channel.basic_qos(prefetch_count=runner.max_inflight + runner.prefetch, timeout=timeout)
             await self._topology.declare(channel, name, timeout)
             feed = Feed(self, name, runner, quorum=self.is_quorum(name))
             channel.closing.add_done_callback(lambda _: feed.inbox.put_nowait(None))
@@ -442,12 +442,16 @@ class AMQPBroker(AbstractQueueBroker):
     async def unbind(self, name: str, timeout: float | None = 30.0) -> int:
         cut = await super().unbind(name, timeout)
         channel = self._consumer_channels.pop(name, None)
-        feed = self._feeds.pop(name, None)
-        if feed is not None and channel is not None and not channel.is_closed:
-            await feed.give_back(channel)
+        self._feeds.pop(name, None)
         # Closing the channel requeues whatever is still delivered to it and never settled.
         await close_channel(channel)
         return cut
+
+    async def _give_back_unstarted(self, name: str) -> None:
+        # Before the running handlers are awaited: what waits in the feed goes to another consumer now.
+        channel, feed = self._consumer_channels.get(name), self._feeds.get(name)
+        if feed is not None and channel is not None and not channel.is_closed:
+            await feed.give_back(channel)
 
     async def migrate_queue(self, name: str) -> int:
         """Give queue *name*, declared by microagent 1.9, this project's arguments; how many messages it held.

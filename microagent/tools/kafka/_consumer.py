@@ -269,7 +269,17 @@ class KafkaQueueReader:
                 except TimeoutError:
                     pass
             return 0
-        return min(free, self.window - self._unsaved)
+        # Taken and not settled yet (running, or prefetched in the runner) counts against the window too.
+        room = self.window - self._unsaved - sum(part.busy for part in self._parts.values())
+        if room <= 0:
+            self._changed.clear()
+            try:  # until one of them settles; bounded: the loop re-checks that the runner is still active
+                async with asyncio.timeout(FETCH_WAIT_MS / 1000):
+                    await self._changed.wait()
+            except TimeoutError:
+                pass
+            return 0
+        return min(free, room)
 
     async def _take(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]) -> None:
         part = self._parts.get(tp)
