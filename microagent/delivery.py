@@ -208,6 +208,7 @@ class ConsumerRunner:
         self._tasks = TaskSet(f'consumer {self.queue.name}')
         self._free = self.max_inflight          # handler slots
         self._waiting: collections.deque[Delivery] = collections.deque()  # prefetched, waiting for a slot
+        self._settling = 0                      # handlers done, their ack (retry, dead letter) on its way
         self._changed = asyncio.Event()
         self._effects: Effects | None = options.get('effects')
         self._accepts = _accepts(consumer, injected=EFFECTS_KEYWORD if self._effects is not None else None)
@@ -224,12 +225,13 @@ class ConsumerRunner:
     @property
     def free_slots(self) -> int:
         """How many more deliveries the runner takes now: free handler slots plus room to prefetch."""
-        return self._free + self.prefetch - len(self._waiting)
+        # Acks on their way take no handler slot and, up to max_inflight of them, no prefetch room either.
+        return self._free + self.prefetch - len(self._waiting) - max(0, self._settling - self.max_inflight)
 
     @property
     def inflight(self) -> int:
-        """Deliveries held: handlers running plus prefetched ones waiting for a slot."""
-        return self.max_inflight - self._free + len(self._waiting)
+        """Deliveries held: handlers running, prefetched ones waiting for a slot, handled ones settling."""
+        return self.max_inflight - self._free + len(self._waiting) + self._settling
 
     @property
     def running(self) -> int:
@@ -245,7 +247,7 @@ class ConsumerRunner:
 
     async def wait_idle(self) -> None:
         """Wait until no handler of this consumer runs or waits (Kafka runs a crash suspect alone)."""
-        while self._free < self.max_inflight or self._waiting:
+        while self._free < self.max_inflight or self._waiting or self._settling:
             self._changed.clear()
             await self._changed.wait()
 
@@ -287,14 +289,25 @@ class ConsumerRunner:
             await self._settle(delivery.release(), delivery, 'release')
             raise
         finally:
-            self._free += 1
-            if self._waiting and self.active:
-                self.submit(self._waiting.popleft())  # the next one starts now: no read in between
+            self._settling -= 1
             self._changed.set()
+
+    def _handler_ended(self) -> None:
+        """The handler returned (or never ran): its slot goes to the next delivery while this one settles."""
+        self._free += 1
+        self._settling += 1
+        if self._waiting and self.active:
+            self.submit(self._waiting.popleft())  # the next one starts now: no read, no ack in between
+        self._changed.set()
 
     async def _process(self, delivery: Delivery) -> str | None:
         """Decode, run the handler, settle; the error type when the run failed."""
-        kwargs, problem = self._decode(delivery)
+        started = time.perf_counter()
+        try:
+            kwargs, problem = self._decode(delivery)
+            error = None if problem else await self._call(delivery, kwargs)
+        finally:
+            self._handler_ended()
         if problem:
             self.broker.log.error('%s: dead-lettering %s: %s', self._label, delivery.message_id, problem)
             self.stats.dead_lettered += 1
@@ -302,7 +315,21 @@ class ConsumerRunner:
                 self._telemetry.failed(problem, delivery)
             await self._settle(delivery.dead_letter(problem), delivery, 'dead_letter')
             return 'rejected'
-        started = time.perf_counter()
+        if error is not None:
+            return await self._failed(delivery, error)
+        self.stats.handled += 1
+        self.stats.observe(time.perf_counter() - started)
+        if self._telemetry is not None:
+            await self._settle(delivery.ack(), delivery, 'ack')
+            return None
+        try:  # the hot path: no settle wrapper without tracing
+            await delivery.ack()
+        except Exception as exc:  # noqa: BLE001 - unacked means redelivered later, never lost
+            self._unsettled(delivery, exc)
+        return None
+
+    async def _call(self, delivery: Delivery, kwargs: dict[str, Any]) -> BaseException | None:
+        """Run the handler under its timeout; the exception it failed with, or None."""
         watch = self._watchdog.watch()
         try:
             if self._effects is None:
@@ -314,20 +341,11 @@ class ConsumerRunner:
                 raise
             # Our watchdog's cancel, not a stop: the handler timed out.
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            return await self._failed(delivery, TimeoutError(f'handler timed out after {self.consumer.timeout}s'))
+            return TimeoutError(f'handler timed out after {self.consumer.timeout}s')
         except Exception as exc:  # noqa: BLE001 - a handler error must never stop the consumer
-            return await self._failed(delivery, exc)
+            return exc
         finally:
             watch.done()
-        self.stats.handled += 1
-        self.stats.observe(time.perf_counter() - started)
-        if self._telemetry is not None:
-            await self._settle(delivery.ack(), delivery, 'ack')
-            return None
-        try:  # the hot path: no settle wrapper without tracing
-            await delivery.ack()
-        except Exception as exc:  # noqa: BLE001 - unacked means redelivered later, never lost
-            self._unsettled(delivery, exc)
         return None
 
     def _decode(self, delivery: Delivery) -> tuple[dict[str, Any], str | None]:
