@@ -398,7 +398,7 @@ class AbstractQueueBroker(Shared, abc.ABC):
         await self._give_back_unstarted(name)
         return await runner.drain(timeout)
 
-    async def _give_back_unstarted(self, name: str) -> None:  # noqa: B027 - optional hook, nothing by default
+    async def _give_back_unstarted(self, name: str) -> None:
         """Unbinding, reader stopped: give back at once what the backend received but never handed out
         (a push consumer's buffer), before the running handlers are awaited."""
 
