@@ -159,8 +159,9 @@ class Solo:
     """Lets one suspect of a queue run alone: its readers hand nothing else out meanwhile.
 
     >>> solo = Solo()
-    >>> async with solo.hold():          # doctest: +SKIP
-    ...     ...                          # wait for the runner to idle, run the suspect, wait for its settle
+    >>> async with solo.hold():   # the reader waits for the runner to idle, runs the suspect, waits for its settle
+    ...     print('alone')
+    alone
     """
 
     __slots__ = ('_open',)
