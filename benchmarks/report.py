@@ -41,7 +41,8 @@ METRICS: dict[str, tuple[Metric, ...]] = {
     'C': (Metric('p50_ms', 'p50 latency', 'ms'), Metric('p99_ms', 'p99 latency', 'ms', gated=False)),
     'D': (Metric('e2e_rate', 'end-to-end rate', '/s'),
           Metric('asyncio_rate', 'bare asyncio, no broker', '/s', gated=False)),
-    'D2': (Metric('drain_rate', 'drain rate vs bare asyncio (same process)', '/s'),),
+    'D2': (Metric('drain_rate', 'drain rate vs bare asyncio (same process)', '/s'),
+           Metric('cpu_us', 'CPU per message vs bare asyncio', 'us', gated=False)),
     'F': (Metric('first_ms', 'start to first handled', 'ms'), Metric('start_ms', 'start() returned', 'ms', False)),
     'G': (Metric('rss_growth_mb', 'RSS growth', 'MB'), Metric('rss_end_mb', 'RSS at end', 'MB', gated=False)),
     'E': (Metric('per_message_ms', 'time per message, effects vs plain INSERT ON CONFLICT', 'ms'),
@@ -105,7 +106,7 @@ def scenario_rows(runs: list[dict[str, Any]], backend: str, scenario: str,
                'reps': len(lib_runs)}
         against_raw = raw is not None and not (scenario in ('D', 'D2') and metric.gated)
         pairs = paired_ratio(lib_runs, raw_runs, metric.key) if against_raw else None
-        if scenario == 'D2':  # each run measured its own bare-asyncio reference
+        if scenario == 'D2' and metric.gated:  # each run measured its own bare-asyncio reference
             pairs = median_of(lib_runs, 'vs_asyncio')
         rows.append(judge(row, backend, scenario, metric, lib_runs, pairs))
     return rows
@@ -122,8 +123,8 @@ def paired_ratio(lib_runs: list[dict[str, Any]], raw_runs: list[dict[str, Any]],
 def reference(runs: list[dict[str, Any]], backend: str, scenario: str, metric: Metric,
               raw_runs: list[dict[str, Any]]) -> float | None:
     """What the library is compared with: the raw median, or for D the ideal capped by A2."""
-    if scenario == 'D2':
-        return median_of(select(runs, backend, scenario, 'lib'), 'asyncio_rate')
+    if scenario == 'D2':  # the bare-asyncio figures each library run measured in its own process
+        return median_of(select(runs, backend, scenario, 'lib'), 'asyncio_' + metric.key.removeprefix('drain_'))
     if scenario == 'D' and metric.gated:
         ideal = D_INFLIGHT / D_HANDLER_SECONDS
         ceiling = median_of(select(runs, backend, 'A2', 'lib'), 'e2e_rate')
@@ -165,6 +166,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f'{value:,.0f}/s'
     if unit in ('ms', 'MB'):
         return f'{value:.2f} {unit}'
+    if unit == 'us':
+        return f'{value:.1f} us'
     return f'{value:g}'
 
 

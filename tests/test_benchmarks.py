@@ -24,11 +24,12 @@ PORTS = {'redis': 6379, 'amqp': 5672, 'kafka': 9092, 'nats': 4222}
 FIGURES = {
     'A': ('send_rate', 'e2e_rate'), 'A2': ('send_rate', 'e2e_rate'), 'B': ('rate', 'loss'),
     'C': ('p50_ms', 'p99_ms'), 'D': ('e2e_rate', 'asyncio_rate'), 'F': ('first_ms', 'start_ms'),
+    'D2': ('drain_rate', 'asyncio_rate', 'vs_asyncio', 'cpu_us', 'asyncio_cpu_us'),
     'G': ('rss_growth_mb', 'rss_end_mb'), 'E': ('per_message_ms', 'e2e_rate'),
 }
 # Memory runs every library path; the networked backends run one scenario per raw code path
 # (A shares A2's, D and F the library's), to stay within seconds.
-SCENARIOS = {'memory': 'A,A2,B,C,D,F,G', 'redis': 'A2,B,C', 'amqp': 'A2,B,C', 'kafka': 'A2', 'nats': 'A2,B,C'}
+SCENARIOS = {'memory': 'A,A2,B,C,D,D2,F,G', 'redis': 'A2,B,C', 'amqp': 'A2,B,C', 'kafka': 'A2', 'nats': 'A2,B,C'}
 
 
 def bench(*args: str, timeout: float = 240) -> list[dict[str, Any]]:

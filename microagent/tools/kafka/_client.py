@@ -250,16 +250,21 @@ class KafkaClients:
 
     async def write_note(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
         """Write *value* under *key* to ``topic[partition % n]``, where :meth:`last_record` finds it."""
+        try:
+            count = await self._partition_count(topic)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise self._send_failed(topic, exc) from None
+        await self.produce(topic, value, key=key, partition=partition % count)
+
+    async def _partition_count(self, topic: str) -> int:
+        """Partitions of *topic*, from the producer's metadata of that one topic (not of every topic)."""
         count = self._counts.get(topic)
         if count is None:
-            try:
-                await self.ensure_topics([topic])
-                producer = await self.producer()
-                async with asyncio.timeout(self.settings.request_timeout):
-                    count = self._counts[topic] = len(await producer.partitions_for(topic)) or 1
-            except (KafkaError, OSError, TimeoutError) as exc:
-                raise self._send_failed(topic, exc) from None
-        await self.produce(topic, value, key=key, partition=partition % count)
+            await self.ensure_topics([topic])
+            producer = await self.producer()
+            async with asyncio.timeout(self.settings.request_timeout):
+                count = self._counts[topic] = len(await producer.partitions_for(topic)) or 1
+        return count
 
     # -- reading one key's latest record -----------------------------------------
 
@@ -272,8 +277,7 @@ class KafkaClients:
         from aiokafka import TopicPartition
         async with self._probing, asyncio.timeout(self.settings.request_timeout):
             probe = await self._probe_consumer()
-            count = len(await self.partitions(probe, [topic])) or 1
-            tp = TopicPartition(topic, partition % count)
+            tp = TopicPartition(topic, partition % await self._partition_count(topic))
             end = (await true_ends(probe, await probe.end_offsets([tp])))[tp]
             if end <= 0:
                 return None
