@@ -11,9 +11,11 @@ Delivery contract, the same for every backend (the shared contract suite in
   goes to ``<queue>.dlq`` with the error. Undecodable or oversized payloads and
   messages the handler (or its DTO) cannot accept go there at once.
 * **In-flight limit.** A consumer runs at most ``max_inflight`` handlers and
-  holds at most ``prefetch`` (default ``max_inflight``) more messages read
-  ahead, so a handler that ends is replaced without a read round trip; a stop
-  gives those back at once. Backends read no more than the free slots.
+  holds at most ``prefetch`` more messages read ahead (memory and Kafka:
+  ``max_inflight`` by default; Redis, RabbitMQ, NATS: 0, as their crash count
+  would count those too), so a handler that ends is replaced without a read
+  round trip; a stop gives those back at once. Backends read no more than the
+  free slots.
 * **Ordering.** FIFO per queue (per partition for Kafka) for first
   deliveries; retries and concurrency (``max_inflight > 1``) may reorder.
 * **Idempotency.** Duplicates are possible after crashes: handlers should be
@@ -221,6 +223,10 @@ class AbstractQueueBroker(Shared, abc.ABC):
     """
 
     send_options: ClassVar[frozenset[str]] = frozenset()
+    # Whether consumers read ahead by default (prefetch = max_inflight): only where a consumer's death does
+    # not count an attempt for every message it held (Redis, RabbitMQ and NATS count them all, so messages
+    # read ahead beside one that kills its process would be counted with it).
+    read_ahead: ClassVar[bool] = False
 
     def __init__(self, dsn: str, *, uid: str | None = None, log: logging.Logger | None = None,
                  catalog: Catalog | None = None, max_attempts: int = 5, max_inflight: int = 32,

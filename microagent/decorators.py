@@ -195,7 +195,8 @@ def consumer(queue: Queue, timeout: float = 60, dto_class: Any = None, dto_name:
     ``dto_class`` (a dataclass, a pydantic model or any callable) is built from
     the message and passed as ``dto_name`` (default ``dto``). Options:
     ``max_inflight``, ``prefetch`` (messages read ahead beside the running
-    handlers, default ``max_inflight``), ``max_attempts``, ``retry_delay``,
+    handlers; memory and Kafka: ``max_inflight`` by default, others 0),
+    ``max_attempts``, ``retry_delay``,
     ``effects`` and backend-specific ones. ``effects`` (e.g. ``PostgresEffects(dsn)``, see
     docs/exactly-once.md) runs the handler in a transaction passed as ``tx``.
 

@@ -183,9 +183,10 @@ class ConsumerStats:
 class ConsumerRunner:
     """Runs one consumer's handler over deliveries, at most ``max_inflight`` at once.
 
-    It also holds up to ``prefetch`` deliveries (``max_inflight`` by default)
-    waiting for a slot, so a handler that ends is replaced at once, not one
-    read round trip later; a stop gives those back at once (``release``).
+    It also holds up to ``prefetch`` deliveries (by default ``max_inflight``
+    where the broker's ``read_ahead`` says so, else none) waiting for a slot,
+    so a handler that ends is replaced at once, not one read round trip
+    later; a stop gives those back at once (``release``).
     ``free_slots`` counts both: a backend reads that many. Backend read loop::
 
         while runner.active:
@@ -200,7 +201,7 @@ class ConsumerRunner:
         self.queue = consumer.queue
         options = consumer.options
         self.max_inflight = int(options.get('max_inflight', broker.max_inflight))
-        self.prefetch = max(0, int(options.get('prefetch', self.max_inflight)))
+        self.prefetch = max(0, int(options.get('prefetch', self.max_inflight if broker.read_ahead else 0)))
         self.max_attempts = int(options.get('max_attempts', broker.max_attempts))
         self.retry_delay = float(options.get('retry_delay', broker.retry_delay))
         self.active = True

@@ -250,7 +250,7 @@ async def test_prefetched_extras_never_exceed_max_inflight_and_go_back_at_once_o
     async def fast(n):
         second_seen.add(n)
     first = harness.broker()
-    agent = await harness.start(make_agent(queue, blocked, max_inflight=3, timeout=120)(broker=first))
+    agent = await harness.start(make_agent(queue, blocked, max_inflight=3, prefetch=3, timeout=120)(broker=first))
     await getattr(first, queue.name).send_many([{'n': n} for n in range(10)])
     runner = first.runner(queue.name)
     await eventually(lambda: running == 3 and runner.inflight == 6, harness.wait(20))

@@ -99,7 +99,7 @@ class PartitionAttempts:
     False
     """
 
-    __slots__ = ('_hi', '_loaded_hi', 'loaded', 'started')
+    __slots__ = ('_hi', '_loaded_hi', 'loaded', 'noted', 'started')
 
     def __init__(self, snapshot: Snapshot, committed: int) -> None:
         # Offsets below the committed one are never read again: their counts are gone.
@@ -107,6 +107,7 @@ class PartitionAttempts:
         self._loaded_hi = snapshot.hi if snapshot.hi > committed else 0
         self.started: dict[int, int] = {}   # in flight here: offset -> starts counted, this one included
         self._hi = -1                        # offsets below it may start without a new note
+        self.noted = False                   # a note was written for this assignment (a clean stop rewrites it)
 
     def __repr__(self) -> str:
         return f'<PartitionAttempts suspects={len(self.loaded)} started={len(self.started)} hi={self._hi}>'
@@ -124,11 +125,13 @@ class PartitionAttempts:
     def note(self, offset: int, ahead: int) -> Snapshot:
         """The note to write before *offset* and the *ahead* - 1 offsets after it start."""
         self._hi = offset + max(1, ahead)
+        self.noted = True
         return Snapshot(max(self._hi, self._loaded_hi), self._suspects(over=1))
 
     def alone(self, offset: int, count: int) -> Snapshot:
         """The note to write before the suspect at *offset* starts alone, its *count*-th start."""
         self._hi = -1  # after it, the next ordinary start needs a fresh note
+        self.noted = True
         self.start(offset, count)
         return Snapshot(self._loaded_hi, self._suspects(over=0))
 

@@ -40,7 +40,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from ..._tasks import TaskSet
 from ...delivery import ConsumerRunner, Delivery
-from ...exceptions import DeliveryError
+from ...exceptions import BackendError, DeliveryError
 from ._attempts import LOST_ATTEMPT, PartitionAttempts, Snapshot, Solo, attempts_topic
 from ._client import KafkaClients, stop_consumer
 from ._offsets import PartitionOffsets
@@ -334,6 +334,8 @@ class KafkaQueueReader:
         offset = delivery.offset
         async with self.solo.hold():
             await self.runner.wait_idle()
+            if not self.runner.active:
+                return True  # stopping: not started, so read again by whoever reads next
             if not await self._note(tp, book.alone(offset, count)):
                 book.release(offset)
                 return False
@@ -352,7 +354,7 @@ class KafkaQueueReader:
         book.start(delivery.offset, book.prior(delivery.offset) + 1)
         try:
             await delivery.dead_letter(LOST_ATTEMPT)
-        except DeliveryError as exc:
+        except (DeliveryError, BackendError) as exc:
             log.warning('kafka %s: cannot dead-letter %s (%s); it is read again later', self.name,
                         delivery.message_id, exc)
             await delivery.release()
@@ -378,7 +380,7 @@ class KafkaQueueReader:
     async def _note(self, tp: TopicPartition, snapshot: Snapshot) -> bool:
         try:
             await self.clients.write_note(self._notes, tp.partition, _note_key(tp), snapshot.encode())
-        except DeliveryError as exc:
+        except (DeliveryError, BackendError) as exc:
             log.warning('kafka %s: cannot note the attempts of %s (%s); handlers wait', self.name, tp, exc)
             return False
         return True
@@ -492,8 +494,8 @@ class KafkaQueueReader:
                     await self._changed.wait()
         except TimeoutError:
             log.warning('kafka %s: rebalance while handlers still run; they may run again elsewhere', self.name)
-        await self.commit(mine)
-        await self._clean(mine)
+        if await self.commit(mine):  # a broker that refuses the commit would not take the notes either
+            await self._clean(mine)
         for tp in mine:
             self._parts.pop(tp).revoked = True
             self._books.pop(tp, None)
@@ -502,7 +504,7 @@ class KafkaQueueReader:
         """Leaving partitions cleanly: their notes count only what still runs (and the suspects)."""
         for tp in partitions:
             part = self._parts.get(tp)
-            if part is not None and part.attempts is not None:
+            if part is not None and part.attempts is not None and part.attempts.noted:
                 await self._note(tp, part.attempts.clean())
 
     async def close(self) -> None:
@@ -515,8 +517,8 @@ class KafkaQueueReader:
         consumer, settings = self.consumer, self.clients.settings
         if consumer is None:
             return
-        await self.commit()
-        await self._clean(set(self._parts))
+        if await self.commit():
+            await self._clean(set(self._parts))
         self.consumer = None
         await stop_consumer(consumer, settings.request_timeout)
 

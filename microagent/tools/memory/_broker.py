@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from ..._message import check_headers, check_message_id, message_ids_for, new_message_id
 from ...broker import AbstractQueueBroker
@@ -56,6 +56,8 @@ class MemoryBroker(AbstractQueueBroker):
     >>> await broker.mailer.length()
     1
     """
+
+    read_ahead: ClassVar[bool] = True  # nothing is counted for a crash: a process takes its memory with it
 
     def __init__(self, dsn: str = 'memory://', **options: Any) -> None:
         super().__init__(dsn, **options)
