@@ -275,7 +275,7 @@ class KafkaClients:
         notes to one partition of a topic, the latest one counts.
         """
         from aiokafka import TopicPartition
-        async with self._probing, asyncio.timeout(self.settings.request_timeout):
+        async with asyncio.timeout(self.settings.request_timeout), self._probing:
             probe = await self._probe_consumer()
             tp = TopicPartition(topic, partition % await self._partition_count(topic))
             end = (await true_ends(probe, await probe.end_offsets([tp])))[tp]

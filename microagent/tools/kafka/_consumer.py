@@ -369,8 +369,10 @@ class KafkaQueueReader:
     async def _load(self, tp: TopicPartition) -> PartitionAttempts:
         consumer = self.consumer
         try:
-            committed = (await consumer.committed(tp) if consumer is not None else None) or 0
-            raw = await self.clients.last_record(self._notes, tp.partition, _note_key(tp))
+            # Bounded by the session, not the request timeout: the partition waits for this (a blackhole).
+            async with asyncio.timeout(self.clients.settings.session_timeout):
+                committed = (await consumer.committed(tp) if consumer is not None else None) or 0
+                raw = await self.clients.last_record(self._notes, tp.partition, _note_key(tp))
         except Exception as exc:  # noqa: BLE001 - without the note, crashes before this one are not counted
             log.warning('kafka %s: cannot read the attempt note of %s (%s); earlier crashes are not counted',
                         self.name, tp, type(exc).__name__)
