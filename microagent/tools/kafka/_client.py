@@ -253,7 +253,7 @@ class KafkaClients:
         try:
             count = await self._partition_count(topic)
         except (KafkaError, OSError, TimeoutError) as exc:
-            raise self._send_failed(topic, exc) from None
+            raise await self._send_failed(topic, exc) from None
         await self.produce(topic, value, key=key, partition=partition % count)
 
     async def _partition_count(self, topic: str) -> int:
