@@ -48,8 +48,12 @@ async def test_the_effects_run_counts_every_effect_once_on_every_backend_at_smok
     problems = {r['backend']: (failed(r), r['summary']) for r in results if not r['ok']}
     assert not problems, problems
     for result in results:
-        assert result['summary']['effects_a'] == result['summary']['sent_confirmed'] > 0
-        assert result['summary']['effects_b'] == result['summary']['sent_confirmed']
+        summary = result['summary']
+        # A send whose outcome is unknown (it raised in a cut: the message may or may not be in) may have
+        # its effect too, exactly once (the verdict above holds that); a confirmed one always does.
+        most = summary['sent_confirmed'] + summary['sent_indeterminate']
+        assert 0 < summary['sent_confirmed'] <= summary['effects_a'] <= most, summary
+        assert summary['effects_b'] == summary['effects_a'], summary
 
 
 @pytest.mark.slow
