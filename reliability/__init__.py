@@ -5,7 +5,8 @@ One command runs it and writes the report::
     .venv/bin/python -m reliability --backends redis,amqp,kafka --size smoke --out docs/reliability.md
 
 Modules: :mod:`.ledger` (records and counting), :mod:`.proxy` (TCP faults),
-:mod:`.servers` (brokers of our own), :mod:`.worker` and
+:mod:`.servers` (brokers of our own), :mod:`.nats_cluster` (a 3-node
+JetStream cluster), :mod:`.worker` and
 :mod:`.group_settings` (the agent group run by ``marun``), :mod:`.singleton`
 and :mod:`.singleton_settings` (the singleton job of fault 7), :mod:`.group`
 (the launcher process), :mod:`.drivers` (load plus faults per backend),
