@@ -319,6 +319,18 @@ class AbstractQueueBroker(Shared, abc.ABC):
     async def queue_length(self, name: str, **options: Any) -> int:
         """Messages waiting in queue *name* (not yet taken by a consumer)."""
 
+    def partition_lengths(self, name: str) -> dict[str, int]:
+        """The backlog of queue *name* per partition, as the last ``queue_length`` read it.
+
+        For backends whose queues are partitioned (Kafka: ``{'topic/partition': lag}``);
+        the others keep one backlog per queue and return ``{}``. Nothing is read
+        from the network here: metrics call it right after ``queue_length``.
+
+        >>> broker.partition_lengths('mailer')     # doctest: +SKIP
+        {'mailer/0': 3, 'mailer/1': 0, 'mailer.retry/0': 0}
+        """
+        return {}
+
     async def dead_letters(self, name: str, limit: int = 100) -> list[DeadLetter]:
         """Up to *limit* messages in ``<name>.dlq``, oldest first, without removing them.
 

@@ -5,7 +5,7 @@ A report::
     {"state": "running", "pid": 4242, "agents": [
         {"agent": "users", "replica": 0, "ready": true, "consumers": [
             {"queue": "user_created", "handled": 3, "failed": 0, "retried": 0, "dead_lettered": 0,
-             "buckets": [3, 0, ...], "sum": 0.004, "length": 0, "inflight": 1}],
+             "buckets": [3, 0, ...], "sum": 0.004, "length": 0, "inflight": 1, "partitions": {}}],
          "schedules": [
             {"handler": "UserAgent.sign_up", "period": 3.0, "singleton": false, "next_run": "2026-...",
              "runs": 4, "failed": 0, "missed": 0, ...}],
@@ -31,6 +31,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..broker import AbstractQueueBroker
 from ..telemetry.numbers import bus_stats, schedule_counts, series
 
 if TYPE_CHECKING:
@@ -112,7 +113,8 @@ class Reporter:
             entry: dict[str, Any] = {c: getattr(watched.stats, c) for c in COUNTERS}
             entry.update(queue=consumer.queue.name, buckets=watched.hist.buckets, sum=watched.hist.sum,
                          length=await _length(agent, consumer.queue.name) if agent.started else None,
-                         inflight=_inflight(agent, consumer.queue.name))
+                         inflight=_inflight(agent, consumer.queue.name),
+                         partitions=_partitions(agent, consumer.queue.name))
             consumers.append(entry)
         # Ready: started, and now connected and consuming (False again while a connection is lost).
         ready = self.ready.get(index, False) and agent.ready()
@@ -150,6 +152,11 @@ def _inflight(agent: MicroAgent, queue: str) -> int:
 def _schedule(task: ScheduledTask) -> dict[str, Any]:
     """The schedule's description (next run, singleton holder) and its run counters."""
     return {**task.info(), **schedule_counts(task)}
+
+
+def _partitions(agent: MicroAgent, queue: str) -> dict[str, int]:
+    # What the queue_length just read, per partition (Kafka); {} elsewhere, and for a mock broker.
+    return agent.broker.partition_lengths(queue) if isinstance(agent.broker, AbstractQueueBroker) else {}
 
 
 async def _length(agent: MicroAgent, queue: str) -> int | None:

@@ -102,6 +102,7 @@ class Slot:
         for key, entry in self.current.items():
             out[key] = _add(out.get(key), entry)
             out[key]['length'] = entry.get('length')
+            out[key]['partitions'] = dict(entry.get('partitions') or {})
             out[key]['inflight'] = int(entry.get('inflight', 0))
         return out
 
@@ -133,6 +134,7 @@ def _add(base: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, Any]:
     buckets = list(entry.get('buckets') or [0] * len(BUCKETS))
     out['sum'] = float(entry.get('sum', 0.0))
     out['length'] = None
+    out['partitions'] = {}
     out['inflight'] = 0
     if base is not None:
         for counter in COUNTERS:

@@ -13,7 +13,8 @@ agent replica::
                     "singleton": false, "runs": 0, "failed": 0, "missed": 0}]}
 
 A queue's ``length`` is the backlog the broker reports (messages waiting: the
-consumer lag in messages), ``null`` when it could not be read.
+consumer lag in messages), ``null`` when it could not be read; ``partitions`` breaks it down per
+partition where the queue has partitions (Kafka: ``{"mailer/0": 3, "mailer/1": 0}``), else ``{}``.
 
 Not run: starts worker processes or needs their supervisor (tests/test_launcher*.py run it).
 >>> snapshot(supervisor)['agents'][0]['state']     # doctest: +SKIP
@@ -41,7 +42,7 @@ def instance(slot: Slot, agent: str, replica: int) -> dict[str, Any]:
     for (name, rep, queue), entry in sorted(slot.totals().items()):
         if (name, rep) == (agent, replica):
             queues.append({'queue': queue, **{c: entry[c] for c in COUNTERS}, 'inflight': entry['inflight'],
-                           'length': entry['length']})
+                           'length': entry['length'], 'partitions': entry['partitions']})
     out: dict[str, Any] = {'agent': agent, 'replica': replica, 'name': slot.row_name(agent, replica),
                            'slot': slot.label, 'pid': slot.pid, 'state': state, 'ready': ready,
                            'restarts': slot.restarts}

@@ -74,6 +74,12 @@ function schedule(s) {
   return name + ": " + when(s.next_run) + lease + ", " + s.runs + " run(s)";
 }
 
+function partitions(parts) {
+  const names = Object.keys(parts || {});
+  if (!names.length) return "";
+  return " (" + names.map(p => p + ": " + parts[p]).join(", ") + ")";
+}
+
 function row(agent) {
   const tr = document.createElement("tr");
   tr.dataset.name = agent.name;
@@ -89,7 +95,8 @@ function row(agent) {
     cell(tr, field, String(agent[field]), bad ? "num bad" : "num");
   }
   list(cell(tr, "queues", null), agent.queues.map(
-    q => q.queue + ": " + (q.length === null ? "?" : q.length) + " waiting, " + q.inflight + " in flight"));
+    q => q.queue + ": " + (q.length === null ? "?" : q.length) + " waiting, " + q.inflight + " in flight" +
+      partitions(q.partitions)));
   list(cell(tr, "schedules", null), agent.schedules.map(schedule));
   return tr;
 }

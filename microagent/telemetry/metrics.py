@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 __all__ = ['Instruments', 'otel_name']
 
 _BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-_LABELS = {'signal': DESTINATION, 'handler': HANDLER}
+_LABELS = {'signal': DESTINATION, 'handler': HANDLER, 'queue': DESTINATION,
+           'partition': 'messaging.destination.partition.id'}
 
 
 def otel_name(name: str) -> str:

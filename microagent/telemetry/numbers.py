@@ -11,6 +11,7 @@ queue numbers come as :func:`consumer_numbers`; everything else as *series*,
     ('signals_sent', {'signal': 'user_created'}, 12)
     ('receiver_failed', {'handler': 'EmailAgent.on_user', 'signal': 'user_created'}, 1)
     ('schedule_holder', {'handler': 'EmailAgent.digest'}, 1)
+    ('queue_partition_lag', {'queue': 'mailer', 'partition': 'mailer/0'}, 3)
 
 >>> COUNTS['signals_dropped']
 'Signals dropped: undecodable, or not matching the declaration'
@@ -41,6 +42,8 @@ COUNTS = {
 }
 GAUGES = {
     'schedule_holder': 'Whether this replica holds the singleton lease of the schedule (1) or not (0)',
+    'queue_partition_lag': 'Messages waiting per partition of a partitioned queue (Kafka consumer lag), '
+                           'as last read',
 }
 
 Series = tuple[str, dict[str, str], float]
@@ -68,7 +71,7 @@ def bus_stats(agent: MicroAgent) -> BusStats | None:
 
 
 def series(agent: MicroAgent) -> Iterator[Series]:
-    """The agent's bus and schedule numbers (see the module docstring)."""
+    """The agent's bus, partition backlog and schedule numbers (see the module docstring)."""
     stats = bus_stats(agent)
     if stats is not None:
         for name, counter in (('signals_sent', stats.sent), ('signals_received', stats.received),
@@ -79,6 +82,7 @@ def series(agent: MicroAgent) -> Iterator[Series]:
             labels = {'handler': receiver.key, 'signal': receiver.signal.name}
             yield 'receiver_handled', labels, stats.handled[receiver.key]
             yield 'receiver_failed', labels, stats.failed[receiver.key]
+    yield from _partition_lags(agent)
     for task in agent.schedules:
         labels = {'handler': task.name}
         counts = schedule_counts(task)
@@ -86,6 +90,17 @@ def series(agent: MicroAgent) -> Iterator[Series]:
             yield f'schedule_{name}', labels, counts[name]
         if task.lease is not None:
             yield 'schedule_holder', labels, 1.0 if task.lease.held() else 0.0
+
+
+def _partition_lags(agent: MicroAgent) -> Iterator[Series]:
+    """Per partition of each consumed queue, its backlog as the broker last read it (partitioned queues only)."""
+    from ..broker import AbstractQueueBroker
+
+    if not isinstance(agent.broker, AbstractQueueBroker):
+        return  # no broker, or a mock
+    for consumer in agent.consumers:
+        for partition, lag in agent.broker.partition_lengths(consumer.queue.name).items():
+            yield 'queue_partition_lag', {'queue': consumer.queue.name, 'partition': partition}, lag
 
 
 def schedule_counts(task: ScheduledTask) -> dict[str, int]:

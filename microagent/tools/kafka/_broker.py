@@ -38,6 +38,12 @@ class KafkaBroker(AbstractQueueBroker):
     default 4 x ``max_inflight``: after a member dies, the group handles again
     at most ``max_inflight + commit_window`` of its messages), SASL/SSL settings.
 
+    Replicas of a consumer (processes, or agents with their own broker) are
+    members of one consumer group and share the topic's partitions; ``send(...,
+    key=)`` puts every message of a key on one partition, so each key is
+    handled in order (with ``max_inflight=1``), also through rebalances.
+    ``partition_lag(name)`` is ``queue_length`` per partition.
+
     Not run: needs a Kafka broker.
     >>> broker = KafkaBroker('kafka://127.0.0.1:9092', partitions=3)   # doctest: +SKIP
     >>> await broker.mailer.send({'to': 'a@b.c'})                      # doctest: +SKIP
@@ -77,6 +83,7 @@ class KafkaBroker(AbstractQueueBroker):
         self._inspecting = asyncio.Lock()  # the group-less probe is re-assigned by each call
         self._linked = True  # the last link probe's answer (readiness; see _watch_link)
         self._link: asyncio.Task[Any] | None = None
+        self._partition_lags: dict[str, dict[str, int]] = {}
 
     def lease_options(self) -> dict[str, Any]:
         """The lease connects like this broker: same SASL/SSL settings."""
@@ -181,15 +188,31 @@ class KafkaBroker(AbstractQueueBroker):
 
     async def queue_length(self, name: str, **options: Any) -> int:
         """The lag of the queue's groups: end offsets minus committed (or earliest) offsets."""
+        return sum((await self.partition_lag(name, **options)).values())
+
+    async def partition_lag(self, name: str, **options: Any) -> dict[str, int]:
+        """The lag of the queue's groups per partition, ``{'topic/partition': lag}`` (retry topic included).
+
+        ``group=`` reads another group's. The answer is kept for
+        :meth:`partition_lengths` (the ``microagent_queue_partition_lag`` metric).
+
+        >>> await broker.partition_lag('mailer')        # doctest: +SKIP
+        {'mailer/0': 2, 'mailer/1': 0, 'mailer.retry/0': 0}
+        """
         group = str(options.get('group') or self._group_of(name))
         queue = self.catalog.queues.get(name)
-        total = 0
+        lags: dict[str, int] = {}
         async with self._inspecting:
             for topics, member in reading(name, queue.exchange if queue is not None else None, group):
-                total += await self._lag(name, member, topics)
-        return total
+                lags.update(await self._lag(name, member, topics))
+        self._partition_lags[name] = lags
+        return lags
 
-    async def _lag(self, name: str, group: str, topics: list[str]) -> int:
+    def partition_lengths(self, name: str) -> dict[str, int]:
+        """The per-partition lag of *name* as the last ``queue_length`` or ``partition_lag`` read it."""
+        return dict(self._partition_lags.get(name, {}))
+
+    async def _lag(self, name: str, group: str, topics: list[str]) -> dict[str, int]:
         try:
             await self._clients.ensure_topics(topics)
             inspector = await self._inspector(group)
@@ -198,13 +221,14 @@ class KafkaBroker(AbstractQueueBroker):
             async with asyncio.timeout(self.settings.request_timeout):
                 ends = await true_ends(probe, await inspector.end_offsets(partitions))
                 starts = await inspector.beginning_offsets(partitions)
-                total = 0
+                lags = {}
                 for tp in partitions:
                     committed = await inspector.committed(tp)
-                    total += max(0, ends[tp] - (starts[tp] if committed is None else committed))
+                    lags[f'{tp.topic}/{tp.partition}'] = max(0, ends[tp] - (starts[tp] if committed is None
+                                                                            else committed))
         except (KafkaError, OSError, TimeoutError) as exc:
             raise BackendError(f'kafka: cannot read the lag of {name!r}: {type(exc).__name__}') from None
-        return total
+        return lags
 
     async def dead_letters(self, name: str, limit: int = 100) -> list[DeadLetter]:
         """Up to *limit* records of ``<name>.dlq`` from the beginning (no group, nothing committed)."""
