@@ -237,6 +237,14 @@ async def test_lag_is_reported_per_partition(uid: str) -> None:
         await broker.close()
 
 
+def test_replication_factor_of_new_topics() -> None:
+    from microagent.exceptions import ConfigurationError
+
+    assert KafkaBroker('kafka://127.0.0.1:9092', replication_factor=3).settings.replication_factor == 3
+    with pytest.raises(ConfigurationError, match='replication_factor'):
+        KafkaBroker('kafka://127.0.0.1:9092', replication_factor=0)
+
+
 async def _worker(bootstrap: str, name: str) -> None:
     catalog = Catalog()
     queue = Queue(name, catalog=catalog)

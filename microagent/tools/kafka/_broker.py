@@ -27,6 +27,9 @@ class KafkaBroker(AbstractQueueBroker):
     """Queue broker on Kafka (aiokafka), with consumer groups and at-least-once delivery.
 
     Options beyond the common ones: ``partitions`` (new topics, 1),
+    ``replication_factor`` (new topics, 1; 3 on a Kafka cluster, with the
+    topics' ``min.insync.replicas`` 2, so that a send acknowledged by all
+    in-sync replicas survives the loss of a node),
     ``idempotent`` (None: when supported), ``session_timeout`` (seconds, 10),
     ``request_timeout`` (seconds, every network wait, 30), ``linger_ms`` (0),
     ``max_batch_size`` (bytes, 256 KiB), ``fetch_max_wait_ms`` (500, Kafka's
@@ -54,7 +57,7 @@ class KafkaBroker(AbstractQueueBroker):
     send_options: ClassVar[frozenset[str]] = frozenset({'key'})
     read_ahead: ClassVar[bool] = True  # a crash counts only what ran (crash suspects run alone)
 
-    def __init__(self, dsn: str = 'kafka://localhost:9092', *, partitions: int = 1,
+    def __init__(self, dsn: str = 'kafka://localhost:9092', *, partitions: int = 1, replication_factor: int = 1,
                  idempotent: bool | None = None, session_timeout: float = 10.0, request_timeout: float = 30.0,
                  linger_ms: int = 0, max_batch_size: int = 256 * 1024, fetch_max_wait_ms: int = 500,
                  join_timeout: float = 30.0, commit_window: int = 0,
@@ -64,14 +67,17 @@ class KafkaBroker(AbstractQueueBroker):
                  **options: Any) -> None:
         super().__init__(dsn, **options)
         bootstrap, from_dsn = parse_dsn(dsn)
-        if partitions < 1 or session_timeout <= 0 or request_timeout <= 0 or join_timeout < 0 or commit_window < 0:
-            raise ConfigurationError('KafkaBroker: partitions >= 1, timeouts > 0, commit_window >= 0')
+        if partitions < 1 or replication_factor < 1 or session_timeout <= 0 or request_timeout <= 0 \
+                or join_timeout < 0 or commit_window < 0:
+            raise ConfigurationError('KafkaBroker: partitions >= 1, replication_factor >= 1, timeouts > 0, '
+                                     'commit_window >= 0')
         security = security_options(from_dsn, {
             'security_protocol': security_protocol, 'sasl_mechanism': sasl_mechanism,
             'sasl_plain_username': sasl_plain_username, 'sasl_plain_password': sasl_plain_password,
             'ssl_context': ssl_context, **(client_options or {})})
         self.settings = KafkaSettings(
-            bootstrap=bootstrap, security=security, partitions=partitions, idempotent=idempotent,
+            bootstrap=bootstrap, security=security, partitions=partitions, replication_factor=replication_factor,
+            idempotent=idempotent,
             request_timeout=request_timeout, session_timeout=session_timeout, linger_ms=linger_ms,
             max_batch_size=max_batch_size, fetch_max_wait_ms=fetch_max_wait_ms,
             secret=security.get('sasl_plain_password'))

@@ -55,6 +55,7 @@ class KafkaSettings:
     bootstrap: str
     security: dict[str, Any] = field(default_factory=dict)
     partitions: int = 1
+    replication_factor: int = 1
     idempotent: bool | None = None
     request_timeout: float = 30.0
     session_timeout: float = 10.0
@@ -203,8 +204,10 @@ class KafkaClients:
         admin = await self._admin_client()
         try:
             async with asyncio.timeout(self.settings.request_timeout):
-                response = await admin.create_topics([NewTopic(t, partitions or self.partitions_for(t), 1,
-                                                               topic_configs=_configs(t)) for t in missing])
+                response = await admin.create_topics([
+                    NewTopic(t, partitions or self.partitions_for(t), self.settings.replication_factor,
+                             topic_configs=_configs(t))
+                    for t in missing])
         except (KafkaError, OSError, TimeoutError) as exc:
             raise BackendError(self.settings.mask(f'kafka: cannot create topics {missing}: '
                                                   f'{type(exc).__name__}: {exc}')) from None
