@@ -13,7 +13,7 @@ process a fresh ``python -m benchmarks.scale_worker`` (:mod:`.scale_worker`):
 * ``limit``: the broker's own ceiling for confirmed writes, measured in the
   same run: ``redis-benchmark`` (RPUSH, 50 connections, 16 commands
   pipelined) for Redis; for the others the raw client (aiormq, aiokafka,
-  nats-py) in 2 processes of 4 connections, each pipelining 256 confirmed
+  nats-py) in 4 processes of 2 connections, each pipelining 256 confirmed
   writes (:mod:`.scale_raw`).
 
 Prints one JSON line per measurement, one per summary row, then the
@@ -50,7 +50,7 @@ BACKENDS = ('redis', 'amqp', 'kafka', 'nats')
 PROCESSES = (1, 2, 4)
 SIZES = {'smoke': {'consumers': 400, 'producers': 400, 'limit': 2_000},
          'full': {'consumers': 40_000, 'producers': 20_000, 'limit': 100_000}}
-RAW_PROCESSES, RAW_CONNECTIONS = 2, 4
+RAW_PROCESSES, RAW_CONNECTIONS = 4, 2  # as many processes as the most producers: the same CPU share
 ROOT = Path(__file__).resolve().parent.parent
 STEP_TIMEOUT = 300.0
 
@@ -288,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f'unknown backend(s) {unknown}, expected some of {list(BACKENDS)}')
     run_id = f'sc{uuid.uuid4().hex[:6]}'
     out: list[dict[str, Any]] = []
+    load_start = [round(x, 2) for x in os.getloadavg()]
     for backend in backends:
         with kafka_server(port=PORTS['kafka'], wanted=backend == 'kafka') as problem:
             if problem:
@@ -298,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         x['kind'] == 'scale' and x['backend'] == b for x in out)], args.processes)
     for row in rows:
         emit(row, out)
+    # The figures mean little without the machine's load: other work shares its cores.
+    emit({'kind': 'machine', 'cores': os.cpu_count(), 'load_start': load_start,
+          'load_end': [round(x, 2) for x in os.getloadavg()]}, out)
     print(markdown(rows, args.processes))
     if args.out:
         Path(args.out).write_text(''.join(json.dumps(line) + '\n' for line in out))

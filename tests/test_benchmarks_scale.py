@@ -35,7 +35,7 @@ def test_scale_smoke_run_measures_every_case(which: str) -> None:
     require_port(backend, PORTS[backend])
     lines, out = scale('--backends', backend, '--processes', '2')
     runs = [line for line in lines if line['kind'] == 'scale']
-    assert {(r['case'], r['processes']) for r in runs} == {('limit', 2), ('consumers', 2), ('producers', 2)}
+    assert {(r['case'], r['processes']) for r in runs} == {('limit', 4), ('consumers', 2), ('producers', 2)}
     for run in runs:
         assert run['status'] == 'ok', run
         assert run['rate'] > 0 and run['seconds'] > 0
@@ -46,7 +46,7 @@ def test_scale_smoke_run_measures_every_case(which: str) -> None:
 
 
 def test_summary_marks_a_failed_measurement() -> None:
-    lines = [{'backend': 'nats', 'case': 'limit', 'processes': 2, 'status': 'ok', 'rate': 1000.0},
+    lines = [{'backend': 'nats', 'case': 'limit', 'processes': 4, 'status': 'ok', 'rate': 1000.0},
              {'backend': 'nats', 'case': 'consumers', 'processes': 1, 'status': 'ok', 'rate': 500.0},
              {'backend': 'nats', 'case': 'producers', 'processes': 1, 'status': 'error', 'rate': None}]
     rows = summarize(lines, ['nats'], (1,))
