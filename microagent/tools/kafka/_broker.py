@@ -202,6 +202,7 @@ class KafkaBroker(AbstractQueueBroker):
         ``group=`` reads another group's. The answer is kept for
         :meth:`partition_lengths` (the ``microagent_queue_partition_lag`` metric).
 
+        Not run: needs a Kafka broker.
         >>> await broker.partition_lag('mailer')        # doctest: +SKIP
         {'mailer/0': 2, 'mailer/1': 0, 'mailer.retry/0': 0}
         """
