@@ -63,6 +63,7 @@ class Worker:
         self.count = 0
         self.last_ns = 0
         self.done = False
+        self.ended = False
         self.ready = asyncio.Event()
         self.changed = asyncio.Event()
 
@@ -78,6 +79,7 @@ class Worker:
             self.last_ns = int(data.get('last_ns', self.last_ns))
             self.done = self.done or bool(data.get('done'))
             self.changed.set()
+        self.ended = True
         self.changed.set()
 
     def tell(self, word: str) -> None:
@@ -94,30 +96,39 @@ async def spawn(backend: str, role: str, queue: str, **options: Any) -> Worker:
     return Worker(process)
 
 
-async def timed(workers: list[Worker], finished: Any) -> float:
-    """Start every worker together; seconds from the start until ``finished(workers)``."""
+async def timed(workers: list[Worker], finished: Any, prepare: Any = None) -> float:
+    """Once every worker is ready (and ``prepare()`` ran), start them together; seconds until ``finished``.
+
+    Every worker is stopped at the end, whatever happened (none outlives its measurement).
+    """
     changed = asyncio.Event()
     for worker in workers:
         worker.changed = changed
     readers = [asyncio.ensure_future(worker.read()) for worker in workers]
     try:
         async with asyncio.timeout(STEP_TIMEOUT):
-            for worker in workers:
-                await worker.ready.wait()
+            await until(workers, changed, lambda: all(w.ready.is_set() for w in workers))
+            if prepare is not None:
+                await prepare()
             go = time.monotonic_ns()
             for worker in workers:
                 worker.tell('go')
-            while not finished(workers):
-                if any(w.process.returncode is not None and not w.done for w in workers):
-                    raise RuntimeError('a worker process ended early')
-                changed.clear()
-                if not finished(workers):
-                    await changed.wait()
+            await until(workers, changed, lambda: finished(workers))
             return (max(w.last_ns for w in workers) - go) / 1e9
     finally:
         await stop_all(workers)
         for reader in readers:
             reader.cancel()
+
+
+async def until(workers: list[Worker], changed: asyncio.Event, condition: Any) -> None:
+    """Wait for *condition* (checked whenever a worker reports); a worker that ended before it is an error."""
+    while not condition():
+        if any(w.ended and not w.done for w in workers):
+            raise RuntimeError('a worker process ended early (its stderr: run it by hand)')
+        changed.clear()
+        if not condition():
+            await changed.wait()
 
 
 async def stop_all(workers: list[Worker]) -> None:
@@ -145,16 +156,9 @@ async def fill(backend: str, queue: str, n: int) -> None:
 
 
 async def consumers(backend: str, queue: str, k: int, n: int) -> float:
-    workers = [await spawn(backend, 'consume', queue) for _ in range(k)]
-    readers = [asyncio.ensure_future(w.read()) for w in workers]
     # Bound before the messages come (Kafka: the group settled), held at the start line by their handlers.
-    async with asyncio.timeout(STEP_TIMEOUT):
-        for worker in workers:
-            await worker.ready.wait()
-    for reader in readers:
-        reader.cancel()
-    await fill(backend, queue, n)
-    return await timed(workers, lambda ws: sum(w.count for w in ws) >= n)
+    workers = [await spawn(backend, 'consume', queue) for _ in range(k)]
+    return await timed(workers, lambda ws: sum(w.count for w in ws) >= n, lambda: fill(backend, queue, n))
 
 
 async def producers(backend: str, queue: str, k: int, n: int) -> float:
