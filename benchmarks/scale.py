@@ -227,7 +227,7 @@ def summarize(lines: list[dict[str, Any]], backends: list[str],
             medians[(case, k)] = None if failed or not rates else statistics.median(rates)
         top = medians[('limit', RAW_PROCESSES)]
         for (case, k), rate in medians.items():
-            share = round(rate / top, 2) if rate and top else None
+            share = round(rate / top, 3) if rate and top else None
             rows.append({'kind': 'scale_row', 'backend': backend, 'case': case, 'processes': k,
                          'rate': None if rate is None else round(rate), 'of_limit': share})
     return rows
