@@ -341,7 +341,7 @@ class KafkaQueueReader:
                 return False
             part.take(offset)
             self.runner.submit(delivery)
-            while offset in book.started and self.runner.active:
+            while offset in book.started and self.runner.active and not part.revoked:
                 self._changed.clear()
                 await self._changed.wait()
         return True
@@ -414,14 +414,15 @@ class KafkaQueueReader:
     # -- settling and committing ----------------------------------------------
 
     def settle(self, part: PartitionOffsets, offset: int) -> None:
+        # The book forgets the offset even on a revoked partition: a suspect running alone waits for that.
+        if part.attempts is not None:
+            part.attempts.settle(offset)
         if not part.revoked:
             self._unsaved += 1
-            if part.attempts is not None:
-                part.attempts.settle(offset)
         self._settled(part.settle(offset))
 
     def release(self, part: PartitionOffsets, offset: int) -> None:
-        if not part.revoked and part.attempts is not None:
+        if part.attempts is not None:
             part.attempts.release(offset)
         part.release()
         self._changed.set()
@@ -501,6 +502,7 @@ class KafkaQueueReader:
         for tp in mine:
             self._parts.pop(tp).revoked = True
             self._books.pop(tp, None)
+        self._changed.set()  # a suspect running alone on a revoked partition stops holding the queue
 
     async def _clean(self, partitions: set[TopicPartition]) -> None:
         """Leaving partitions cleanly: their notes count only what still runs (and the suspects)."""
