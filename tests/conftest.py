@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,12 @@ def catalog() -> Catalog:
 def uid() -> str:
     """A short unique suffix for names on shared servers."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+async def closing() -> AsyncIterator[list[Any]]:
+    """A list the test appends things to; each is closed (``await x.close()``) after it, newest first."""
+    items: list[Any] = []
+    yield items
+    for item in reversed(items):
+        await item.close()

@@ -9,7 +9,7 @@ kill; ``--slow`` runs 5,000 through a kill of the leader of the moment, three ti
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,13 +32,6 @@ def cluster() -> Iterator[RabbitCluster]:
     finally:
         made.close()
 
-
-@pytest.fixture
-async def closing() -> AsyncIterator[list[Any]]:
-    items: list[Any] = []
-    yield items
-    for item in reversed(items):
-        await item.close()
 
 
 async def run(cluster: RabbitCluster, closing: list[Any], uid: str, size: str) -> dict[str, Any]:

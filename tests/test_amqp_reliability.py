@@ -11,9 +11,8 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -36,13 +35,6 @@ def rabbit_user() -> Iterator[RabbitUser]:
     finally:
         user.delete()
 
-
-@pytest.fixture
-async def closing() -> AsyncIterator[list[Any]]:
-    items: list[Any] = []
-    yield items
-    for item in reversed(items):
-        await item.close()
 
 
 def agent_of(queue: Queue, seen: set[int], collector: Collector | None = None) -> type[MicroAgent]:
