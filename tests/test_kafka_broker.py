@@ -320,3 +320,25 @@ async def test_records_written_before_ids_and_headers_still_decode(brokers, uid)
     by_key = {(n, attempt): (mid, headers) for n, attempt, mid, headers in items}
     assert by_key[(1, 1)] == (f'{queue.name}/0/0', {}) == by_key[(1, 2)]  # the first copy's id, carried on
     assert by_key[(2, 3)] == (f'{retry_topic(queue.name)}/0/0', {})
+
+
+async def test_a_settle_on_a_revoked_partition_still_clears_its_crash_suspect() -> None:
+    # A suspect (a record that was running when a process died) runs alone and holds its queue until its
+    # offset leaves the book; when a rebalance revoked its partition meanwhile, that settle used to be
+    # ignored and the queue stalled for ever (the reliability smoke: hundreds of messages owed).
+    from types import SimpleNamespace
+
+    from microagent.tools.kafka._attempts import PartitionAttempts, Snapshot
+    from microagent.tools.kafka._client import KafkaClients, KafkaSettings
+    from microagent.tools.kafka._consumer import KafkaQueueReader
+
+    runner: Any = SimpleNamespace(max_inflight=4, queue=SimpleNamespace(name='suspects_q', exchange=None))
+    reader = KafkaQueueReader(KafkaClients(KafkaSettings('127.0.0.1:9')), runner, group='suspects_q')
+    for settle in (reader.settle, reader.release):
+        part = PartitionOffsets()
+        book = part.attempts = PartitionAttempts(Snapshot(), 0)
+        part.take(5)
+        book.start(5, 2)
+        part.revoked = True
+        settle(part, 5)
+        assert 5 not in book.started
