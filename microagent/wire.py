@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from .exceptions import ConfigurationError
 
-__all__ = ['MICROAGENT1', 'NATIVE', 'WIRES', 'check_sender', 'check_wire', 'glob_escape', 'legacy_channel',
-           'parse_legacy']
+__all__ = ['MICROAGENT1', 'NATIVE', 'WIRES', 'check_migration', 'check_sender', 'check_wire', 'glob_escape',
+           'legacy_channel', 'parse_legacy']
 
 NATIVE = 'native'
 MICROAGENT1 = 'microagent1'
@@ -40,6 +40,16 @@ def check_wire(owner: str, wire: str) -> str:
     if wire not in WIRES:
         raise ConfigurationError(f'{owner}: wire must be one of {list(WIRES)}, got {wire!r}')
     return wire
+
+
+def check_migration(owner: str, wire: str) -> None:
+    """ConfigurationError unless a broker on *wire* may move a 1.9 queue to the native format.
+
+    >>> check_migration('<RedisBroker>', NATIVE)
+    """
+    if wire == MICROAGENT1:
+        raise ConfigurationError(f"{owner}: migrate_queue moves a queue to this project's format: "
+                                 "use a broker with wire='native'")
 
 
 def check_sender(sender: str) -> str:

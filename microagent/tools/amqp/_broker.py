@@ -31,7 +31,7 @@ from ..._message import check_headers, check_message_id, message_ids_for, new_me
 from ...broker import AbstractQueueBroker
 from ...delivery import ConsumerRunner, DeadLetter
 from ...exceptions import BackendError, ConfigurationError, ConnectError, DeliveryError
-from ...wire import MICROAGENT1
+from ...wire import MICROAGENT1, check_migration
 from ._confirms import Publisher, publisher
 from ._connection import CONNECTION_ERRORS, RobustConnection, close_channel, wait_closed
 from ._deliveries import Deliveries
@@ -464,9 +464,7 @@ class AMQPBroker(AbstractQueueBroker):
         3
         """
         self.catalog.queue(name)  # QueueNotFound for an undeclared queue
-        if self.wire == MICROAGENT1:
-            raise ConfigurationError(f"{self!r}: migrate_queue moves a queue to this project's format: "
-                                     "use a broker with wire='native'")
+        check_migration(repr(self), self.wire)
         return await migrate_queue(self, name)
 
     def forget(self, name: str) -> None:

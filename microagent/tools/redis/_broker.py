@@ -38,7 +38,7 @@ from ..._tasks import cancel_task
 from ...broker import AbstractQueueBroker
 from ...delivery import DeadLetter
 from ...exceptions import ConfigurationError, ConnectError
-from ...wire import MICROAGENT1
+from ...wire import MICROAGENT1, check_migration
 from ._cluster import connector_for, hash_tagged
 from ._confirm import ConfirmedWriter
 from ._connection import RedisLane, pack_args
@@ -254,9 +254,7 @@ class RedisBroker(AbstractQueueBroker):
         12
         """
         self.catalog.queue(name)  # QueueNotFound for an undeclared queue
-        if self.wire == MICROAGENT1:
-            raise ConfigurationError(f"{self!r}: migrate_queue moves a queue to this project's format: "
-                                     "use a broker with wire='native'")
+        check_migration(repr(self), self.wire)
         if self.redis.cluster:
             raise ConfigurationError(f"{self!r}: microagent 1.9's lists are not served on a Redis Cluster (a list "
                                      'and its stream lie in different slots): migrate on one server first')
